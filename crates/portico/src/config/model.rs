@@ -1,0 +1,319 @@
+//! The config file, one struct per YAML object. Unknown fields are errors everywhere.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct File {
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+    /// Shorthand: one bind, listener, route and MCP backend.
+    pub mcp: Option<McpShorthand>,
+    #[serde(default)]
+    pub config: Settings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Bind {
+    pub port: u16,
+    /// Default: all interfaces.
+    pub address: Option<String>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub tls: Option<ListenerTls>,
+    pub policies: Option<Policies>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(alias = "http")]
+    HTTP,
+    #[serde(alias = "https")]
+    HTTPS,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub matches: Vec<Match>,
+    pub policies: Option<Policies>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    pub path: Option<PathMatch>,
+    #[serde(default)]
+    pub headers: Vec<NamedMatch>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub query: Vec<NamedMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum PathMatch {
+    Exact(String),
+    PathPrefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamedMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backend {
+    pub weight: Option<u32>,
+    pub policies: Option<Policies>,
+    pub mcp: Option<McpBackend>,
+    /// A plain HTTP backend (`host:port`).
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpBackend {
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    pub policies: Option<Policies>,
+    #[serde(default)]
+    pub prefix_mode: PrefixMode,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default)]
+    pub stateful_mode: StatefulMode,
+    #[serde(default)]
+    pub dns_rebinding_protection: bool,
+}
+
+/// The top-level `mcp:` shorthand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpShorthand {
+    pub port: u16,
+    pub address: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    pub policies: Option<Policies>,
+    #[serde(default)]
+    pub prefix_mode: PrefixMode,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default)]
+    pub stateful_mode: StatefulMode,
+    #[serde(default)]
+    pub dns_rebinding_protection: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PrefixMode {
+    /// Prefix names only when the backend has more than one target.
+    #[default]
+    Conditional,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// A failing target is left out and retried; the session goes on.
+    #[default]
+    FailOpen,
+    /// A failing target fails the session.
+    FailClosed,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatefulMode {
+    #[default]
+    Stateful,
+    Stateless,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Target {
+    pub name: String,
+    pub stdio: Option<StdioTarget>,
+    pub mcp: Option<HttpTarget>,
+    pub sse: Option<HttpTarget>,
+    pub openapi: Option<IgnoredAny>,
+    pub policies: Option<Policies>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StdioTarget {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start the process with only `env` (plus nothing inherited).
+    #[serde(default)]
+    pub clear_env: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpTarget {
+    pub host: String,
+}
+
+/// The `policies` object of any level. Each type is checked against the levels where it may appear;
+/// types whose behaviour is not built yet are refused at load rather than ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policies {
+    pub cors: Option<IgnoredAny>,
+    pub jwt_auth: Option<IgnoredAny>,
+    pub mcp_authentication: Option<IgnoredAny>,
+    pub mcp_authorization: Option<IgnoredAny>,
+    pub backend_auth: Option<IgnoredAny>,
+    #[serde(rename = "backendTLS")]
+    pub backend_tls: Option<IgnoredAny>,
+    pub request_header_modifier: Option<IgnoredAny>,
+    pub response_header_modifier: Option<IgnoredAny>,
+    pub ai: Option<IgnoredAny>,
+    pub a2a: Option<IgnoredAny>,
+    pub local_rate_limit: Option<IgnoredAny>,
+    pub timeout: Option<IgnoredAny>,
+}
+
+impl Policies {
+    /// The YAML names of the policy types this object sets.
+    pub fn present(&self) -> Vec<&'static str> {
+        let all = [
+            ("cors", self.cors.is_some()),
+            ("jwtAuth", self.jwt_auth.is_some()),
+            ("mcpAuthentication", self.mcp_authentication.is_some()),
+            ("mcpAuthorization", self.mcp_authorization.is_some()),
+            ("backendAuth", self.backend_auth.is_some()),
+            ("backendTLS", self.backend_tls.is_some()),
+            (
+                "requestHeaderModifier",
+                self.request_header_modifier.is_some(),
+            ),
+            (
+                "responseHeaderModifier",
+                self.response_header_modifier.is_some(),
+            ),
+            ("ai", self.ai.is_some()),
+            ("a2a", self.a2a.is_some()),
+            ("localRateLimit", self.local_rate_limit.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ];
+        all.into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// The static `config:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    pub admin_addr: Option<String>,
+    pub stats_addr: Option<String>,
+    pub readiness_addr: Option<String>,
+    pub session: Option<SessionSettings>,
+    #[serde(default)]
+    pub mcp: McpSettings,
+    #[serde(default)]
+    pub logging: LoggingSettings,
+    pub tracing: Option<TracingSettings>,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionSettings {
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpSettings {
+    /// Idle session lifetime, e.g. `30m`.
+    pub session_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoggingSettings {
+    pub level: Option<String>,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TracingSettings {
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitSettings {
+    /// Largest request body: bytes, or a size such as `4MiB`.
+    pub request_body: Option<serde_json::Value>,
+    /// Deepest JSON nesting accepted in a request.
+    pub json_depth: Option<usize>,
+}

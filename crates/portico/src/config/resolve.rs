@@ -1,0 +1,789 @@
+//! Checks a parsed [`File`] and builds the runtime [`Config`], collecting every error on the way.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::error::ConfigError;
+use super::model::{self, File, Policies, PrefixMode, Protocol, StatefulMode};
+use super::runtime::{self, Config, Settings};
+
+/// Where a `policies` object sits; decides which policy types it may hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Listener,
+    Route,
+    Backend,
+    Target,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Listener => "listener",
+            Level::Route => "route",
+            Level::Backend => "backend",
+            Level::Target => "target",
+        }
+    }
+}
+
+/// The levels at which each policy type may be set (SPEC §3).
+fn allowed_levels(policy: &str) -> &'static [Level] {
+    use Level::*;
+    match policy {
+        "cors" | "jwtAuth" => &[Listener, Route],
+        "mcpAuthentication" | "localRateLimit" | "timeout" => &[Route],
+        _ => &[Route, Backend, Target],
+    }
+}
+
+#[derive(Default)]
+struct Resolver {
+    errors: Vec<ConfigError>,
+}
+
+impl Resolver {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
+        self.errors.push(ConfigError::new(path, message));
+        self.errors.last_mut().expect("just pushed")
+    }
+
+    fn policies(&mut self, policies: Option<&Policies>, level: Level, path: &str) {
+        let Some(policies) = policies else { return };
+        for policy in policies.present() {
+            let field = format!("{path}.{policy}");
+            let levels = allowed_levels(policy);
+            if !levels.contains(&level) {
+                let names: Vec<_> = levels.iter().map(|l| l.name()).collect();
+                self.error(
+                    field,
+                    format!("policy `{policy}` cannot be set on a {}", level.name()),
+                )
+                .hint = Some(format!("set it at {} level", names.join(" or ")));
+                continue;
+            }
+            self.error(field, format!("policy `{policy}` is not supported yet"))
+                .hint = Some(
+                "this build of Portico refuses it rather than ignore it; remove it or upgrade Portico"
+                    .into(),
+            );
+        }
+    }
+
+    fn both_backend_spellings(
+        &mut self,
+        outer: Option<&Policies>,
+        inner: Option<&Policies>,
+        path: &str,
+    ) {
+        let (Some(outer), Some(inner)) = (outer, inner) else {
+            return;
+        };
+        let inner_types = inner.present();
+        for policy in outer
+            .present()
+            .into_iter()
+            .filter(|p| inner_types.contains(p))
+        {
+            self.error(
+                format!("{path}.policies.{policy}"),
+                format!("policy `{policy}` is set both in `backends[].policies` and `backends[].mcp.policies`"),
+            )
+            .hint = Some("keep one of the two; they are the same level".into());
+        }
+    }
+}
+
+/// Builds the runtime config; `Err` holds every error found.
+pub fn resolve(file: File) -> Result<Config, Vec<ConfigError>> {
+    let mut r = Resolver::default();
+    let settings = settings(&mut r, &file.config);
+    let mut binds = Vec::new();
+    let mut seen_addrs = HashSet::new();
+    let file_binds = with_shorthand(file.binds, file.mcp, &mut r);
+    if file_binds.is_empty() {
+        r.error(
+            "binds",
+            "nothing to serve: the file has no `binds` and no `mcp` shorthand",
+        )
+        .hint = Some("see examples/quickstart.yaml".into());
+    }
+    for (b, bind) in file_binds.iter().enumerate() {
+        let path = format!("binds[{b}]");
+        let Some(addr) = bind_addr(&mut r, bind, &path) else {
+            continue;
+        };
+        if !seen_addrs.insert(addr) {
+            r.error(format!("{path}.port"), format!("{addr} is bound twice"))
+                .hint = Some("merge the listeners into one bind".into());
+        }
+        if bind.listeners.is_empty() {
+            r.error(
+                format!("{path}.listeners"),
+                "a bind needs at least one listener",
+            );
+        }
+        let listeners = bind
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(l, listener)| {
+                listener_rt(&mut r, listener, &format!("{path}.listeners[{l}]"), l)
+            })
+            .collect();
+        binds.push(runtime::Bind { addr, listeners });
+    }
+    if r.errors.is_empty() {
+        Ok(Config { binds, settings })
+    } else {
+        Err(r.errors)
+    }
+}
+
+/// The `mcp:` shorthand becomes one more bind, so the rest of the code sees one shape.
+fn with_shorthand(
+    mut binds: Vec<model::Bind>,
+    mcp: Option<model::McpShorthand>,
+    r: &mut Resolver,
+) -> Vec<model::Bind> {
+    let Some(mcp) = mcp else { return binds };
+    if !binds.is_empty() {
+        r.error("mcp", "`mcp` shorthand and `binds` cannot be used together")
+            .hint = Some("move the shorthand's targets into a route of `binds`".into());
+    }
+    binds.push(model::Bind {
+        port: mcp.port,
+        address: mcp.address,
+        listeners: vec![model::Listener {
+            name: None,
+            hostname: None,
+            protocol: Protocol::HTTP,
+            tls: None,
+            policies: None,
+            routes: vec![model::Route {
+                name: None,
+                hostnames: vec![],
+                matches: vec![],
+                policies: None,
+                backends: vec![model::Backend {
+                    weight: None,
+                    policies: None,
+                    host: None,
+                    mcp: Some(model::McpBackend {
+                        targets: mcp.targets,
+                        policies: mcp.policies,
+                        prefix_mode: mcp.prefix_mode,
+                        failure_mode: mcp.failure_mode,
+                        stateful_mode: mcp.stateful_mode,
+                        dns_rebinding_protection: mcp.dns_rebinding_protection,
+                    }),
+                }],
+            }],
+        }],
+    });
+    binds
+}
+
+fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
+    let mut settings = Settings::default();
+    let unsupported = [
+        ("config.adminAddr", config.admin_addr.is_some()),
+        ("config.statsAddr", config.stats_addr.is_some()),
+        ("config.readinessAddr", config.readiness_addr.is_some()),
+        ("config.session", config.session.is_some()),
+        ("config.tracing", config.tracing.is_some()),
+    ];
+    for (path, set) in unsupported {
+        if set {
+            r.error(path, "this setting is not supported yet").hint =
+                Some("remove it; this build of Portico refuses it rather than ignore it".into());
+        }
+    }
+    if let Some(ttl) = &config.mcp.session_ttl {
+        match parse_duration(ttl) {
+            Some(d) if !d.is_zero() => settings.session_ttl = d,
+            _ => {
+                r.error(
+                    "config.mcp.sessionTtl",
+                    format!("`{ttl}` is not a duration"),
+                )
+                .hint = Some("write e.g. `90s`, `30m` or `2h`".into());
+            }
+        }
+    }
+    if let Some(level) = &config.logging.level {
+        if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+            r.error(
+                "config.logging.level",
+                format!("`{level}` is not a log level or filter"),
+            )
+            .hint = Some("use error, warn, info, debug or trace".into());
+        }
+        settings.log_level = Some(level.clone());
+    }
+    settings.log_format = config.logging.format;
+    if let Some(body) = &config.limits.request_body {
+        match parse_size(body) {
+            Some(bytes) if bytes > 0 => settings.max_body_bytes = bytes,
+            _ => {
+                r.error(
+                    "config.limits.requestBody",
+                    format!("`{body}` is not a size"),
+                )
+                .hint = Some("write bytes, or e.g. `512KiB`, `4MiB`".into());
+            }
+        }
+    }
+    match config.limits.json_depth {
+        Some(0) => {
+            r.error("config.limits.jsonDepth", "must be at least 1");
+        }
+        Some(depth) => settings.max_json_depth = depth,
+        None => {}
+    }
+    settings
+}
+
+/// Parses `500ms`, `90s`, `30m`, `2h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+/// Parses a byte count: a number, or a number with `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`.
+fn parse_size(value: &serde_json::Value) -> Option<usize> {
+    if let Some(n) = value.as_u64() {
+        return usize::try_from(n).ok();
+    }
+    let text = value.as_str()?.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+fn bind_addr(r: &mut Resolver, bind: &model::Bind, path: &str) -> Option<SocketAddr> {
+    let Some(address) = &bind.address else {
+        return Some(SocketAddr::from(([0, 0, 0, 0], bind.port)));
+    };
+    let host = if address == "localhost" {
+        "127.0.0.1"
+    } else {
+        address.as_str()
+    };
+    match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, bind.port)),
+        Err(_) => {
+            r.error(
+                format!("{path}.address"),
+                format!("`{address}` is not an IP address"),
+            )
+            .hint = Some("write e.g. `127.0.0.1`, `0.0.0.0` or `::`".into());
+            None
+        }
+    }
+}
+
+fn listener_rt(
+    r: &mut Resolver,
+    listener: &model::Listener,
+    path: &str,
+    index: usize,
+) -> Option<runtime::Listener> {
+    r.policies(
+        listener.policies.as_ref(),
+        Level::Listener,
+        &format!("{path}.policies"),
+    );
+    let tls = match (listener.protocol, &listener.tls) {
+        (Protocol::HTTPS, Some(tls)) => load_tls(r, tls, &format!("{path}.tls")),
+        (Protocol::HTTPS, None) => {
+            r.error(
+                format!("{path}.tls"),
+                "an HTTPS listener needs `tls: {cert, key}`",
+            );
+            None
+        }
+        (Protocol::HTTP, Some(_)) => {
+            r.error(format!("{path}.tls"), "`tls` is set on an HTTP listener")
+                .hint = Some("set `protocol: HTTPS`, or remove `tls`".into());
+            None
+        }
+        (Protocol::HTTP, None) => None,
+    };
+    if listener.routes.is_empty() {
+        r.error(
+            format!("{path}.routes"),
+            "a listener needs at least one route",
+        );
+    }
+    let mut matchers = Vec::new();
+    for (i, route) in listener.routes.iter().enumerate() {
+        let route_path = format!("{path}.routes[{i}]");
+        let name = route.name.clone().unwrap_or_else(|| format!("route{i}"));
+        let Some(route_rt) = route_rt(r, route, &route_path, &name) else {
+            continue;
+        };
+        let route_rt = Arc::new(route_rt);
+        if route.matches.is_empty() {
+            matchers.push(runtime::RouteMatcher {
+                route: route_rt.clone(),
+                path: runtime::PathMatch::Prefix("/".into()),
+                headers: vec![],
+                method: None,
+                query: vec![],
+            });
+        }
+        for (m, matcher) in route.matches.iter().enumerate() {
+            if let Some(matcher) =
+                matcher_rt(r, matcher, &format!("{route_path}.matches[{m}]"), &route_rt)
+            {
+                matchers.push(matcher);
+            }
+        }
+    }
+    // Stable sort keeps config order among equally specific matches.
+    matchers.sort_by_key(|m| m.path.rank());
+    Some(runtime::Listener {
+        name: listener
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("listener{index}")),
+        hostname: listener.hostname.clone(),
+        tls,
+        matchers,
+    })
+}
+
+fn load_tls(
+    r: &mut Resolver,
+    tls: &model::ListenerTls,
+    path: &str,
+) -> Option<Arc<rustls::ServerConfig>> {
+    let certs = match std::fs::read(&tls.cert)
+        .map(|pem| rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>())
+    {
+        Ok(Ok(certs)) if !certs.is_empty() => certs,
+        Ok(_) => {
+            r.error(
+                format!("{path}.cert"),
+                format!("`{}` holds no PEM certificate", tls.cert),
+            );
+            return None;
+        }
+        Err(e) => {
+            r.error(
+                format!("{path}.cert"),
+                format!("cannot read `{}`: {e}", tls.cert),
+            );
+            return None;
+        }
+    };
+    let key =
+        match std::fs::read(&tls.key).map(|pem| rustls_pemfile::private_key(&mut pem.as_slice())) {
+            Ok(Ok(Some(key))) => key,
+            Ok(_) => {
+                r.error(
+                    format!("{path}.key"),
+                    format!("`{}` holds no PEM private key", tls.key),
+                );
+                return None;
+            }
+            Err(e) => {
+                r.error(
+                    format!("{path}.key"),
+                    format!("cannot read `{}`: {e}", tls.key),
+                );
+                return None;
+            }
+        };
+    match rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+    {
+        Ok(mut config) => {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        }
+        Err(e) => {
+            r.error(
+                path,
+                format!("certificate and key do not form a usable TLS identity: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn compile(r: &mut Resolver, pattern: &str, path: &str) -> Option<Regex> {
+    match Regex::new(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            r.error(path, format!("invalid regex: {e}"));
+            None
+        }
+    }
+}
+
+fn string_match(
+    r: &mut Resolver,
+    m: &model::StringMatch,
+    path: &str,
+) -> Option<runtime::StringMatch> {
+    match m {
+        model::StringMatch::Exact(s) => Some(runtime::StringMatch::Exact(s.clone())),
+        model::StringMatch::Regex(p) => {
+            compile(r, p, &format!("{path}.regex")).map(runtime::StringMatch::Regex)
+        }
+    }
+}
+
+fn matcher_rt(
+    r: &mut Resolver,
+    m: &model::Match,
+    path: &str,
+    route: &Arc<runtime::Route>,
+) -> Option<runtime::RouteMatcher> {
+    let path_match = match &m.path {
+        None => runtime::PathMatch::Prefix("/".into()),
+        Some(model::PathMatch::Exact(p)) => runtime::PathMatch::Exact(p.clone()),
+        Some(model::PathMatch::PathPrefix(p)) => runtime::PathMatch::Prefix(p.clone()),
+        Some(model::PathMatch::Regex(p)) => runtime::PathMatch::Regex(compile(
+            r,
+            &format!("^(?:{p})$"),
+            &format!("{path}.path.regex"),
+        )?),
+    };
+    let mut headers = Vec::new();
+    for (h, header) in m.headers.iter().enumerate() {
+        let hpath = format!("{path}.headers[{h}]");
+        let Ok(name) = http::HeaderName::from_bytes(header.name.as_bytes()) else {
+            r.error(
+                format!("{hpath}.name"),
+                format!("`{}` is not a header name", header.name),
+            );
+            continue;
+        };
+        if let Some(value) = string_match(r, &header.value, &format!("{hpath}.value")) {
+            headers.push((name, value));
+        }
+    }
+    let query = m
+        .query
+        .iter()
+        .enumerate()
+        .filter_map(|(q, query)| {
+            string_match(r, &query.value, &format!("{path}.query[{q}].value"))
+                .map(|v| (query.name.clone(), v))
+        })
+        .collect();
+    let method = match &m.method {
+        None => None,
+        Some(method) => match http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                r.error(
+                    format!("{path}.method"),
+                    format!("`{method}` is not an HTTP method"),
+                );
+                None
+            }
+        },
+    };
+    Some(runtime::RouteMatcher {
+        route: route.clone(),
+        path: path_match,
+        headers,
+        method,
+        query,
+    })
+}
+
+fn route_rt(
+    r: &mut Resolver,
+    route: &model::Route,
+    path: &str,
+    name: &str,
+) -> Option<runtime::Route> {
+    r.policies(
+        route.policies.as_ref(),
+        Level::Route,
+        &format!("{path}.policies"),
+    );
+    if route.backends.is_empty() {
+        r.error(
+            format!("{path}.backends"),
+            "a route needs at least one backend",
+        );
+        return None;
+    }
+    let backends: Vec<_> = route
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(b, backend)| {
+            backend_rt(
+                r,
+                backend,
+                &format!("{path}.backends[{b}]"),
+                &format!("{name}/{b}"),
+            )
+        })
+        .collect();
+    if backends.len() > 1 && backends.iter().all(|b| b.weight == 0) {
+        r.error(
+            format!("{path}.backends"),
+            "every backend has weight 0, so none can be picked",
+        );
+    }
+    (backends.len() == route.backends.len()).then(|| runtime::Route {
+        name: name.to_string(),
+        hostnames: route.hostnames.clone(),
+        backends,
+    })
+}
+
+fn backend_rt(
+    r: &mut Resolver,
+    backend: &model::Backend,
+    path: &str,
+    name: &str,
+) -> Option<runtime::Backend> {
+    r.policies(
+        backend.policies.as_ref(),
+        Level::Backend,
+        &format!("{path}.policies"),
+    );
+    match (&backend.mcp, &backend.host) {
+        (Some(mcp), None) => {
+            r.policies(
+                mcp.policies.as_ref(),
+                Level::Backend,
+                &format!("{path}.mcp.policies"),
+            );
+            r.both_backend_spellings(backend.policies.as_ref(), mcp.policies.as_ref(), path);
+            let mcp = mcp_backend_rt(r, mcp, &format!("{path}.mcp"), name)?;
+            Some(runtime::Backend {
+                weight: backend.weight.unwrap_or(1),
+                mcp: Arc::new(mcp),
+            })
+        }
+        (None, Some(_)) => {
+            r.error(
+                format!("{path}.host"),
+                "`host` backends are not supported yet",
+            )
+            .hint = Some("use an `mcp` backend".into());
+            None
+        }
+        _ => {
+            r.error(path, "a backend needs exactly one of `mcp` or `host`");
+            None
+        }
+    }
+}
+
+fn mcp_backend_rt(
+    r: &mut Resolver,
+    mcp: &model::McpBackend,
+    path: &str,
+    name: &str,
+) -> Option<runtime::McpBackend> {
+    if mcp.stateful_mode == StatefulMode::Stateless {
+        r.error(
+            format!("{path}.statefulMode"),
+            "`stateless` is not supported yet",
+        )
+        .hint = Some("remove it to use the default, `stateful`".into());
+    }
+    if mcp.targets.is_empty() {
+        r.error(
+            format!("{path}.targets"),
+            "an MCP backend needs at least one target",
+        );
+        return None;
+    }
+    let mut names = HashSet::new();
+    let mut targets = Vec::new();
+    for (t, target) in mcp.targets.iter().enumerate() {
+        let tpath = format!("{path}.targets[{t}]");
+        if !names.insert(target.name.as_str()) {
+            r.error(
+                format!("{tpath}.name"),
+                format!(
+                    "target name `{}` is used twice in this backend",
+                    target.name
+                ),
+            );
+        }
+        if let Some(target) = target_rt(r, target, &tpath) {
+            targets.push(Arc::new(target));
+        }
+    }
+    let prefixed = match mcp.prefix_mode {
+        PrefixMode::Always => true,
+        PrefixMode::Never => false,
+        PrefixMode::Conditional => mcp.targets.len() > 1,
+    };
+    (targets.len() == mcp.targets.len()).then(|| runtime::McpBackend {
+        name: name.to_string(),
+        targets,
+        prefixed,
+        prefix_mode: mcp.prefix_mode,
+        failure_mode: mcp.failure_mode,
+        dns_rebinding_protection: mcp.dns_rebinding_protection,
+    })
+}
+
+fn target_name_error(name: &str) -> Option<(String, &'static str)> {
+    if name.is_empty() {
+        return Some((
+            "a target name cannot be empty".into(),
+            "use e.g. `github` or `files-1`",
+        ));
+    }
+    if let Some(sep) = name.chars().find(|c| *c == '_' || *c == '+') {
+        return Some((
+            format!("target name `{name}` contains `{sep}`, a multiplexing separator"),
+            "use lowercase letters, digits, `-` and `.`",
+        ));
+    }
+    let valid = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    (!valid).then(|| {
+        (
+            format!("target name `{name}` may only contain lowercase letters, digits, `-` and `.`"),
+            "e.g. `public-tools`",
+        )
+    })
+}
+
+fn target_rt(r: &mut Resolver, target: &model::Target, path: &str) -> Option<runtime::Target> {
+    if let Some((message, hint)) = target_name_error(&target.name) {
+        r.error(format!("{path}.name"), message).hint = Some(hint.into());
+    }
+    r.policies(
+        target.policies.as_ref(),
+        Level::Target,
+        &format!("{path}.policies"),
+    );
+    let kinds = [
+        target.stdio.is_some(),
+        target.mcp.is_some(),
+        target.sse.is_some(),
+        target.openapi.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        r.error(
+            path,
+            "a target needs exactly one of `stdio`, `mcp`, `sse`, `openapi`",
+        );
+        return None;
+    }
+    let kind = if let Some(stdio) = &target.stdio {
+        if stdio.cmd.trim().is_empty() {
+            r.error(format!("{path}.stdio.cmd"), "the command is empty");
+            return None;
+        }
+        runtime::TargetKind::Stdio(runtime::StdioSpec {
+            cmd: stdio.cmd.clone().into(),
+            args: stdio.args.clone(),
+            env: stdio.env.clone(),
+            clear_env: stdio.clear_env,
+        })
+    } else if let Some(http) = &target.mcp {
+        runtime::TargetKind::Http {
+            url: http_url(r, &http.host, &format!("{path}.mcp.host"))?,
+        }
+    } else {
+        let kind = if target.sse.is_some() {
+            "sse"
+        } else {
+            "openapi"
+        };
+        r.error(
+            format!("{path}.{kind}"),
+            format!("`{kind}` targets are not supported yet"),
+        )
+        .hint = Some("use a `stdio` or `mcp` (Streamable HTTP) target".into());
+        return None;
+    };
+    Some(runtime::Target {
+        name: target.name.as_str().into(),
+        kind,
+    })
+}
+
+fn http_url(r: &mut Resolver, host: &str, path: &str) -> Option<reqwest::Url> {
+    match reqwest::Url::parse(host) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) | Err(_) => {
+            r.error(path, format!("`{host}` is not an http:// or https:// URL"))
+                .hint = Some("write the full endpoint, e.g. `http://127.0.0.1:8080/mcp`".into());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5 minutes"), None);
+        assert_eq!(parse_size(&serde_json::json!("4MiB")), Some(4 << 20));
+        assert_eq!(parse_size(&serde_json::json!(1024)), Some(1024));
+        assert_eq!(parse_size(&serde_json::json!("lots")), None);
+    }
+
+    #[test]
+    fn target_names() {
+        assert!(target_name_error("files-1.eu").is_none());
+        assert!(
+            target_name_error("my_tools")
+                .unwrap()
+                .0
+                .contains("separator")
+        );
+        assert!(target_name_error("a+b").unwrap().0.contains("separator"));
+        assert!(target_name_error("Tools").is_some());
+    }
+
+    #[test]
+    fn prefix_paths_match_whole_segments() {
+        let p = runtime::PathMatch::Prefix("/mcp".into());
+        assert!(p.matches("/mcp"));
+        assert!(p.matches("/mcp/x"));
+        assert!(!p.matches("/mcpx"));
+        assert!(runtime::PathMatch::Prefix("/".into()).matches("/anything"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The immutable runtime form of a config: built once per load, read by every request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::model::{FailureMode, LogFormat, PrefixMode};
+
+/// Everything the gateway serves.
+#[derive(Debug)]
+pub struct Config {
+    pub binds: Vec<Bind>,
+    pub settings: Settings,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub session_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub log_level: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(30 * 60),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            log_level: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    /// `None` matches any host; `*.example.com` matches subdomains.
+    pub hostname: Option<String>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Route matches, most specific first.
+    pub matchers: Vec<RouteMatcher>,
+}
+
+/// One `matches[]` entry of a route, ranked for lookup.
+#[derive(Debug)]
+pub struct RouteMatcher {
+    pub route: Arc<Route>,
+    pub path: PathMatch,
+    pub headers: Vec<(http::HeaderName, StringMatch)>,
+    pub method: Option<http::Method>,
+    pub query: Vec<(String, StringMatch)>,
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (p.ends_with('/')
+                        || path.len() == p.len()
+                        || path.as_bytes()[p.len()] == b'/')
+            }
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+
+    /// Sort key: exact first, then longer prefixes, then regexes.
+    pub fn rank(&self) -> (u8, usize) {
+        match self {
+            PathMatch::Exact(_) => (0, 0),
+            PathMatch::Prefix(p) => (1, usize::MAX - p.len()),
+            PathMatch::Regex(_) => (2, 0),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum StringMatch {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl StringMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StringMatch::Exact(e) => e == value,
+            StringMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub backends: Vec<Backend>,
+}
+
+impl Route {
+    /// Picks a backend for a new session, by weight.
+    pub fn pick_backend(&self) -> &Backend {
+        let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 || self.backends.len() == 1 {
+            return &self.backends[0];
+        }
+        let mut pick = rand::random_range(0..total);
+        for backend in &self.backends {
+            let weight = u64::from(backend.weight);
+            if pick < weight {
+                return backend;
+            }
+            pick -= weight;
+        }
+        &self.backends[0]
+    }
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub weight: u32,
+    pub mcp: Arc<McpBackend>,
+}
+
+/// An MCP backend: the targets multiplexed behind one endpoint.
+#[derive(Debug)]
+pub struct McpBackend {
+    /// `<route>/<backend index>`, for logs.
+    pub name: String,
+    pub targets: Vec<Arc<Target>>,
+    /// Whether names carry the `<target>_` prefix (resolved from `prefixMode` and the target count).
+    pub prefixed: bool,
+    pub prefix_mode: PrefixMode,
+    pub failure_mode: FailureMode,
+    pub dns_rebinding_protection: bool,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub name: Arc<str>,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug)]
+pub enum TargetKind {
+    Stdio(StdioSpec),
+    Http { url: reqwest::Url },
+}
+
+#[derive(Debug)]
+pub struct StdioSpec {
+    pub cmd: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub clear_env: bool,
+}
