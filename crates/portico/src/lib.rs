@@ -1,7 +1,11 @@
 //! Portico: an MCP gateway. Many MCP servers behind one MCP endpoint, with policies per route, backend
 //! and target.
 //!
-//! A request flows one way: listener → route → MCP endpoint → session → multiplexer → upstream target;
-//! the response walks back. See `docs/architecture.md`.
+//! A request flows one way: listener ([`server`]) → route → MCP endpoint ([`mcp::streamable_http`]) →
+//! session ([`mcp::session`]) → multiplexer ([`mcp::multiplex`]) → target ([`mcp::upstream`]); the
+//! response walks back. See `docs/architecture.md`.
 
 pub mod config;
+pub mod mcp;
+pub mod server;
+pub mod telemetry;

@@ -1,1 +1,135 @@
-fn main() {}
+//! The `portico` command: run the gateway, or check a config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Portico, an MCP gateway: many MCP servers behind one MCP endpoint, with policies per route,
+/// backend and target.
+///
+/// Run it with a config file: `portico -f config.yaml`. See examples/ and docs/ for the format.
+#[derive(Debug, Parser)]
+#[command(name = "portico", version, about, long_about)]
+struct Cli {
+    /// The config file (YAML) to serve.
+    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file and report every error with file, line, column, field path and a hint.
+    /// Exits 0 when the file is valid, 1 otherwise.
+    Validate,
+    /// Run the built-in test MCP server (the one Portico's own tests and quickstart use): the MCP
+    /// conformance tools, prompts and resources, plus `echo`, `echo_headers`, `sleep`, `crash`,
+    /// `whoami`. In a config, start it with `cmd: $PORTICO_EXE` and `args: [fixture]`.
+    Fixture(portico_fixture::FixtureArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Fixture(args)) = cli.command {
+        return run_fixture(args);
+    }
+    expose_own_path();
+    let Some(file) = cli.file else {
+        eprintln!("portico: no config file; run `portico -f config.yaml` (see `portico --help`)");
+        return ExitCode::from(2);
+    };
+    let config = match portico::config::load_file(&file) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); nothing started",
+                file.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Validate) = cli.command {
+        println!("{}: valid", file.display());
+        return ExitCode::SUCCESS;
+    }
+    portico::telemetry::init_logging(
+        config.settings.log_level.as_deref(),
+        config.settings.log_format,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("portico: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// Sets `PORTICO_EXE` to this binary's path (unless set), so configs can start `$PORTICO_EXE fixture`.
+fn expose_own_path() {
+    if std::env::var_os("PORTICO_EXE").is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // SAFETY: called before the runtime or any other thread starts.
+        unsafe { std::env::set_var("PORTICO_EXE", exe) };
+    }
+}
+
+fn run_fixture(args: portico_fixture::FixtureArgs) -> ExitCode {
+    portico::telemetry::init_logging(Some("warn"), portico::config::model::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("portico fixture: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(portico_fixture::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico fixture: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: portico::config::Config) -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let running = match portico::server::start(config).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::error!(target: "portico::server", "{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!(target: "portico::server", sessions = running.gateway.sessions.len(), "shutting down");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,9 @@
+//! The Model Context Protocol: messages, the client-facing transport, sessions, multiplexing and the
+//! connections to targets.
+
+pub mod jsonrpc;
+pub mod multiplex;
+pub mod session;
+pub mod sse;
+pub mod streamable_http;
+pub mod upstream;

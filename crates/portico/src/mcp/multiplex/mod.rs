@@ -1,0 +1,787 @@
+//! The multiplexer: one client session over the targets of an MCP backend.
+//!
+//! Client → targets: `initialize` and lists fan out concurrently; calls are routed by their prefixed
+//! name; request ids are the gateway's own per target, mapped back on the way out.
+//! Targets → client: notifications and requests are delivered on the stream of the request they belong
+//! to, or on the client's GET stream; requests get session-unique ids and their answers return to the
+//! asking target with its original id.
+
+mod cursor;
+mod downlink;
+mod merge;
+pub mod naming;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use downlink::Downlink;
+pub use merge::{SUPPORTED_VERSIONS, negotiate_version};
+use naming::ListKind;
+
+use crate::config::model::{FailureMode, PrefixMode};
+use crate::config::runtime::{McpBackend, Target};
+use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::upstream::{Inbound, InboundSink, Upstream, UpstreamError};
+
+/// How long a target gets to start and answer `initialize`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Capacity of one request's reply stream; past it, messages fall back to the GET stream.
+pub const STREAM_CAPACITY: usize = 256;
+
+/// What the access log records about one handled request.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub response: Value,
+    pub target: Option<Arc<str>>,
+    /// The tool, prompt or resource the request named (the target's own name).
+    pub item: Option<String>,
+}
+
+impl Outcome {
+    fn of(response: Value) -> Self {
+        Self {
+            response,
+            ..Self::default()
+        }
+    }
+}
+
+/// One target's connection for this session.
+struct Slot {
+    target: Arc<Target>,
+    upstream: ArcSwapOption<Upstream>,
+    /// Counts connections, so a close reported by an old one is ignored.
+    generation: AtomicU64,
+    reconnecting: AtomicBool,
+}
+
+/// A request in flight at a target, by `(target index, upstream id)`.
+struct Pending {
+    stream: mpsc::Sender<Value>,
+    progress_token: Option<Value>,
+    /// Order of arrival: messages a target sends without saying which request they belong to go
+    /// to its most recent one.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Inflight {
+    by_upstream: HashMap<(usize, u64), Pending>,
+    by_client: HashMap<String, Vec<(usize, u64)>>,
+    seq: u64,
+}
+
+/// A request a target sent to the client: its target and its original id.
+type ServerRequests = HashMap<u64, (usize, Value)>;
+
+pub struct Mux {
+    backend: Arc<McpBackend>,
+    slots: Vec<Slot>,
+    init_params: Value,
+    http: reqwest::Client,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    inflight: Mutex<Inflight>,
+    server_requests: Mutex<ServerRequests>,
+    next_server_request: AtomicU64,
+    /// Name → target for `prefixMode: never` (`None`: served by several targets, hidden).
+    bare_names: Mutex<HashMap<(u8, String), Option<usize>>>,
+    pub downlink: Downlink,
+    closed: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+impl Mux {
+    /// Connects to every target and answers the client's `initialize` request.
+    /// `Err` is the JSON-RPC error response when the session cannot start.
+    pub async fn start(
+        backend: Arc<McpBackend>,
+        initialize: &Value,
+        http: reqwest::Client,
+    ) -> Result<(Arc<Mux>, Value), Value> {
+        let id = initialize["id"].clone();
+        let init_params = initialize
+            .get("params")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let version = negotiate_version(init_params["protocolVersion"].as_str());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mux = Arc::new(Mux {
+            slots: backend
+                .targets
+                .iter()
+                .map(|target| Slot {
+                    target: target.clone(),
+                    upstream: ArcSwapOption::empty(),
+                    generation: AtomicU64::new(0),
+                    reconnecting: AtomicBool::new(false),
+                })
+                .collect(),
+            backend,
+            init_params,
+            http,
+            inbound: tx,
+            inflight: Mutex::default(),
+            server_requests: Mutex::default(),
+            next_server_request: AtomicU64::new(1),
+            bare_names: Mutex::default(),
+            downlink: Downlink::default(),
+            closed: CancellationToken::new(),
+        });
+        let results = join_all((0..mux.slots.len()).map(|i| mux.connect(i))).await;
+        let failed: Vec<(usize, UpstreamError)> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+            .collect();
+        if mux.backend.failure_mode == FailureMode::FailClosed
+            && let Some((i, e)) = failed.first()
+        {
+            let message = format!("target {} unavailable: {e}", mux.slots[*i].target.name);
+            mux.close().await;
+            return Err(jsonrpc::error(id, code::INTERNAL_ERROR, message));
+        }
+        for (i, e) in failed {
+            tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name, error = %e,
+                "target unavailable; left out of this session and retried with backoff");
+            mux.spawn_reconnect(i);
+        }
+        tokio::spawn(mux.clone().run_inbound(rx));
+        let upstreams: Vec<_> = mux.slots.iter().map(|s| s.upstream.load_full()).collect();
+        let answered: Vec<(&str, &Value)> = mux
+            .slots
+            .iter()
+            .zip(&upstreams)
+            .filter_map(|(slot, up)| up.as_ref().map(|u| (&*slot.target.name, &u.init_result)))
+            .collect();
+        let result = merge::initialize_result(version, &answered);
+        Ok((mux.clone(), jsonrpc::result(id, result)))
+    }
+
+    async fn connect(&self, i: usize) -> Result<(), UpstreamError> {
+        let slot = &self.slots[i];
+        let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let sink = InboundSink {
+            target: i,
+            generation,
+            tx: self.inbound.clone(),
+        };
+        let connect = Upstream::connect(&slot.target, &self.init_params, sink, &self.http);
+        let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                UpstreamError::Initialize(format!("no answer within {CONNECT_TIMEOUT:?}"))
+            })??;
+        if self.closed.is_cancelled() {
+            upstream.close().await;
+            return Err(UpstreamError::Closed);
+        }
+        slot.upstream.store(Some(upstream));
+        tracing::info!(target: "portico::mux", target = %slot.target.name, "target connected");
+        Ok(())
+    }
+
+    /// Retries a target with exponential backoff until it answers or the session ends; the client
+    /// then hears that the lists changed.
+    fn spawn_reconnect(self: &Arc<Self>, i: usize) {
+        if self.slots[i].reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mux = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                tokio::select! {
+                    _ = mux.closed.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                match mux.connect(i).await {
+                    Ok(()) => {
+                        for list in ["tools", "prompts", "resources"] {
+                            let method = format!("notifications/{list}/list_changed");
+                            mux.downlink.send(jsonrpc::notification(&method, json!({})));
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name,
+                        error = %e, retry_in = ?backoff * 2, "target still unavailable")
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            mux.slots[i].reconnecting.store(false, Ordering::Release);
+        });
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Ends the session: every target connection is closed (stdio processes stopped and reaped).
+    pub async fn close(&self) {
+        self.closed.cancel();
+        let upstreams: Vec<_> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.upstream.swap(None))
+            .collect();
+        join_all(upstreams.iter().map(|u| u.close())).await;
+    }
+
+    fn target_index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| &*s.target.name == name)
+    }
+
+    fn single_target(&self) -> Option<usize> {
+        (self.slots.len() == 1).then_some(0)
+    }
+
+    // ---- client → targets ------------------------------------------------------------------------
+
+    /// Handles one client request; messages that belong to it on the way are sent on `stream`.
+    pub async fn request(
+        self: &Arc<Self>,
+        request: Value,
+        stream: &mpsc::Sender<Value>,
+    ) -> Outcome {
+        let method = jsonrpc::method(&request);
+        if let Some(kind) = ListKind::from_method(method) {
+            return self.list(kind, request, stream).await;
+        }
+        match method {
+            "ping" => Outcome::of(jsonrpc::result(request["id"].clone(), json!({}))),
+            "initialize" => Outcome::of(jsonrpc::error(
+                request["id"].clone(),
+                code::INVALID_REQUEST,
+                "session already initialized",
+            )),
+            "tools/call" => self.by_name(ListKind::Tools, request, stream).await,
+            "prompts/get" => self.by_name(ListKind::Prompts, request, stream).await,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.by_name(ListKind::Resources, request, stream).await
+            }
+            "completion/complete" => self.complete(request, stream).await,
+            "logging/setLevel" => self.broadcast(request, stream).await,
+            _ => match self.single_target() {
+                Some(t) => self.forward(t, request, stream).await,
+                None => Outcome::of(jsonrpc::error(
+                    request["id"].clone(),
+                    code::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                )),
+            },
+        }
+    }
+
+    /// Resolves a client-facing name to `(target, the target's own name)`.
+    async fn resolve(self: &Arc<Self>, kind: ListKind, name: &str) -> Option<(usize, String)> {
+        if self.backend.prefixed {
+            let (target, rest) = naming::split(name, kind.separator())?;
+            return Some((self.target_index(target)?, rest.to_string()));
+        }
+        if let Some(t) = self.single_target() {
+            return Some((t, name.to_string()));
+        }
+        // prefixMode: never, several targets: names are looked up in what the targets listed.
+        let key = (kind as u8, name.to_string());
+        if let Some(found) = lock(&self.bare_names).get(&key) {
+            return found.map(|t| (t, name.to_string()));
+        }
+        self.index_bare_names(kind).await;
+        lock(&self.bare_names)
+            .get(&key)
+            .copied()
+            .flatten()
+            .map(|t| (t, name.to_string()))
+    }
+
+    /// Lists every page of `kind` from every target to learn who serves which bare name.
+    async fn index_bare_names(self: &Arc<Self>, kind: ListKind) {
+        let (sink, _rx) = mpsc::channel(1);
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut params = json!({});
+            if let Some(c) = &cursor {
+                params["cursor"] = json!(c);
+            }
+            let request = json!({"jsonrpc": "2.0", "id": "portico-index", "method": kind.method(), "params": params});
+            let outcome = self.list(kind, request, &sink).await;
+            cursor = outcome.response["result"]["nextCursor"]
+                .as_str()
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+
+    /// `tools/call`, `prompts/get`, `resources/*`: routed by the name or URI in `params`.
+    async fn by_name(
+        self: &Arc<Self>,
+        kind: ListKind,
+        mut request: Value,
+        stream: &mpsc::Sender<Value>,
+    ) -> Outcome {
+        let field = if kind == ListKind::Resources {
+            "uri"
+        } else {
+            "name"
+        };
+        let name = request["params"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some((t, own_name)) = self.resolve(kind, &name).await else {
+            return Outcome::of(unknown(request["id"].clone(), kind, &name));
+        };
+        request["params"][field] = Value::String(own_name.clone());
+        let mut outcome = self.forward(t, request, stream).await;
+        if kind == ListKind::Resources && self.backend.prefixed {
+            let target = &self.slots[t].target.name;
+            if let Some(contents) = outcome.response["result"]["contents"].as_array_mut() {
+                for content in contents {
+                    naming::prefix_item(content, ListKind::Resources, target);
+                }
+            }
+        }
+        outcome.item = Some(own_name);
+        outcome
+    }
+
+    /// `completion/complete`: routed by the prompt name or resource URI of `params.ref`.
+    async fn complete(
+        self: &Arc<Self>,
+        mut request: Value,
+        stream: &mpsc::Sender<Value>,
+    ) -> Outcome {
+        let reference = &request["params"]["ref"];
+        let (kind, field) = match reference["type"].as_str() {
+            Some("ref/prompt") => (ListKind::Prompts, "name"),
+            _ => (ListKind::Resources, "uri"),
+        };
+        let name = reference[field].as_str().unwrap_or_default().to_string();
+        let Some((t, own_name)) = self.resolve(kind, &name).await else {
+            return Outcome::of(unknown(request["id"].clone(), kind, &name));
+        };
+        request["params"]["ref"][field] = Value::String(own_name.clone());
+        let mut outcome = self.forward(t, request, stream).await;
+        outcome.item = Some(own_name);
+        outcome
+    }
+
+    /// `logging/setLevel`: every connected target gets it; the client gets `{}`.
+    async fn broadcast(self: &Arc<Self>, request: Value, stream: &mpsc::Sender<Value>) -> Outcome {
+        let targets: Vec<usize> = (0..self.slots.len())
+            .filter(|t| self.slots[*t].upstream.load().is_some())
+            .collect();
+        join_all(
+            targets
+                .into_iter()
+                .map(|t| self.forward(t, request.clone(), stream)),
+        )
+        .await;
+        Outcome::of(jsonrpc::result(request["id"].clone(), json!({})))
+    }
+
+    /// A list request: every target (or those the cursor names) concurrently, merged in config order.
+    async fn list(
+        self: &Arc<Self>,
+        kind: ListKind,
+        request: Value,
+        stream: &mpsc::Sender<Value>,
+    ) -> Outcome {
+        let id = request["id"].clone();
+        let pages: Option<cursor::Pages> = match request["params"]["cursor"].as_str() {
+            None => None,
+            Some(c) => match cursor::decode(c) {
+                Some(pages) => Some(pages),
+                None => {
+                    return Outcome::of(jsonrpc::error(id, code::INVALID_PARAMS, "invalid cursor"));
+                }
+            },
+        };
+        let asked: Vec<(usize, Option<String>)> = (0..self.slots.len())
+            .filter_map(|t| {
+                let name = &*self.slots[t].target.name;
+                match &pages {
+                    None => Some((t, None)),
+                    Some(pages) => pages
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, c)| (t, Some(c.clone()))),
+                }
+            })
+            .filter(|(t, _)| self.declares(*t, kind))
+            .collect();
+        let calls = asked.iter().map(|(t, page)| {
+            let mut request = request.clone();
+            match page {
+                Some(page) => request["params"]["cursor"] = Value::String(page.clone()),
+                None => {
+                    if let Some(params) = request.get_mut("params").and_then(Value::as_object_mut) {
+                        params.remove("cursor");
+                    }
+                }
+            }
+            self.forward(*t, request, stream)
+        });
+        let replies = join_all(calls).await;
+        let mut items = Vec::new();
+        let mut next = cursor::Pages::new();
+        for ((t, _), reply) in asked.iter().zip(replies) {
+            let target = &self.slots[*t].target.name;
+            let mut response = reply.response;
+            let Some(result) = response.get_mut("result") else {
+                if self.backend.failure_mode == FailureMode::FailClosed {
+                    return Outcome::of(jsonrpc::error(
+                        id,
+                        code::INTERNAL_ERROR,
+                        format!("target {target} unavailable"),
+                    ));
+                }
+                tracing::warn!(target: "portico::mux", target = %target, method = kind.method(),
+                    error = %response["error"], "target left out of the list");
+                continue;
+            };
+            if let Some(c) = result.get("nextCursor").and_then(Value::as_str) {
+                next.push((target.to_string(), c.to_string()));
+            }
+            let Some(Value::Array(list)) = result.get_mut(kind.result_key()).map(Value::take)
+            else {
+                continue;
+            };
+            self.record_bare_names(kind, *t, &list);
+            for mut item in list {
+                if self.backend.prefixed {
+                    naming::prefix_item(&mut item, kind, target);
+                }
+                items.push(item);
+            }
+        }
+        if self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1 {
+            self.hide_ambiguous(kind, &mut items);
+        }
+        let mut result = json!({ kind.result_key(): items });
+        if !next.is_empty() {
+            result["nextCursor"] = Value::String(cursor::encode(&next));
+        }
+        Outcome::of(jsonrpc::result(id, result))
+    }
+
+    /// Whether target `t` is connected and declared the capability `kind` needs.
+    fn declares(&self, t: usize, kind: ListKind) -> bool {
+        let upstream = self.slots[t].upstream.load();
+        upstream.as_ref().is_some_and(|u| {
+            u.init_result["capabilities"]
+                .get(kind.capability())
+                .is_some()
+        })
+    }
+
+    fn record_bare_names(&self, kind: ListKind, t: usize, list: &[Value]) {
+        if self.backend.prefix_mode != PrefixMode::Never || self.slots.len() < 2 {
+            return;
+        }
+        let mut names = lock(&self.bare_names);
+        for item in list {
+            let Some(name) = item.get(kind.name_field()).and_then(Value::as_str) else {
+                continue;
+            };
+            let entry = names
+                .entry((kind as u8, name.to_string()))
+                .or_insert(Some(t));
+            if *entry != Some(t) {
+                *entry = None;
+            }
+        }
+    }
+
+    fn hide_ambiguous(&self, kind: ListKind, items: &mut Vec<Value>) {
+        let names = lock(&self.bare_names);
+        items.retain(|item| {
+            let name = item.get(kind.name_field()).and_then(Value::as_str).unwrap_or_default();
+            let unique = names.get(&(kind as u8, name.to_string())) != Some(&None);
+            if !unique {
+                tracing::warn!(target: "portico::mux", name, "served by several targets under prefixMode: never; hidden");
+            }
+            unique
+        });
+    }
+
+    /// Sends one request to target `t` under a fresh id and maps the response back to the client's id.
+    async fn forward(
+        self: &Arc<Self>,
+        t: usize,
+        mut request: Value,
+        stream: &mpsc::Sender<Value>,
+    ) -> Outcome {
+        let slot = &self.slots[t];
+        let client_id = request["id"].take();
+        let target = Some(slot.target.name.clone());
+        let Some(upstream) = slot.upstream.load_full() else {
+            let message = format!("target {} unavailable", slot.target.name);
+            return Outcome {
+                response: jsonrpc::error(client_id, code::INTERNAL_ERROR, message),
+                target,
+                item: None,
+            };
+        };
+        let upstream_id = upstream.next_id();
+        request["id"] = json!(upstream_id);
+        let progress_token = request["params"]["_meta"].get("progressToken").cloned();
+        self.track(t, upstream_id, &client_id, stream, progress_token);
+        let reply = upstream.request(request).await;
+        self.untrack(t, upstream_id, &client_id);
+        let response = match reply {
+            Ok(mut response) => {
+                response["id"] = client_id;
+                response
+            }
+            Err(e) => {
+                tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %e, "upstream call failed");
+                jsonrpc::error(
+                    client_id,
+                    code::INTERNAL_ERROR,
+                    format!("target {}: {e}", slot.target.name),
+                )
+            }
+        };
+        Outcome {
+            response,
+            target,
+            item: None,
+        }
+    }
+
+    fn track(
+        &self,
+        t: usize,
+        upstream_id: u64,
+        client_id: &Value,
+        stream: &mpsc::Sender<Value>,
+        progress_token: Option<Value>,
+    ) {
+        let mut inflight = lock(&self.inflight);
+        inflight.seq += 1;
+        let seq = inflight.seq;
+        inflight.by_upstream.insert(
+            (t, upstream_id),
+            Pending {
+                stream: stream.clone(),
+                progress_token,
+                seq,
+            },
+        );
+        inflight
+            .by_client
+            .entry(id_key(client_id))
+            .or_default()
+            .push((t, upstream_id));
+    }
+
+    fn untrack(&self, t: usize, upstream_id: u64, client_id: &Value) {
+        let mut inflight = lock(&self.inflight);
+        inflight.by_upstream.remove(&(t, upstream_id));
+        let key = id_key(client_id);
+        if let Some(list) = inflight.by_client.get_mut(&key) {
+            list.retain(|entry| *entry != (t, upstream_id));
+            if list.is_empty() {
+                inflight.by_client.remove(&key);
+            }
+        }
+    }
+
+    /// A notification from the client.
+    pub async fn client_notification(&self, mut message: Value) {
+        match jsonrpc::method(&message) {
+            // Portico completed the handshake with each target itself.
+            "notifications/initialized" => {}
+            "notifications/cancelled" => {
+                let key = id_key(&message["params"]["requestId"]);
+                let owners = lock(&self.inflight)
+                    .by_client
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_default();
+                for (t, upstream_id) in owners {
+                    message["params"]["requestId"] = json!(upstream_id);
+                    if let Some(upstream) = self.slots[t].upstream.load_full() {
+                        let _ = upstream.notify(message.clone()).await;
+                    }
+                }
+            }
+            _ => {
+                let upstreams: Vec<_> = self
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.upstream.load_full())
+                    .collect();
+                join_all(upstreams.iter().map(|u| u.notify(message.clone()))).await;
+            }
+        }
+    }
+
+    /// The client's answer to a request a target sent; `false` when no target is waiting for it.
+    pub async fn client_response(&self, mut message: Value) -> bool {
+        let Some(gateway_id) = message["id"].as_u64() else {
+            return false;
+        };
+        let Some((t, original_id)) = lock(&self.server_requests).remove(&gateway_id) else {
+            return false;
+        };
+        message["id"] = original_id;
+        if let Some(upstream) = self.slots[t].upstream.load_full()
+            && let Err(e) = upstream.notify(message).await
+        {
+            tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, error = %e,
+                "could not deliver the client's answer");
+        }
+        true
+    }
+
+    // ---- targets → client ------------------------------------------------------------------------
+
+    async fn run_inbound(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
+        loop {
+            let event = tokio::select! {
+                _ = self.closed.cancelled() => break,
+                event = rx.recv() => event,
+            };
+            match event {
+                None => break,
+                Some(Inbound::Closed {
+                    target,
+                    generation,
+                    reason,
+                }) => self.target_closed(target, generation, &reason).await,
+                Some(Inbound::Message {
+                    target,
+                    message,
+                    related,
+                }) => self.from_target(target, message, related).await,
+            }
+        }
+    }
+
+    async fn target_closed(self: &Arc<Self>, t: usize, generation: u64, reason: &str) {
+        let slot = &self.slots[t];
+        if slot.generation.load(Ordering::Relaxed) != generation || self.closed.is_cancelled() {
+            return;
+        }
+        let Some(old) = slot.upstream.swap(None) else {
+            return;
+        };
+        tracing::warn!(target: "portico::mux", target = %slot.target.name, reason, "target connection lost");
+        old.close().await;
+        if self.backend.failure_mode == FailureMode::FailClosed {
+            self.close().await;
+            return;
+        }
+        self.spawn_reconnect(t);
+    }
+
+    async fn from_target(&self, t: usize, mut message: Value, related: Option<u64>) {
+        match jsonrpc::kind(&message) {
+            Kind::Request => {
+                if jsonrpc::method(&message) == "ping" {
+                    if let Some(upstream) = self.slots[t].upstream.load_full() {
+                        let _ = upstream
+                            .notify(jsonrpc::result(message["id"].clone(), json!({})))
+                            .await;
+                    }
+                    return;
+                }
+                let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
+                let original = std::mem::replace(&mut message["id"], json!(gateway_id));
+                lock(&self.server_requests).insert(gateway_id, (t, original));
+                self.deliver(t, related, message);
+            }
+            Kind::Notification => {
+                match jsonrpc::method(&message) {
+                    "notifications/resources/updated" if self.backend.prefixed => {
+                        naming::prefix_item(
+                            &mut message["params"],
+                            ListKind::Resources,
+                            &self.slots[t].target.name,
+                        );
+                    }
+                    "notifications/cancelled" => {
+                        let original = &message["params"]["requestId"];
+                        let gateway_id = lock(&self.server_requests)
+                            .iter()
+                            .find(|(_, (target, id))| *target == t && id == original)
+                            .map(|(gid, _)| *gid);
+                        let Some(gateway_id) = gateway_id else { return };
+                        message["params"]["requestId"] = json!(gateway_id);
+                    }
+                    _ => {}
+                }
+                self.deliver(t, related, message);
+            }
+            Kind::Response | Kind::Invalid => {}
+        }
+    }
+
+    /// Sends a target's message on the stream of the request it belongs to, else on the GET stream.
+    fn deliver(&self, t: usize, related: Option<u64>, message: Value) {
+        let stream = {
+            let inflight = lock(&self.inflight);
+            let token = message["params"].get("progressToken");
+            let by_related = related.and_then(|id| inflight.by_upstream.get(&(t, id)));
+            let by_token = || {
+                token.and_then(|token| {
+                    inflight
+                        .by_upstream
+                        .iter()
+                        .find(|((target, _), p)| {
+                            *target == t && p.progress_token.as_ref() == Some(token)
+                        })
+                        .map(|(_, p)| p)
+                })
+            };
+            let latest = || {
+                inflight
+                    .by_upstream
+                    .iter()
+                    .filter(|((target, _), _)| *target == t)
+                    .max_by_key(|(_, p)| p.seq)
+                    .map(|(_, p)| p)
+            };
+            by_related
+                .or_else(by_token)
+                .or_else(latest)
+                .map(|p| p.stream.clone())
+        };
+        let message = match stream {
+            Some(stream) => match stream.try_send(message) {
+                Ok(()) => return,
+                Err(e) => e.into_inner(),
+            },
+            None => message,
+        };
+        self.downlink.send(message);
+    }
+}
+
+fn unknown(id: Value, kind: ListKind, name: &str) -> Value {
+    jsonrpc::error(
+        id,
+        code::INVALID_PARAMS,
+        format!("Unknown {}: {name}", kind.noun()),
+    )
+}

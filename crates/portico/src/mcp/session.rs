@@ -1,0 +1,178 @@
+//! The session table: unguessable ids, idle expiry, and closing sessions (and their targets).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+
+use crate::mcp::multiplex::Mux;
+
+/// Random bytes in a session id (192 bits).
+const ID_BYTES: usize = 24;
+
+/// A new session id: random bytes from a CSPRNG, base64url.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; ID_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A short, non-reversible tag for a session id, for logs (the id itself is a credential).
+fn log_tag(id: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// One client session.
+pub struct Session {
+    pub id: Arc<str>,
+    /// The name of the route that created it; the session is only valid there.
+    pub route: Arc<str>,
+    pub mux: Arc<Mux>,
+    /// For logs in place of the id.
+    pub tag: String,
+    /// Milliseconds since the table's epoch at the last request.
+    last_active: AtomicU64,
+}
+
+/// Every live session of the gateway.
+pub struct Sessions {
+    map: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    epoch: Instant,
+    ttl: Duration,
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            map: RwLock::default(),
+            epoch: Instant::now(),
+            ttl,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn insert(&self, route: Arc<str>, mux: Arc<Mux>) -> Arc<Session> {
+        let id: Arc<str> = new_session_id().into();
+        let session = Arc::new(Session {
+            tag: log_tag(&id),
+            id: id.clone(),
+            route,
+            mux,
+            last_active: AtomicU64::new(self.now_ms()),
+        });
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, session.clone());
+        session
+    }
+
+    /// The live session with `id`, marked active.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let session = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        if session.mux.is_closed() {
+            self.map
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            return None;
+        }
+        session.last_active.store(self.now_ms(), Ordering::Relaxed);
+        Some(session)
+    }
+
+    /// Removes and closes a session; `false` if there was none.
+    pub async fn remove(&self, id: &str) -> bool {
+        let removed = self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let Some(session) = removed else { return false };
+        session.mux.close().await;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes sessions idle for longer than the TTL, periodically, until `stop`.
+    pub fn spawn_sweeper(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let sessions = self.clone();
+        let period = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+                sessions.sweep().await;
+            }
+        });
+    }
+
+    async fn sweep(&self) {
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let now = self.now_ms();
+        let expired: Vec<Arc<Session>> = {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<Arc<str>> = map
+                .values()
+                .filter(|s| {
+                    s.mux.is_closed()
+                        || now.saturating_sub(s.last_active.load(Ordering::Relaxed)) > ttl_ms
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for session in expired {
+            tracing::info!(target: "portico::session", session = %session.tag, "session expired");
+            session.mux.close().await;
+        }
+    }
+
+    /// Closes every session (on shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Session>> = self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        futures::future::join_all(all.iter().map(|s| s.mux.close())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_long_and_distinct() {
+        let a = new_session_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_session_id());
+    }
+}

@@ -1,0 +1,450 @@
+//! The client side of MCP Streamable HTTP: POST (requests, notifications, responses; JSON or SSE
+//! replies), GET (the session's stream), DELETE (end the session).
+//!
+//! HTTP statuses and JSON-RPC error codes for malformed requests are decided here and nowhere else.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::runtime::Route;
+use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::multiplex::{Mux, STREAM_CAPACITY, SUPPORTED_VERSIONS};
+use crate::mcp::session::Session;
+use crate::mcp::sse;
+use crate::server::Gateway;
+
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// A comment on idle GET streams, so proxies and clients do not time them out.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed_unsync()
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(status: StatusCode, message: &Value) -> Response<Body> {
+    let mut response = Response::new(full(message.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A refusal with a JSON-RPC error body (`id: null`): the request never reached a session.
+fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &jsonrpc::error(Value::Null, code, message))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+    let wildcard = format!("{kind}/*");
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| {
+            accept.split(',').any(|part| {
+                let range = part.split(';').next().unwrap_or_default().trim();
+                range == media || range == wildcard || range == "*/*"
+            })
+        })
+}
+
+fn is_localhost(host: &str) -> bool {
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+/// The MCP spec's DNS-rebinding defence: browsers' cross-origin requests are refused.
+fn origin_refused(headers: &HeaderMap) -> Option<Response<Body>> {
+    let origin = header(headers, ORIGIN)?;
+    let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    (!is_localhost(host)).then(|| {
+        refuse(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            format!("origin `{origin}` is not allowed; add it to the route's cors.allowOrigins"),
+        )
+    })
+}
+
+/// Serves one HTTP request on an MCP route.
+pub async fn handle(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if let Some(refused) = origin_refused(request.headers()) {
+        return refused;
+    }
+    let rebinding_guard = route
+        .backends
+        .iter()
+        .any(|b| b.mcp.dns_rebinding_protection);
+    if rebinding_guard && !header(request.headers(), HOST).is_some_and(is_localhost) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            "Host is not localhost (dnsRebindingProtection)",
+        );
+    }
+    if let Some(version) = header(request.headers(), VERSION_HEADER)
+        && !SUPPORTED_VERSIONS.contains(&version)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "unsupported MCP-Protocol-Version `{version}`; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+    }
+    match *request.method() {
+        Method::POST => post(gateway, route, request).await,
+        Method::GET => get(gateway, route, request.headers()),
+        Method::DELETE => delete(gateway, route, request.headers()).await,
+        _ => {
+            let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE"),
+            );
+            response
+        }
+    }
+}
+
+/// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one.
+fn session(
+    gateway: &Gateway,
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, Response<Body>> {
+    let Some(id) = header(headers, SESSION_HEADER) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id header; send `initialize` first",
+        ));
+    };
+    match gateway.sessions.get(id) {
+        Some(session) if *session.route == *route.name => Ok(session),
+        _ => Err(refuse(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "unknown or expired session; initialize a new one",
+        )),
+    }
+}
+
+async fn read_body(gateway: &Gateway, request: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let limit = gateway.config.settings.max_body_bytes;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::INVALID_REQUEST,
+                format!("request body exceeds {limit} bytes (config.limits.requestBody)"),
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                code::PARSE_ERROR,
+                "could not read the request body",
+            ));
+        }
+    };
+    let max_depth = gateway.config.settings.max_json_depth;
+    if jsonrpc::nesting_depth(&body) > max_depth {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!("JSON nests deeper than {max_depth} levels (config.limits.jsonDepth)"),
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            code::PARSE_ERROR,
+            format!("Parse error: {e}"),
+        )
+    })
+}
+
+async fn post(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let headers = request.headers();
+    if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must allow both application/json and text/event-stream",
+        );
+    }
+    let json = header(headers, CONTENT_TYPE).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("application/json")
+    });
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    let session_header = header(headers, SESSION_HEADER).map(str::to_string);
+    let headers = headers.clone();
+    let message = match read_body(gateway, request).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
+    };
+    if message.is_array() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "JSON-RPC batches are not supported",
+        );
+    }
+    let kind = jsonrpc::kind(&message);
+    if kind == Kind::Invalid {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "not a valid JSON-RPC 2.0 message",
+        );
+    }
+    if session_header.is_none()
+        && kind == Kind::Request
+        && jsonrpc::method(&message) == "initialize"
+    {
+        return initialize(gateway, route, message).await;
+    }
+    let session = match session(gateway, route, &headers) {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
+    match kind {
+        Kind::Request => run_request(route, session, message).await,
+        Kind::Notification => {
+            session.mux.client_notification(message).await;
+            empty(StatusCode::ACCEPTED)
+        }
+        Kind::Response => {
+            if !session.mux.client_response(message).await {
+                tracing::debug!(target: "portico::access", session = %session.tag, "answer to no pending server request; dropped");
+            }
+            empty(StatusCode::ACCEPTED)
+        }
+        Kind::Invalid => unreachable!("refused above"),
+    }
+}
+
+async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) -> Response<Body> {
+    let started = Instant::now();
+    let backend = route.pick_backend().mcp.clone();
+    match Mux::start(backend, &message, gateway.http.clone()).await {
+        Ok((mux, response)) => {
+            let session = gateway.sessions.insert(route.name.as_str().into(), mux);
+            access_log(
+                route,
+                &session.tag,
+                "initialize",
+                None,
+                None,
+                &response,
+                started,
+            );
+            let mut reply = json_response(StatusCode::OK, &response);
+            if let Ok(id) = HeaderValue::from_str(&session.id) {
+                reply.headers_mut().insert(SESSION_HEADER, id);
+            }
+            reply
+        }
+        Err(error) => {
+            access_log(route, "-", "initialize", None, None, &error, started);
+            json_response(StatusCode::OK, &error)
+        }
+    }
+}
+
+/// Runs a client request. The reply is plain JSON when nothing else came first, else an SSE stream
+/// that carries the messages belonging to the request and ends with its response.
+async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) -> Response<Body> {
+    let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
+    let route = route.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let method = jsonrpc::method(&message).to_string();
+        let outcome = session.mux.request(message, &tx).await;
+        access_log(
+            &route,
+            &session.tag,
+            &method,
+            outcome.target.as_deref(),
+            outcome.item.as_deref(),
+            &outcome.response,
+            started,
+        );
+        let _ = tx.send(outcome.response).await;
+    });
+    let Some(first) = rx.recv().await else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::INTERNAL_ERROR,
+            "request handler failed",
+        );
+    };
+    if jsonrpc::kind(&first) == Kind::Response {
+        return json_response(StatusCode::OK, &first);
+    }
+    let rest =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let frames = futures::stream::once(async { first })
+        .chain(rest)
+        .map(|message| Ok::<_, Infallible>(Frame::data(sse::message_frame(&message.to_string()))));
+    sse_response(StreamBody::new(frames).boxed_unsync())
+}
+
+fn sse_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+fn get(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Response<Body> {
+    if !accepts(headers, "text/event-stream") {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "Accept must allow text/event-stream",
+        );
+    }
+    let session = match session(gateway, route, headers) {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
+    let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+    session.mux.downlink.attach(tx);
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        let frame = tokio::select! {
+            message = rx.recv() => sse::message_frame(&message?.to_string()),
+            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+    });
+    sse_response(StreamBody::new(frames).boxed_unsync())
+}
+
+async fn delete(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Response<Body> {
+    let session = match session(gateway, route, headers) {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
+    gateway.sessions.remove(&session.id).await;
+    tracing::info!(target: "portico::session", route = %route.name, session = %session.tag, "session deleted by the client");
+    empty(StatusCode::OK)
+}
+
+fn access_log(
+    route: &Route,
+    session: &str,
+    method: &str,
+    target: Option<&str>,
+    item: Option<&str>,
+    response: &Value,
+    started: Instant,
+) {
+    let error = jsonrpc::error_code(response);
+    tracing::info!(
+        target: "portico::access",
+        route = %route.name,
+        session,
+        method,
+        target = target.unwrap_or("-"),
+        tool = item.unwrap_or("-"),
+        error_code = error.unwrap_or(0),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "mcp request",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn accept_ranges() {
+        let both = with_accept("application/json, text/event-stream");
+        assert!(accepts(&both, "application/json") && accepts(&both, "text/event-stream"));
+        assert!(accepts(&with_accept("*/*"), "text/event-stream"));
+        assert!(!accepts(
+            &with_accept("application/json"),
+            "text/event-stream"
+        ));
+        assert!(accepts(&with_accept("text/*;q=0.5"), "text/event-stream"));
+    }
+
+    #[test]
+    fn localhost_forms() {
+        for host in [
+            "localhost",
+            "localhost:3000",
+            "127.0.0.1:80",
+            "[::1]:3000",
+            "[::1]",
+        ] {
+            assert!(is_localhost(host), "{host}");
+        }
+        for host in ["evil.example", "127.0.0.2", "localhost.evil.com:80"] {
+            assert!(!is_localhost(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! A target reached over MCP Streamable HTTP: one POST per message, JSON or SSE replies, a GET stream
+//! for the target's unprompted messages, and the upstream's own `Mcp-Session-Id`.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{InboundSink, UpstreamError};
+use crate::mcp::jsonrpc::{self, Kind};
+use crate::mcp::sse;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+pub struct HttpUpstream {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    sink: InboundSink,
+    session_id: RwLock<Option<HeaderValue>>,
+    protocol_version: RwLock<Option<HeaderValue>>,
+    /// The `initialize` request, replayed once if the upstream session expires.
+    init_request: RwLock<Option<Value>>,
+    listen: CancellationToken,
+}
+
+fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
+    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
+    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
+}
+
+fn connect_error(e: reqwest::Error) -> UpstreamError {
+    // Without the URL: a query string may carry credentials.
+    UpstreamError::Connect(e.without_url().to_string())
+}
+
+impl HttpUpstream {
+    pub fn new(url: reqwest::Url, client: reqwest::Client, sink: InboundSink) -> Self {
+        Self {
+            url,
+            client,
+            sink,
+            session_id: RwLock::new(None),
+            protocol_version: RwLock::new(None),
+            init_request: RwLock::new(None),
+            listen: CancellationToken::new(),
+        }
+    }
+
+    pub fn set_protocol_version(&self, version: &str) {
+        write(&self.protocol_version, HeaderValue::from_str(version).ok());
+    }
+
+    fn with_session(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(id) = read(&self.session_id) {
+            request = request.header(SESSION_HEADER, id);
+        }
+        if let Some(version) = read(&self.protocol_version) {
+            request = request.header(VERSION_HEADER, version);
+        }
+        request
+    }
+
+    async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
+        let body =
+            serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(ACCEPT, ACCEPT_BOTH)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        self.with_session(request)
+            .send()
+            .await
+            .map_err(connect_error)
+    }
+
+    pub async fn request(&self, request: Value) -> Result<Value, UpstreamError> {
+        let is_initialize = jsonrpc::method(&request) == "initialize";
+        if is_initialize {
+            write(&self.init_request, Some(request.clone()));
+        }
+        let response = self.post(&request).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND
+            && !is_initialize
+            && read(&self.session_id).is_some()
+        {
+            tracing::info!(target: "portico::upstream", "upstream session expired; initializing again");
+            self.reinitialize().await?;
+            let response = self.post(&request).await?;
+            return self.read_response(response, &request).await;
+        }
+        if is_initialize {
+            write(
+                &self.session_id,
+                response.headers().get(SESSION_HEADER).cloned(),
+            );
+        }
+        self.read_response(response, &request).await
+    }
+
+    async fn reinitialize(&self) -> Result<(), UpstreamError> {
+        write(&self.session_id, None);
+        let init = read(&self.init_request).ok_or(UpstreamError::Closed)?;
+        let response = self.post(&init).await?;
+        write(
+            &self.session_id,
+            response.headers().get(SESSION_HEADER).cloned(),
+        );
+        self.read_response(response, &init).await?;
+        self.send(jsonrpc::notification(
+            "notifications/initialized",
+            serde_json::json!({}),
+        ))
+        .await
+    }
+
+    async fn read_response(
+        &self,
+        mut response: reqwest::Response,
+        request: &Value,
+    ) -> Result<Value, UpstreamError> {
+        let status = response.status();
+        if !status.is_success() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
+        let id = request["id"].as_u64();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if content_type.starts_with("application/json") {
+            let body = response.bytes().await.map_err(connect_error)?;
+            return serde_json::from_slice(&body)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()));
+        }
+        if !content_type.starts_with("text/event-stream") {
+            return Err(UpstreamError::Protocol(format!(
+                "unexpected content type `{content_type}`"
+            )));
+        }
+        let mut reader = sse::Reader::default();
+        while let Some(chunk) = response.chunk().await.map_err(connect_error)? {
+            for event in reader.feed(&chunk) {
+                let Some(message) = parse_event(&event) else {
+                    continue;
+                };
+                if jsonrpc::kind(&message) == Kind::Response && message["id"].as_u64() == id {
+                    return Ok(message);
+                }
+                self.sink.message(message, id);
+            }
+        }
+        Err(UpstreamError::Closed)
+    }
+
+    /// Sends a notification or a response; the target answers 202 with no body.
+    pub async fn send(&self, message: Value) -> Result<(), UpstreamError> {
+        let response = self.post(&message).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Status(response.status().as_u16()))
+        }
+    }
+
+    /// Opens the GET stream on which the target may send notifications and requests at any time.
+    pub fn open_listen_stream(&self) {
+        let request = self
+            .with_session(self.client.get(self.url.clone()))
+            .header(ACCEPT, "text/event-stream");
+        let (sink, cancel) = (self.sink.clone(), self.listen.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let Some(attempt) = request.try_clone() else {
+                    return;
+                };
+                let outcome = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    outcome = listen_once(attempt, &sink) => outcome,
+                };
+                if !outcome {
+                    return;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    pub async fn close(&self) {
+        self.listen.cancel();
+        if read(&self.session_id).is_none() {
+            return;
+        }
+        let request = self.with_session(self.client.delete(self.url.clone()));
+        let _ = tokio::time::timeout(Duration::from_secs(2), request.send()).await;
+    }
+}
+
+fn parse_event(event: &sse::Event) -> Option<Value> {
+    if event.data.trim().is_empty() {
+        return None;
+    }
+    serde_json::from_str(&event.data).ok()
+}
+
+/// Reads one GET stream to its end; `false` when the target does not offer one (no retry).
+async fn listen_once(request: reqwest::RequestBuilder, sink: &InboundSink) -> bool {
+    let Ok(mut response) = request.send().await else {
+        return true;
+    };
+    if !response.status().is_success() {
+        return false;
+    }
+    let mut reader = sse::Reader::default();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        for event in reader.feed(&chunk) {
+            if let Some(message) = parse_event(&event) {
+                sink.message(message, None);
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,179 @@
+//! Connections to targets. Every kind answers the same [`Upstream`] interface, so the multiplexer never
+//! asks which kind of target it talks to.
+
+mod http;
+mod stdio;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::runtime::{Target, TargetKind};
+use crate::mcp::jsonrpc;
+
+/// A message a target sent on its own: a notification or a request to the client.
+#[derive(Debug)]
+pub enum Inbound {
+    Message {
+        target: usize,
+        message: Value,
+        /// The gateway's id of the upstream request whose stream carried it, when known.
+        related: Option<u64>,
+    },
+    /// The connection is gone (the process exited, the stream broke for good).
+    Closed {
+        target: usize,
+        /// Which connection of that target, so a stale close does not mark a newer one dead.
+        generation: u64,
+        reason: String,
+    },
+}
+
+/// Why a call to a target failed. Messages name the failure, never a raw upstream body.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not start: {0}")]
+    Start(String),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("sent an invalid reply: {0}")]
+    Protocol(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("initialize failed: {0}")]
+    Initialize(String),
+}
+
+/// Where a target's unprompted messages go, and which target they are from.
+#[derive(Clone)]
+pub struct InboundSink {
+    pub target: usize,
+    pub generation: u64,
+    pub tx: mpsc::UnboundedSender<Inbound>,
+}
+
+impl InboundSink {
+    fn message(&self, message: Value, related: Option<u64>) {
+        let _ = self.tx.send(Inbound::Message {
+            target: self.target,
+            message,
+            related,
+        });
+    }
+
+    fn closed(&self, reason: String) {
+        let _ = self.tx.send(Inbound::Closed {
+            target: self.target,
+            generation: self.generation,
+            reason,
+        });
+    }
+}
+
+enum Transport {
+    Stdio(stdio::StdioUpstream),
+    Http(http::HttpUpstream),
+}
+
+/// One live, initialized connection to one target for one client session.
+pub struct Upstream {
+    transport: Transport,
+    next_id: AtomicU64,
+    /// The target's `initialize` result.
+    pub init_result: Value,
+}
+
+impl Upstream {
+    /// Starts or connects to `target` and runs the `initialize` handshake with `init_params` (the
+    /// client's own, so the target sees the client's capabilities).
+    pub async fn connect(
+        target: &Target,
+        init_params: &Value,
+        sink: InboundSink,
+        http_client: &reqwest::Client,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
+        let transport = match &target.kind {
+            TargetKind::Stdio(spec) => {
+                Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)
+            }
+            TargetKind::Http { url } => Transport::Http(http::HttpUpstream::new(
+                url.clone(),
+                http_client.clone(),
+                sink,
+            )),
+        };
+        let mut upstream = Upstream {
+            transport,
+            next_id: AtomicU64::new(1),
+            init_result: Value::Null,
+        };
+        let id = upstream.next_id();
+        let request = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": init_params});
+        let response = match upstream.request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                upstream.close().await;
+                return Err(e);
+            }
+        };
+        let Some(result) = response.get("result") else {
+            upstream.close().await;
+            let message = response["error"]["message"]
+                .as_str()
+                .unwrap_or("no result")
+                .to_string();
+            return Err(UpstreamError::Initialize(message));
+        };
+        let version = result["protocolVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        upstream.init_result = result.clone();
+        if let Transport::Http(http) = &upstream.transport {
+            http.set_protocol_version(&version);
+        }
+        upstream
+            .notify(jsonrpc::notification(
+                "notifications/initialized",
+                Value::Object(Default::default()),
+            ))
+            .await?;
+        if let Transport::Http(http) = &upstream.transport {
+            http.open_listen_stream();
+        }
+        Ok(Arc::new(upstream))
+    }
+
+    /// A fresh id for a request to this target.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `request` (whose `id` came from [`Self::next_id`]) and waits for the response message.
+    pub async fn request(&self, request: Value) -> Result<Value, UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(t) => t.request(request).await,
+            Transport::Http(t) => t.request(request).await,
+        }
+    }
+
+    /// Sends a notification, or a response to a request the target made.
+    pub async fn notify(&self, message: Value) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(t) => t.send(&message).await,
+            Transport::Http(t) => t.send(message).await,
+        }
+    }
+
+    /// Ends the connection: a stdio process is stopped and reaped, an HTTP session deleted.
+    pub async fn close(&self) {
+        match &self.transport {
+            Transport::Stdio(t) => t.close().await,
+            Transport::Http(t) => t.close().await,
+        }
+    }
+}
