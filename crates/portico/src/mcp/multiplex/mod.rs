@@ -66,6 +66,8 @@ struct Slot {
 /// A request in flight at a target, by `(target index, upstream id)`.
 struct Pending {
     stream: mpsc::Sender<Value>,
+    /// Fired when the client cancels the request, so the gateway stops waiting for the target.
+    cancel: CancellationToken,
     progress_token: Option<Value>,
     /// Order of arrival: messages a target sends without saying which request they belong to go
     /// to its most recent one.
@@ -352,11 +354,13 @@ impl Mux {
         request["params"][field] = Value::String(own_name.clone());
         let mut outcome = self.forward(t, request, stream).await;
         if kind == ListKind::Resources && self.backend.prefixed {
-            let target = &self.slots[t].target.name;
-            if let Some(contents) = outcome.response["result"]["contents"].as_array_mut() {
-                for content in contents {
-                    naming::prefix_item(content, ListKind::Resources, target);
-                }
+            let contents = outcome
+                .response
+                .get_mut("result")
+                .and_then(|r| r.get_mut("contents"))
+                .and_then(Value::as_array_mut);
+            for content in contents.into_iter().flatten() {
+                naming::prefix_item(content, ListKind::Resources, &self.slots[t].target.name);
             }
         }
         outcome.item = Some(own_name);
@@ -544,8 +548,11 @@ impl Mux {
         let upstream_id = upstream.next_id();
         request["id"] = json!(upstream_id);
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
-        self.track(t, upstream_id, &client_id, stream, progress_token);
-        let reply = upstream.request(request).await;
+        let cancel = self.track(t, upstream_id, &client_id, stream, progress_token);
+        let reply = tokio::select! {
+            reply = upstream.request(request) => reply,
+            _ = cancel.cancelled() => Err(UpstreamError::Cancelled),
+        };
         self.untrack(t, upstream_id, &client_id);
         let response = match reply {
             Ok(mut response) => {
@@ -575,7 +582,8 @@ impl Mux {
         client_id: &Value,
         stream: &mpsc::Sender<Value>,
         progress_token: Option<Value>,
-    ) {
+    ) -> CancellationToken {
+        let cancel = CancellationToken::new();
         let mut inflight = lock(&self.inflight);
         inflight.seq += 1;
         let seq = inflight.seq;
@@ -583,6 +591,7 @@ impl Mux {
             (t, upstream_id),
             Pending {
                 stream: stream.clone(),
+                cancel: cancel.clone(),
                 progress_token,
                 seq,
             },
@@ -592,6 +601,7 @@ impl Mux {
             .entry(id_key(client_id))
             .or_default()
             .push((t, upstream_id));
+        cancel
     }
 
     fn untrack(&self, t: usize, upstream_id: u64, client_id: &Value) {
@@ -613,11 +623,16 @@ impl Mux {
             "notifications/initialized" => {}
             "notifications/cancelled" => {
                 let key = id_key(&message["params"]["requestId"]);
-                let owners = lock(&self.inflight)
-                    .by_client
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_default();
+                let owners = {
+                    let inflight = lock(&self.inflight);
+                    let owners = inflight.by_client.get(&key).cloned().unwrap_or_default();
+                    for owner in &owners {
+                        if let Some(pending) = inflight.by_upstream.get(owner) {
+                            pending.cancel.cancel();
+                        }
+                    }
+                    owners
+                };
                 for (t, upstream_id) in owners {
                     message["params"]["requestId"] = json!(upstream_id);
                     if let Some(upstream) = self.slots[t].upstream.load_full() {

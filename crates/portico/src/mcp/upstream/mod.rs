@@ -46,6 +46,8 @@ pub enum UpstreamError {
     Closed,
     #[error("initialize failed: {0}")]
     Initialize(String),
+    #[error("request cancelled by the client")]
+    Cancelled,
 }
 
 /// Where a target's unprompted messages go, and which target they are from.

@@ -77,10 +77,12 @@ impl StdioUpstream {
             .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        if let Err(e) = self.send(&request).await {
-            self.lock_pending().remove(&id);
-            return Err(e);
-        }
+        // Removes the waiter however this future ends, cancellation included.
+        let _forget = Forget {
+            pending: &self.pending,
+            id,
+        };
+        self.send(&request).await?;
         rx.await.map_err(|_| UpstreamError::Closed)
     }
 
@@ -125,6 +127,20 @@ impl StdioUpstream {
         if let Some(pid) = self.pid {
             signal_group(pid, libc::SIGKILL);
         }
+    }
+}
+
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 

@@ -1,0 +1,323 @@
+//! Test harness: real processes on real sockets. The gateway and the fixture both run as the built
+//! `portico` binary (`portico -f FILE`, `portico fixture`), talked to over loopback.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_portico");
+pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+static FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes `text` to a fresh file in the temp directory.
+pub fn temp_file(name: &str, text: &str) -> PathBuf {
+    let n = FILES.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("portico-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{n}-{name}"));
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// A fixture server over Streamable HTTP, stopped on drop.
+pub struct HttpFixture {
+    pub url: String,
+    _child: Child,
+}
+
+impl HttpFixture {
+    pub async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(EXE)
+            .args(["fixture", "--transport", "http"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start fixture");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("fixture starts in time")
+            .expect("read")
+            .expect("a line");
+        let url = line
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
+        Self { url, _child: child }
+    }
+}
+
+/// A running gateway, stopped on drop; its log lines are kept for assertions.
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts `portico -f` on `yaml`, where `PORT` stands for a free port the gateway picks.
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let path = temp_file("config.yaml", &yaml.replace("PORT", "0"));
+        let mut child = Command::new(EXE)
+            .arg("-f")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start portico");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(address) = line.split("address=").nth(1) {
+                    let address = address
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(address);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("gateway listens in time")
+            .expect("gateway printed its address");
+        let base = address.replace("0.0.0.0", "127.0.0.1");
+        Self { base, child, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// The pids of the gateway's child processes (its stdio targets).
+    pub fn children(&self) -> Vec<u32> {
+        let pid = self.child.id().expect("running");
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+/// A gateway config with one route on `/mcp` and the given targets (YAML list items, indented by 10).
+pub fn config_with_targets(targets: &str, mcp_extra: &str) -> String {
+    format!(
+        "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: test\n      matches:\n      - path: {{pathPrefix: /mcp}}\n      backends:\n      - mcp:\n{mcp_extra}          targets:\n{targets}"
+    )
+}
+
+/// A stdio fixture target named `name` with extra fixture arguments.
+pub fn stdio_target(name: &str, args: &[&str]) -> String {
+    let mut all = vec!["fixture", "--name", name];
+    all.extend_from_slice(args);
+    let args: Vec<String> = all.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "          - name: {name}\n            stdio:\n              cmd: \"{EXE}\"\n              args: [{}]\n",
+        args.join(", ")
+    )
+}
+
+pub fn http_target(name: &str, url: &str) -> String {
+    format!("          - name: {name}\n            mcp:\n              host: \"{url}\"\n")
+}
+
+/// A raw Streamable HTTP client: every header and status is visible to the test.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    next_id: i64,
+}
+
+/// A reply: the final response and whatever came before it on an SSE stream.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub response: Value,
+    pub before: Vec<Value>,
+}
+
+pub async fn read_reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response.text().await.expect("body");
+    if !content_type.starts_with("text/event-stream") {
+        let response = serde_json::from_str(&text).unwrap_or(Value::Null);
+        return Reply {
+            status,
+            response,
+            before: vec![],
+        };
+    }
+    let mut messages: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            (!data.is_empty())
+                .then(|| serde_json::from_str(&data.join("\n")).expect("SSE data is JSON"))
+        })
+        .collect();
+    let response = messages.pop().expect("a final response");
+    Reply {
+        status,
+        response,
+        before: messages,
+    }
+}
+
+impl Client {
+    pub fn new(url: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url,
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    /// Initializes a session (with sampling, elicitation and roots capabilities declared).
+    pub async fn connect(url: String) -> Self {
+        let mut client = Self::new(url);
+        let reply = client
+            .send(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+                "clientInfo": {"name": "portico-tests", "version": "1"}}}),
+            )
+            .await;
+        assert_eq!(reply.status(), 200);
+        client.session = Some(
+            reply
+                .headers()
+                .get("mcp-session-id")
+                .expect("session id")
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let body: Value = reply.json().await.unwrap();
+        assert!(body.get("result").is_some(), "initialize failed: {body}");
+        let ack = client
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(ack.status(), 202);
+        client
+    }
+
+    pub fn post(&self) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json");
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+
+    pub async fn send(&self, message: Value) -> reqwest::Response {
+        self.post()
+            .body(message.to_string())
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub async fn request(&mut self, method: &str, params: Value) -> Reply {
+        let id = self.next_id();
+        read_reply(
+            self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+                .await,
+        )
+        .await
+    }
+
+    /// The `result` of a tool call (panics on a JSON-RPC error).
+    pub async fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        let reply = self
+            .request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await;
+        reply
+            .response
+            .get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("{tool} failed: {}", reply.response))
+    }
+
+    /// Every item of a list method, following cursors; also returns the number of pages.
+    pub async fn list_all(&mut self, method: &str, key: &str) -> (Vec<Value>, usize) {
+        let (mut items, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        loop {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let reply = self.request(method, params).await;
+            let result = &reply.response["result"];
+            items.extend(result[key].as_array().cloned().unwrap_or_default());
+            pages += 1;
+            cursor = result["nextCursor"].as_str().map(str::to_string);
+            if cursor.is_none() {
+                return (items, pages);
+            }
+        }
+    }
+}
+
+/// The text of the first content item of a tool result.
+pub fn text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+pub fn names(items: &[Value], field: &str) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| i[field].as_str().map(str::to_string))
+        .collect()
+}

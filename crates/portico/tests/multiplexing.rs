@@ -1,0 +1,539 @@
+//! A client → Portico → fixture targets over stdio and Streamable HTTP: naming, routing, pagination,
+//! server-to-client requests, progress, cancellation, failures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+async fn stdio_and_http() -> (Gateway, HttpFixture) {
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let targets = format!(
+        "{}{}",
+        stdio_target("local", &[]),
+        http_target("remote", &fixture.url)
+    );
+    (
+        Gateway::start(&config_with_targets(&targets, "")).await,
+        fixture,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_both_targets_prefixed_and_routes_calls() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let tools = names(&tools, "name");
+    assert!(tools.contains(&"local_echo".to_string()), "{tools:?}");
+    assert!(tools.contains(&"remote_echo".to_string()), "{tools:?}");
+    // Config order: every local tool comes before every remote one.
+    let first_remote = tools.iter().position(|t| t.starts_with("remote_")).unwrap();
+    assert!(
+        tools[..first_remote]
+            .iter()
+            .all(|t| t.starts_with("local_"))
+    );
+    assert!(
+        tools[first_remote..]
+            .iter()
+            .all(|t| t.starts_with("remote_"))
+    );
+
+    assert_eq!(text(&client.call("local_whoami", json!({})).await), "local");
+    assert_eq!(
+        text(&client.call("remote_whoami", json!({})).await),
+        "remote"
+    );
+    assert_eq!(
+        text(&client.call("remote_echo", json!({"message": "hi"})).await),
+        "hi"
+    );
+
+    let (resources, _) = client.list_all("resources/list", "resources").await;
+    assert!(names(&resources, "uri").contains(&"remote+test://static-text".to_string()));
+    let read = client
+        .request(
+            "resources/read",
+            json!({"uri": "remote+test://static-text"}),
+        )
+        .await;
+    assert_eq!(
+        read.response["result"]["contents"][0]["uri"],
+        "remote+test://static-text"
+    );
+    assert_eq!(
+        read.response["result"]["contents"][0]["text"],
+        "This is the content of the static text resource."
+    );
+    let (templates, _) = client
+        .list_all("resources/templates/list", "resourceTemplates")
+        .await;
+    assert!(
+        names(&templates, "uriTemplate").contains(&"local+test://template/{id}/data".to_string())
+    );
+
+    let prompt = client
+        .request("prompts/get", json!({"name": "local_test_prompt_with_arguments", "arguments": {"arg1": "a", "arg2": "b"}}))
+        .await;
+    assert_eq!(
+        prompt.response["result"]["messages"][0]["content"]["text"],
+        "Prompt with arguments: arg1='a', arg2='b'"
+    );
+    let completion = client
+        .request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "remote_test_prompt_with_arguments"},
+            "argument": {"name": "arg1", "value": "par"}}),
+        )
+        .await;
+    assert_eq!(
+        completion.response["result"]["completion"]["values"],
+        json!(["paris", "park", "party"])
+    );
+    for method in ["ping", "logging/setLevel"] {
+        let params = if method == "ping" {
+            json!({})
+        } else {
+            json!({"level": "info"})
+        };
+        assert_eq!(
+            client.request(method, params).await.response["result"],
+            json!({}),
+            "{method}"
+        );
+    }
+    let subscribe = client
+        .request(
+            "resources/subscribe",
+            json!({"uri": "local+test://watched-resource"}),
+        )
+        .await;
+    assert_eq!(subscribe.response["result"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_names_and_methods() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    for name in ["nosuch_echo", "local_nosuch", "echo"] {
+        let reply = client
+            .request("tools/call", json!({"name": name, "arguments": {}}))
+            .await;
+        assert_eq!(
+            reply.response["error"]["code"], -32602,
+            "{name}: {}",
+            reply.response
+        );
+    }
+    let reply = client
+        .request(
+            "tools/call",
+            json!({"name": "nosuch_echo", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        reply.response["error"]["message"],
+        "Unknown tool: nosuch_echo"
+    );
+    let reply = client.request("vendor/custom", json!({})).await;
+    assert_eq!(reply.response["error"]["code"], -32601);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_of_every_target_is_reachable() {
+    let fixture =
+        HttpFixture::start(&["--name", "b", "--page-size", "4", "--extra-tools", "9"]).await;
+    let targets = format!(
+        "{}{}",
+        stdio_target("a", &["--page-size", "3", "--extra-tools", "5"]),
+        http_target("b", &fixture.url)
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, pages) = client.list_all("tools/list", "tools").await;
+    let tools = names(&tools, "name");
+    // The fixture has 19 built-in tools: a has 19 + 5 in pages of 3, b has 19 + 9 in pages of 4.
+    assert_eq!(tools.iter().filter(|t| t.starts_with("a_")).count(), 24);
+    assert_eq!(tools.iter().filter(|t| t.starts_with("b_")).count(), 28);
+    assert_eq!(
+        pages, 8,
+        "a needs 8 pages, b 7; they are fetched side by side"
+    );
+    let unique: std::collections::HashSet<_> = tools.iter().collect();
+    assert_eq!(unique.len(), tools.len(), "no tool is listed twice");
+    assert!(tools.contains(&"a_tool_4".to_string()) && tools.contains(&"b_tool_8".to_string()));
+    let bad = client
+        .request("tools/list", json!({"cursor": "garbage"}))
+        .await;
+    assert_eq!(bad.response["error"]["code"], -32602);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_reaches_the_callers_stream() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    for target in ["local", "remote"] {
+        let reply = client
+            .request(
+                "tools/call",
+                json!({"name": format!("{target}_test_tool_with_progress"), "arguments": {},
+                "_meta": {"progressToken": format!("tok-{target}")}}),
+            )
+            .await;
+        let progress: Vec<_> = reply
+            .before
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .map(|m| {
+                (
+                    m["params"]["progressToken"].clone(),
+                    m["params"]["progress"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(progress.len(), 3, "{target}: {:?}", reply.before);
+        assert!(
+            progress
+                .iter()
+                .all(|(token, _)| *token == json!(format!("tok-{target}")))
+        );
+        assert_eq!(
+            progress.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+            [0.0, 50.0, 100.0]
+        );
+        assert_eq!(text(&reply.response["result"]), "Progress completed");
+    }
+    let logged = client
+        .request(
+            "tools/call",
+            json!({"name": "local_test_tool_with_logging", "arguments": {}}),
+        )
+        .await;
+    let messages: Vec<_> = logged
+        .before
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .collect();
+    assert_eq!(messages.len(), 3, "{:?}", logged.before);
+    assert_eq!(messages[0]["params"]["data"], "Tool execution started");
+}
+
+/// Answers the server-to-client requests that arrive on a POST's SSE stream, as a client would.
+async fn call_answering(
+    client: &Client,
+    tool: &str,
+    arguments: serde_json::Value,
+    answer: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let response = client
+        .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+        .await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response;
+    let mut buffer = String::new();
+    let mut asked = None;
+    loop {
+        let chunk = body
+            .chunk()
+            .await
+            .unwrap()
+            .expect("stream goes on until the response");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let message: serde_json::Value = serde_json::from_str(data).unwrap();
+            if message["id"] == 77 {
+                return (asked.expect("the target asked the client first"), message);
+            }
+            if message.get("method").is_some() && message.get("id").is_some() {
+                asked = Some(message.clone());
+                let reply = client
+                    .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
+                    .await;
+                assert_eq!(reply.status(), 202);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sampling_and_elicitation_round_trip_through_two_targets() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let mut seen_ids = Vec::new();
+    for target in ["local", "remote"] {
+        let sampled = json!({"role": "assistant", "content": {"type": "text", "text": format!("from {target}")},
+            "model": "test-model", "stopReason": "endTurn"});
+        let (asked, result) = call_answering(
+            &client,
+            &format!("{target}_test_sampling"),
+            json!({"prompt": "hello"}),
+            sampled,
+        )
+        .await;
+        assert_eq!(asked["method"], "sampling/createMessage");
+        assert_eq!(asked["params"]["maxTokens"], 100);
+        assert_eq!(
+            result["result"]["content"][0]["text"],
+            format!("LLM response: from {target}")
+        );
+        seen_ids.push(asked["id"].clone());
+
+        let accepted =
+            json!({"action": "accept", "content": {"username": "ada", "email": "ada@example.com"}});
+        let (asked, result) = call_answering(
+            &client,
+            &format!("{target}_test_elicitation"),
+            json!({"message": "who?"}),
+            accepted,
+        )
+        .await;
+        assert_eq!(asked["method"], "elicitation/create");
+        let text = result["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("ada@example.com"), "{text}");
+        seen_ids.push(asked["id"].clone());
+    }
+    let unique: std::collections::HashSet<String> =
+        seen_ids.iter().map(|id| id.to_string()).collect();
+    assert_eq!(
+        unique.len(),
+        4,
+        "server-to-client request ids are unique in the session: {seen_ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancellation_reaches_only_the_owner() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let started = Instant::now();
+    let call = |id: i64, tool: &str, ms: u64| {
+        client.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"ms": ms}}}))
+    };
+    // Both targets number their requests alike; only the owner may see the cancellation.
+    let owner = call(10, "local_sleep", 10_000);
+    let sibling = call(11, "remote_sleep", 1_500);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = client
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 10}}))
+            .await;
+        assert_eq!(reply.status(), 202);
+    };
+    let (owner, sibling, ()) = tokio::join!(owner, sibling, cancel);
+    let owner = read_reply(owner).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cancelled call ended early"
+    );
+    assert!(
+        owner.response.get("error").is_some(),
+        "{:?}",
+        owner.response
+    );
+    let sibling = read_reply(sibling).await;
+    assert_eq!(
+        text(&sibling.response["result"]),
+        "slept 1500 ms",
+        "{:?}",
+        sibling.response
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_target_leaves_the_other_serving_and_comes_back() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let get = client
+        .http
+        .get(gateway.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+
+    let crashed = client
+        .request(
+            "tools/call",
+            json!({"name": "local_crash", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        crashed.response["error"]["code"], -32603,
+        "{}",
+        crashed.response
+    );
+    assert!(
+        crashed.response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("local")
+    );
+    assert_eq!(
+        text(
+            &client
+                .call("remote_echo", json!({"message": "still here"}))
+                .await
+        ),
+        "still here"
+    );
+
+    // The dead process is restarted for the session; the GET stream hears that the lists changed.
+    let mut get = get;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.contains("notifications/tools/list_changed") {
+        let chunk = tokio::time::timeout_at(deadline.into(), get.chunk())
+            .await
+            .expect("list_changed in time");
+        seen.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    assert_eq!(
+        text(&client.call("local_echo", json!({"message": "back"})).await),
+        "back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_open_leaves_out_a_broken_target() {
+    let targets = format!(
+        "{}          - name: broken\n            stdio:\n              cmd: /nonexistent/mcp-server\n",
+        stdio_target("good", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let tools = names(&tools, "name");
+    assert!(
+        tools.iter().all(|t| t.starts_with("good_")) && !tools.is_empty(),
+        "{tools:?}"
+    );
+    let reply = client
+        .request(
+            "tools/call",
+            json!({"name": "broken_echo", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(reply.response["error"]["code"], -32603);
+    assert_eq!(
+        reply.response["error"]["message"],
+        "target broken unavailable"
+    );
+    assert!(
+        gateway.log_text().contains("target unavailable"),
+        "{}",
+        gateway.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_closed_refuses_the_session() {
+    let targets = format!(
+        "{}          - name: broken\n            stdio:\n              cmd: /nonexistent/mcp-server\n",
+        stdio_target("good", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(
+        &targets,
+        "          failureMode: failClosed\n",
+    ))
+    .await;
+    let client = Client::new(gateway.url("/mcp"));
+    let reply = client
+        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .await;
+    assert!(reply.headers().get("mcp-session-id").is_none());
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32603);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("target broken unavailable"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefix_modes() {
+    // never: bare names; a name two targets serve is hidden, unique ones route to their owner.
+    let targets = format!(
+        "{}{}",
+        stdio_target("a", &["--extra-tools", "2"]),
+        stdio_target("b", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(
+        &targets,
+        "          prefixMode: never\n",
+    ))
+    .await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert_eq!(names(&tools, "name"), ["tool_0", "tool_1"]);
+    assert_eq!(
+        text(&client.call("tool_1", json!({"message": "x"})).await),
+        "tool_1: x"
+    );
+    let ambiguous = client
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "x"}}),
+        )
+        .await;
+    assert_eq!(ambiguous.response["error"]["code"], -32602);
+
+    // always: even one target is prefixed; conditional (default) with one target is not.
+    let one = stdio_target("solo", &[]);
+    let always = Gateway::start(&config_with_targets(&one, "          prefixMode: always\n")).await;
+    let mut client = Client::connect(always.url("/mcp")).await;
+    assert_eq!(text(&client.call("solo_whoami", json!({})).await), "solo");
+    let conditional = Gateway::start(&config_with_targets(&one, "")).await;
+    let mut client = Client::connect(conditional.url("/mcp")).await;
+    assert_eq!(text(&client.call("whoami", json!({})).await), "solo");
+    // With one target, methods Portico does not know are forwarded to it.
+    let reply = client.request("vendor/custom", json!({})).await;
+    assert_eq!(
+        reply.response["error"]["code"], -32601,
+        "the fixture itself does not know it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemas_pass_through_unchanged() {
+    let (gateway, _fixture) = stdio_and_http().await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let tool = tools
+        .iter()
+        .find(|t| t["name"] == "remote_json_schema_2020_12_tool")
+        .unwrap();
+    let schema = &tool["inputSchema"];
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(schema["properties"]["address"]["$ref"], "#/$defs/address");
+    assert_eq!(schema["additionalProperties"], false);
+    let keys: Vec<_> = schema.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "$schema",
+            "type",
+            "$defs",
+            "properties",
+            "additionalProperties"
+        ],
+        "key order is kept"
+    );
+}
