@@ -67,7 +67,8 @@ async fn serve_stdio(options: Arc<FixtureOptions>) -> anyhow::Result<()> {
 }
 
 async fn serve_http(options: Arc<FixtureOptions>, listen: SocketAddr) -> anyhow::Result<()> {
-    let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    // The default allows only loopback Hosts: the MCP DNS-rebinding defence the conformance suite checks.
+    let config = StreamableHttpServerConfig::default();
     let service = StreamableHttpService::new(
         move || Ok(Fixture::new(options.clone())),
         Arc::new(LocalSessionManager::default()),

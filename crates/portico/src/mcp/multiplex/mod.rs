@@ -13,7 +13,7 @@ pub mod naming;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -29,7 +29,7 @@ use naming::ListKind;
 use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
 use crate::mcp::jsonrpc::{self, Kind, code};
-use crate::mcp::upstream::{Inbound, InboundSink, Upstream, UpstreamError};
+use crate::mcp::upstream::{InboundHandler, InboundSink, Upstream, UpstreamError};
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,11 +85,12 @@ struct Inflight {
 type ServerRequests = HashMap<u64, (usize, Value)>;
 
 pub struct Mux {
+    /// Handed to upstream connections, which report to the session without keeping it alive.
+    me: Weak<Mux>,
     backend: Arc<McpBackend>,
     slots: Vec<Slot>,
     init_params: Value,
     http: reqwest::Client,
-    inbound: mpsc::UnboundedSender<Inbound>,
     inflight: Mutex<Inflight>,
     server_requests: Mutex<ServerRequests>,
     next_server_request: AtomicU64,
@@ -121,8 +122,8 @@ impl Mux {
             .cloned()
             .unwrap_or_else(|| json!({}));
         let version = negotiate_version(init_params["protocolVersion"].as_str());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mux = Arc::new(Mux {
+        let mux = Arc::new_cyclic(|me| Mux {
+            me: me.clone(),
             slots: backend
                 .targets
                 .iter()
@@ -136,7 +137,6 @@ impl Mux {
             backend,
             init_params,
             http,
-            inbound: tx,
             inflight: Mutex::default(),
             server_requests: Mutex::default(),
             next_server_request: AtomicU64::new(1),
@@ -162,7 +162,6 @@ impl Mux {
                 "target unavailable; left out of this session and retried with backoff");
             mux.spawn_reconnect(i);
         }
-        tokio::spawn(mux.clone().run_inbound(rx));
         let upstreams: Vec<_> = mux.slots.iter().map(|s| s.upstream.load_full()).collect();
         let answered: Vec<(&str, &Value)> = mux
             .slots
@@ -180,7 +179,7 @@ impl Mux {
         let sink = InboundSink {
             target: i,
             generation,
-            tx: self.inbound.clone(),
+            handler: self.weak_self(),
         };
         let connect = Upstream::connect(&slot.target, &self.init_params, sink, &self.http);
         let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
@@ -228,6 +227,10 @@ impl Mux {
             }
             mux.slots[i].reconnecting.store(false, Ordering::Release);
         });
+    }
+
+    fn weak_self(&self) -> Weak<dyn InboundHandler> {
+        self.me.clone()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -671,28 +674,6 @@ impl Mux {
 
     // ---- targets → client ------------------------------------------------------------------------
 
-    async fn run_inbound(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
-        loop {
-            let event = tokio::select! {
-                _ = self.closed.cancelled() => break,
-                event = rx.recv() => event,
-            };
-            match event {
-                None => break,
-                Some(Inbound::Closed {
-                    target,
-                    generation,
-                    reason,
-                }) => self.target_closed(target, generation, &reason).await,
-                Some(Inbound::Message {
-                    target,
-                    message,
-                    related,
-                }) => self.on_target_message(target, message, related).await,
-            }
-        }
-    }
-
     async fn target_closed(self: &Arc<Self>, t: usize, generation: u64, reason: &str) {
         let slot = &self.slots[t];
         if slot.generation.load(Ordering::Relaxed) != generation || self.closed.is_cancelled() {
@@ -710,14 +691,13 @@ impl Mux {
         self.spawn_reconnect(t);
     }
 
-    async fn on_target_message(&self, t: usize, mut message: Value, related: Option<u64>) {
+    fn on_target_message(&self, t: usize, mut message: Value, related: Option<u64>) {
         match jsonrpc::kind(&message) {
             Kind::Request => {
                 if jsonrpc::method(&message) == "ping" {
                     if let Some(upstream) = self.slots[t].upstream.load_full() {
-                        let _ = upstream
-                            .notify(jsonrpc::result(message["id"].clone(), json!({})))
-                            .await;
+                        let pong = jsonrpc::result(message["id"].clone(), json!({}));
+                        tokio::spawn(async move { upstream.notify(pong).await });
                     }
                     return;
                 }
@@ -790,6 +770,16 @@ impl Mux {
             None => message,
         };
         self.downlink.send(message);
+    }
+}
+
+impl InboundHandler for Mux {
+    fn message(&self, target: usize, message: Value, related: Option<u64>) {
+        self.on_target_message(target, message, related);
+    }
+
+    fn closed(self: Arc<Self>, target: usize, generation: u64, reason: String) {
+        tokio::spawn(async move { self.target_closed(target, generation, &reason).await });
     }
 }
 

@@ -4,31 +4,24 @@
 mod http;
 mod stdio;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::config::runtime::{Target, TargetKind};
 use crate::mcp::jsonrpc;
 
-/// A message a target sent on its own: a notification or a request to the client.
-#[derive(Debug)]
-pub enum Inbound {
-    Message {
-        target: usize,
-        message: Value,
-        /// The gateway's id of the upstream request whose stream carried it, when known.
-        related: Option<u64>,
-    },
-    /// The connection is gone (the process exited, the stream broke for good).
-    Closed {
-        target: usize,
-        /// Which connection of that target, so a stale close does not mark a newer one dead.
-        generation: u64,
-        reason: String,
-    },
+/// Receives what a target sends on its own: notifications and requests to the client, and the end
+/// of the connection.
+///
+/// Called synchronously by the connection's reader, in the order the target wrote, so a notification
+/// that precedes a response reaches the client before it.
+pub trait InboundHandler: Send + Sync {
+    /// `related` is the gateway's id of the upstream request whose stream carried the message.
+    fn message(&self, target: usize, message: Value, related: Option<u64>);
+    /// The connection `generation` of `target` is gone (the process exited, the stream broke).
+    fn closed(self: Arc<Self>, target: usize, generation: u64, reason: String);
 }
 
 /// Why a call to a target failed. Messages name the failure, never a raw upstream body.
@@ -50,29 +43,26 @@ pub enum UpstreamError {
     Cancelled,
 }
 
-/// Where a target's unprompted messages go, and which target they are from.
+/// Where a target's unprompted messages go, and which target and connection they are from.
 #[derive(Clone)]
 pub struct InboundSink {
     pub target: usize,
+    /// Counts connections to the target, so a close reported by an old one can be told apart.
     pub generation: u64,
-    pub tx: mpsc::UnboundedSender<Inbound>,
+    pub handler: Weak<dyn InboundHandler>,
 }
 
 impl InboundSink {
     fn message(&self, message: Value, related: Option<u64>) {
-        let _ = self.tx.send(Inbound::Message {
-            target: self.target,
-            message,
-            related,
-        });
+        if let Some(handler) = self.handler.upgrade() {
+            handler.message(self.target, message, related);
+        }
     }
 
     fn closed(&self, reason: String) {
-        let _ = self.tx.send(Inbound::Closed {
-            target: self.target,
-            generation: self.generation,
-            reason,
-        });
+        if let Some(handler) = self.handler.upgrade() {
+            handler.closed(self.target, self.generation, reason);
+        }
     }
 }
 

