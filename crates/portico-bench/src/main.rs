@@ -1,1 +1,322 @@
-fn main() {}
+//! `portico-bench`: measures Portico against the fixture server directly, on the same machine, in one
+//! run, alternating the two sides round by round so that machine noise hits both alike.
+//!
+//! It starts the fixture servers and the gateway itself (the release `portico` binary), then reports:
+//! - `tools/call` throughput and latency at 32 connections on one session, direct vs through Portico;
+//! - `tools/call` latency at 1 connection (the added p50);
+//! - `tools/list` latency at 1 connection over 10 targets of 50 tools vs 1 target;
+//! - the gateway's resident memory idle and after 1000 idle sessions.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks Portico against the fixture server directly")]
+struct Cli {
+    /// The portico binary (default: `portico` next to this binary).
+    #[arg(long)]
+    portico: Option<PathBuf>,
+    /// Seconds per measurement window.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Rounds per comparison; each round measures both sides.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent connections for the throughput test.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Idle sessions opened for the memory measurement.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Starts `portico fixture --transport http` and returns its `/mcp` URL.
+async fn fixture(portico: &PathBuf, args: &[&str]) -> anyhow::Result<(Proc, String)> {
+    let mut child = Command::new(portico)
+        .args(["fixture", "--transport", "http"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let line = BufReader::new(stdout).lines().next_line().await?.unwrap_or_default();
+    let url = line.strip_prefix("listening on ").ok_or_else(|| anyhow::anyhow!("fixture: {line}"))?;
+    Ok((Proc(child), url.to_string()))
+}
+
+/// Starts the gateway on `config` and returns its base URL.
+async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, String)> {
+    let path = std::env::temp_dir().join(format!("portico-bench-{}.yaml", std::process::id()));
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(portico)
+        .arg("-f")
+        .arg(&path)
+        .env("RUST_LOG", "warn,portico::server=info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut lines = BufReader::new(stderr).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(address) = line.split("address=").nth(1) {
+            let address = address.split_whitespace().next().unwrap_or_default().replace("0.0.0.0", "127.0.0.1");
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((Proc(child), address));
+        }
+    }
+    anyhow::bail!("the gateway did not start")
+}
+
+/// One HTTP/1.1 connection speaking MCP on one session.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    url: hyper::Uri,
+    session: Option<String>,
+}
+
+impl Conn {
+    async fn open(url: &str, session: Option<String>) -> anyhow::Result<Self> {
+        let url: hyper::Uri = url.parse()?;
+        let address = format!("{}:{}", url.host().unwrap_or("127.0.0.1"), url.port_u16().unwrap_or(80));
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self { sender, url, session })
+    }
+
+    /// POSTs `message`; returns the session id header (if any) and the body.
+    async fn post(&mut self, message: &Value) -> anyhow::Result<(Option<String>, Bytes)> {
+        let mut request = Request::post(self.url.clone())
+            .header("host", self.url.authority().map(|a| a.as_str()).unwrap_or("127.0.0.1"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request.body(Full::new(Bytes::from(message.to_string())))?).await?;
+        let session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((session, body))
+    }
+
+    /// `initialize` + `notifications/initialized`; the connection then belongs to that session.
+    async fn initialize(&mut self) -> anyhow::Result<String> {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+        let (session, _) = self.post(&init).await?;
+        let session = session.ok_or_else(|| anyhow::anyhow!("no session id from {}", self.url))?;
+        self.session = Some(session.clone());
+        self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
+        Ok(session)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// Sends `make(id)` on `connections` connections of one session for `seconds`.
+async fn load(url: &str, connections: usize, seconds: f64, make: fn(u64) -> Value) -> anyhow::Result<Stats> {
+    let mut first = Conn::open(url, None).await?;
+    let session = first.initialize().await?;
+    let mut conns = vec![first];
+    for _ in 1..connections {
+        conns.push(Conn::open(url, Some(session.clone())).await?);
+    }
+    // Warm-up: one request per connection.
+    for conn in &mut conns {
+        conn.post(&make(1)).await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut conn)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut id = (c as u64) << 32;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    let sent = Instant::now();
+                    let (_, body) = conn.post(&make(id)).await?;
+                    if !body.windows(9).any(|w| w == b"\"result\":") {
+                        anyhow::bail!("request failed: {}", String::from_utf8_lossy(&body));
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Ok(Stats {
+        per_second: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    })
+}
+
+fn echo_call(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hello"}}})
+}
+
+fn list_tools(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}})
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs `rounds` × (a, b) alternately; returns the median of each side's rounds.
+async fn compare(cli: &Cli, a: &str, b: &str, connections: usize, make: fn(u64) -> Value) -> anyhow::Result<(Stats, Stats)> {
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    for _ in 0..cli.rounds {
+        ra.push(load(a, connections, cli.seconds, make).await?);
+        rb.push(load(b, connections, cli.seconds, make).await?);
+    }
+    let summarize = |rounds: &[Stats]| Stats {
+        per_second: median(&mut rounds.iter().map(|s| s.per_second).collect::<Vec<_>>()),
+        p50_ms: median(&mut rounds.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
+        p99_ms: median(&mut rounds.iter().map(|s| s.p99_ms).collect::<Vec<_>>()),
+    };
+    Ok((summarize(&ra), summarize(&rb)))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn row(name: &str, s: Stats) {
+    println!("| {name} | {:.0} | {:.3} | {:.3} |", s.per_second, s.p50_ms, s.p99_ms);
+}
+
+fn http_target(name: &str, url: &str) -> String {
+    format!("          - name: {name}\n            mcp: {{host: \"{url}\"}}\n")
+}
+
+fn route(name: &str, path: &str, targets: &str) -> String {
+    format!("    - name: {name}\n      matches: [{{path: {{exact: {path}}}}}]\n      backends:\n      - mcp:\n          targets:\n{targets}")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let portico = match &cli.portico {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("portico"),
+    };
+    anyhow::ensure!(portico.exists(), "{} not found: run `cargo build --release` first", portico.display());
+
+    let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
+    let mut list_fixtures = Vec::new();
+    let mut list_targets = Vec::new();
+    for i in 0..10 {
+        // 19 built-in tools + 31 generated = 50 tools per target.
+        let (proc, url) = fixture(&portico, &["--name", &format!("list{i}"), "--extra-tools", "31"]).await?;
+        list_fixtures.push(proc);
+        list_targets.push(http_target(&format!("t{i}"), &url));
+    }
+    let config = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}config:\n  logging: {{level: warn}}\n",
+        route("call", "/call", &http_target("call", &call_url)),
+        route("ten", "/ten", &list_targets.concat()),
+        route("one", "/one", &list_targets[0]),
+    );
+    let (gateway_proc, base) = gateway(&portico, &config).await?;
+    let gateway_pid = gateway_proc.0.id().unwrap_or(0);
+    let through = format!("{base}/call");
+    let start_rss = rss_kib(gateway_pid);
+
+    println!("## tools/call `echo`, {} connections, one session ({} s × {} rounds, median)\n", cli.connections, cli.seconds, cli.rounds);
+    println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let (direct, proxied) = compare(&cli, &call_url, &through, cli.connections, echo_call).await?;
+    row("direct to fixture", direct);
+    row("through portico", proxied);
+    println!("\nthroughput ratio: {:.2}×\n", proxied.per_second / direct.per_second);
+
+    println!("## tools/call `echo`, 1 connection\n");
+    println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let (direct, proxied) = compare(&cli, &call_url, &through, 1, echo_call).await?;
+    row("direct to fixture", direct);
+    row("through portico", proxied);
+    println!("\nadded p50: {:.3} ms\n", proxied.p50_ms - direct.p50_ms);
+
+    println!("## tools/list through portico, 1 connection: 10 targets × 50 tools vs 1 target × 50 tools\n");
+    println!("| route | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let (one, ten) = compare(&cli, &format!("{base}/one"), &format!("{base}/ten"), 1, list_tools).await?;
+    row("1 target", one);
+    row("10 targets", ten);
+    println!("\n10-target / 1-target p50: {:.2}×\n", ten.p50_ms / one.p50_ms);
+
+    println!("## memory (gateway RSS)\n");
+    let idle_rss = rss_kib(gateway_pid);
+    let mut conns = Vec::new();
+    for _ in 0..cli.sessions {
+        let mut conn = Conn::open(&format!("{base}/call"), None).await?;
+        conn.initialize().await?;
+        conns.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded_rss = rss_kib(gateway_pid);
+    println!("| state | RSS |\n|---|---|");
+    println!("| idle, just started | {:.1} MiB |", start_rss as f64 / 1024.0);
+    println!("| idle, after the runs above | {:.1} MiB |", idle_rss as f64 / 1024.0);
+    println!(
+        "| with {} more idle sessions (one HTTP target each) | {:.1} MiB ({:.1} KiB per session) |",
+        cli.sessions,
+        loaded_rss as f64 / 1024.0,
+        loaded_rss.saturating_sub(idle_rss) as f64 / cli.sessions as f64
+    );
+    Ok(())
+}
