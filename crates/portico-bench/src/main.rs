@@ -59,9 +59,18 @@ async fn fixture(portico: &PathBuf, args: &[&str]) -> anyhow::Result<(Proc, Stri
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let line = BufReader::new(stdout).lines().next_line().await?.unwrap_or_default();
-    let url = line.strip_prefix("listening on ").ok_or_else(|| anyhow::anyhow!("fixture: {line}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .unwrap_or_default();
+    let url = line
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow::anyhow!("fixture: {line}"))?;
     Ok((Proc(child), url.to_string()))
 }
 
@@ -76,11 +85,18 @@ async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, Strin
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
     let mut lines = BufReader::new(stderr).lines();
     while let Some(line) = lines.next_line().await? {
         if let Some(address) = line.split("address=").nth(1) {
-            let address = address.split_whitespace().next().unwrap_or_default().replace("0.0.0.0", "127.0.0.1");
+            let address = address
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .replace("0.0.0.0", "127.0.0.1");
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return Ok((Proc(child), address));
         }
@@ -98,18 +114,33 @@ struct Conn {
 impl Conn {
     async fn open(url: &str, session: Option<String>) -> anyhow::Result<Self> {
         let url: hyper::Uri = url.parse()?;
-        let address = format!("{}:{}", url.host().unwrap_or("127.0.0.1"), url.port_u16().unwrap_or(80));
+        let address = format!(
+            "{}:{}",
+            url.host().unwrap_or("127.0.0.1"),
+            url.port_u16().unwrap_or(80)
+        );
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        Ok(Self { sender, url, session })
+        Ok(Self {
+            sender,
+            url,
+            session,
+        })
     }
 
     /// POSTs `message`; returns the session id header (if any) and the body.
     async fn post(&mut self, message: &Value) -> anyhow::Result<(Option<String>, Bytes)> {
         let mut request = Request::post(self.url.clone())
-            .header("host", self.url.authority().map(|a| a.as_str()).unwrap_or("127.0.0.1"))
+            .header(
+                "host",
+                self.url
+                    .authority()
+                    .map(|a| a.as_str())
+                    .unwrap_or("127.0.0.1"),
+            )
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .header("mcp-protocol-version", "2025-06-18");
@@ -117,8 +148,15 @@ impl Conn {
             request = request.header("mcp-session-id", session);
         }
         self.sender.ready().await?;
-        let response = self.sender.send_request(request.body(Full::new(Bytes::from(message.to_string())))?).await?;
-        let session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(Bytes::from(message.to_string())))?)
+            .await?;
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = response.into_body().collect().await?.to_bytes();
         Ok((session, body))
     }
@@ -130,7 +168,8 @@ impl Conn {
         let (session, _) = self.post(&init).await?;
         let session = session.ok_or_else(|| anyhow::anyhow!("no session id from {}", self.url))?;
         self.session = Some(session.clone());
-        self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
+        self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
         Ok(session)
     }
 }
@@ -151,7 +190,12 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 }
 
 /// Sends `make(id)` on `connections` connections of one session for `seconds`.
-async fn load(url: &str, connections: usize, seconds: f64, make: fn(u64) -> Value) -> anyhow::Result<Stats> {
+async fn load(
+    url: &str,
+    connections: usize,
+    seconds: f64,
+    make: fn(u64) -> Value,
+) -> anyhow::Result<Stats> {
     let mut first = Conn::open(url, None).await?;
     let session = first.initialize().await?;
     let mut conns = vec![first];
@@ -214,7 +258,13 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Runs `rounds` × (a, b) alternately; returns the median of each side's rounds.
-async fn compare(cli: &Cli, a: &str, b: &str, connections: usize, make: fn(u64) -> Value) -> anyhow::Result<(Stats, Stats)> {
+async fn compare(
+    cli: &Cli,
+    a: &str,
+    b: &str,
+    connections: usize,
+    make: fn(u64) -> Value,
+) -> anyhow::Result<(Stats, Stats)> {
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
         ra.push(load(a, connections, cli.seconds, make).await?);
@@ -238,7 +288,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn row(name: &str, s: Stats) {
-    println!("| {name} | {:.0} | {:.3} | {:.3} |", s.per_second, s.p50_ms, s.p99_ms);
+    println!(
+        "| {name} | {:.0} | {:.3} | {:.3} |",
+        s.per_second, s.p50_ms, s.p99_ms
+    );
 }
 
 fn http_target(name: &str, url: &str) -> String {
@@ -246,7 +299,9 @@ fn http_target(name: &str, url: &str) -> String {
 }
 
 fn route(name: &str, path: &str, targets: &str) -> String {
-    format!("    - name: {name}\n      matches: [{{path: {{exact: {path}}}}}]\n      backends:\n      - mcp:\n          targets:\n{targets}")
+    format!(
+        "    - name: {name}\n      matches: [{{path: {{exact: {path}}}}}]\n      backends:\n      - mcp:\n          targets:\n{targets}"
+    )
 }
 
 #[tokio::main]
@@ -256,14 +311,22 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("portico"),
     };
-    anyhow::ensure!(portico.exists(), "{} not found: run `cargo build --release` first", portico.display());
+    anyhow::ensure!(
+        portico.exists(),
+        "{} not found: run `cargo build --release` first",
+        portico.display()
+    );
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
     let mut list_fixtures = Vec::new();
     let mut list_targets = Vec::new();
     for i in 0..10 {
         // 19 built-in tools + 31 generated = 50 tools per target.
-        let (proc, url) = fixture(&portico, &["--name", &format!("list{i}"), "--extra-tools", "31"]).await?;
+        let (proc, url) = fixture(
+            &portico,
+            &["--name", &format!("list{i}"), "--extra-tools", "31"],
+        )
+        .await?;
         list_fixtures.push(proc);
         list_targets.push(http_target(&format!("t{i}"), &url));
     }
@@ -278,12 +341,18 @@ async fn main() -> anyhow::Result<()> {
     let through = format!("{base}/call");
     let start_rss = rss_kib(gateway_pid);
 
-    println!("## tools/call `echo`, {} connections, one session ({} s × {} rounds, median)\n", cli.connections, cli.seconds, cli.rounds);
+    println!(
+        "## tools/call `echo`, {} connections, one session ({} s × {} rounds, median)\n",
+        cli.connections, cli.seconds, cli.rounds
+    );
     println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
     let (direct, proxied) = compare(&cli, &call_url, &through, cli.connections, echo_call).await?;
     row("direct to fixture", direct);
     row("through portico", proxied);
-    println!("\nthroughput ratio: {:.2}×\n", proxied.per_second / direct.per_second);
+    println!(
+        "\nthroughput ratio: {:.2}×\n",
+        proxied.per_second / direct.per_second
+    );
 
     println!("## tools/call `echo`, 1 connection\n");
     println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
@@ -292,12 +361,24 @@ async fn main() -> anyhow::Result<()> {
     row("through portico", proxied);
     println!("\nadded p50: {:.3} ms\n", proxied.p50_ms - direct.p50_ms);
 
-    println!("## tools/list through portico, 1 connection: 10 targets × 50 tools vs 1 target × 50 tools\n");
+    println!(
+        "## tools/list through portico, 1 connection: 10 targets × 50 tools vs 1 target × 50 tools\n"
+    );
     println!("| route | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    let (one, ten) = compare(&cli, &format!("{base}/one"), &format!("{base}/ten"), 1, list_tools).await?;
+    let (one, ten) = compare(
+        &cli,
+        &format!("{base}/one"),
+        &format!("{base}/ten"),
+        1,
+        list_tools,
+    )
+    .await?;
     row("1 target", one);
     row("10 targets", ten);
-    println!("\n10-target / 1-target p50: {:.2}×\n", ten.p50_ms / one.p50_ms);
+    println!(
+        "\n10-target / 1-target p50: {:.2}×\n",
+        ten.p50_ms / one.p50_ms
+    );
 
     println!("## memory (gateway RSS)\n");
     let idle_rss = rss_kib(gateway_pid);
@@ -310,8 +391,14 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded_rss = rss_kib(gateway_pid);
     println!("| state | RSS |\n|---|---|");
-    println!("| idle, just started | {:.1} MiB |", start_rss as f64 / 1024.0);
-    println!("| idle, after the runs above | {:.1} MiB |", idle_rss as f64 / 1024.0);
+    println!(
+        "| idle, just started | {:.1} MiB |",
+        start_rss as f64 / 1024.0
+    );
+    println!(
+        "| idle, after the runs above | {:.1} MiB |",
+        idle_rss as f64 / 1024.0
+    );
     println!(
         "| with {} more idle sessions (one HTTP target each) | {:.1} MiB ({:.1} KiB per session) |",
         cli.sessions,

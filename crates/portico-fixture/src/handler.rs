@@ -4,6 +4,7 @@
 //! protocol it serves.
 #![allow(deprecated)] // sampling, elicitation and logging are deprecated in 2026-07-28 but still served.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,15 @@ use serde_json::{Value, json};
 #[derive(Debug)]
 pub struct FixtureOptions {
     pub name: String,
-    pub extra_tools: usize,
     pub page_size: usize,
+    /// Every tool, built once: listing is the benchmarks' hot path.
+    pub tools: ListToolsResult,
+}
+
+/// The full tool list: the built-in tools plus `extra` generated ones.
+pub fn tool_list(extra: usize) -> ListToolsResult {
+    serde_json::from_value(json!({"tools": tool_definitions(extra)}))
+        .expect("static tool definitions are valid")
 }
 
 /// One MCP session's handler.
@@ -184,24 +192,35 @@ fn resource_definitions() -> Vec<Value> {
     ]
 }
 
-/// One page of `items` and the cursor of the next, where the cursor is the index of the first item.
-fn page(
-    items: Vec<Value>,
+/// The range of one page of `len` items and the cursor of the next; a cursor is the index of the first
+/// item of its page.
+fn page_range(
+    len: usize,
     cursor: Option<&str>,
     page_size: usize,
-) -> Result<(Vec<Value>, Option<String>), McpError> {
+) -> Result<(Range<usize>, Option<String>), McpError> {
     if page_size == 0 {
-        return Ok((items, None));
+        return Ok((0..len, None));
     }
     let start = match cursor {
         None => 0,
         Some(c) => c
             .parse::<usize>()
-            .map_err(|_| McpError::invalid_params(format!("invalid cursor {c:?}"), None))?,
+            .ok()
+            .filter(|start| *start <= len)
+            .ok_or_else(|| McpError::invalid_params(format!("invalid cursor {c:?}"), None))?,
     };
-    let end = (start + page_size).min(items.len());
-    let next = (end < items.len()).then(|| end.to_string());
-    Ok((items.get(start..end).unwrap_or_default().to_vec(), next))
+    let end = (start + page_size).min(len);
+    Ok((start..end, (end < len).then(|| end.to_string())))
+}
+
+fn page(
+    items: Vec<Value>,
+    cursor: Option<&str>,
+    page_size: usize,
+) -> Result<(Vec<Value>, Option<String>), McpError> {
+    let (range, next) = page_range(items.len(), cursor, page_size)?;
+    Ok((items[range].to_vec(), next))
 }
 
 fn paged_result<T: DeserializeOwned>(
@@ -366,12 +385,12 @@ impl ServerHandler for Fixture {
         request: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        paged_result(
-            "tools",
-            tool_definitions(self.options.extra_tools),
-            request,
-            self.options.page_size,
-        )
+        let mut result = self.options.tools.clone();
+        let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
+        let (range, next) = page_range(result.tools.len(), cursor, self.options.page_size)?;
+        result.tools = result.tools.drain(range).collect();
+        result.next_cursor = next;
+        Ok(result)
     }
 
     async fn call_tool(

@@ -49,7 +49,7 @@ pub struct FixtureArgs {
 pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
     let options = Arc::new(FixtureOptions {
         name: cli.name,
-        extra_tools: cli.extra_tools,
+        tools: handler::tool_list(cli.extra_tools),
         page_size: cli.page_size,
     });
     match cli.transport {

@@ -15,6 +15,10 @@ struct Cli {
     /// The config file (YAML) to serve.
     #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
     file: Option<PathBuf>,
+    /// Worker threads serving connections, each with its own single-threaded runtime
+    /// (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -60,17 +64,17 @@ fn main() -> ExitCode {
         config.settings.log_level.as_deref(),
         config.settings.log_format,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let workers = cli
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    match portico::server::run(config, workers, wait_for_signal()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("portico: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            tracing::error!(target: "portico::server", "{e:#}");
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(run(config))
+    }
 }
 
 /// Sets `PORTICO_EXE` to this binary's path (unless set), so configs can start `$PORTICO_EXE fixture`.
@@ -103,21 +107,6 @@ fn run_fixture(args: portico_fixture::FixtureArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run(config: portico::config::Config) -> ExitCode {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let running = match portico::server::start(config).await {
-        Ok(running) => running,
-        Err(e) => {
-            tracing::error!(target: "portico::server", "{e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    wait_for_signal().await;
-    tracing::info!(target: "portico::server", sessions = running.gateway.sessions.len(), "shutting down");
-    running.shutdown().await;
-    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

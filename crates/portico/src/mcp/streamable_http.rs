@@ -311,37 +311,53 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
 async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let route = route.clone();
-    tokio::spawn(async move {
+    let mut handling = Box::pin(async move {
         let started = Instant::now();
         let method = jsonrpc::method(&message).to_string();
         let outcome = session.mux.request(message, &tx).await;
+        let (target, item) = (outcome.target.as_deref(), outcome.item.as_deref());
         access_log(
             &route,
             &session.tag,
             &method,
-            outcome.target.as_deref(),
-            outcome.item.as_deref(),
+            target,
+            item,
             &outcome.response,
             started,
         );
-        let _ = tx.send(outcome.response).await;
+        (outcome.response, tx)
     });
-    let Some(first) = rx.recv().await else {
-        return refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            code::INTERNAL_ERROR,
-            "request handler failed",
-        );
-    };
-    if jsonrpc::kind(&first) == Kind::Response {
-        return json_response(StatusCode::OK, &first);
+    // Most requests finish before anything else is sent for them: those are answered in place, as JSON,
+    // without a task or a stream.
+    tokio::select! {
+        biased;
+        (response, tx) = &mut handling => {
+            drop(tx);
+            let mut messages = Vec::new();
+            while let Ok(message) = rx.try_recv() {
+                messages.push(message);
+            }
+            if messages.is_empty() {
+                return json_response(StatusCode::OK, &response);
+            }
+            messages.push(response);
+            sse_response(sse_body(futures::stream::iter(messages)))
+        }
+        Some(first) = rx.recv() => {
+            tokio::spawn(async move {
+                let (response, tx) = handling.await;
+                let _ = tx.send(response).await;
+            });
+            let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+            sse_response(sse_body(futures::stream::once(async { first }).chain(rest)))
+        }
     }
-    let rest =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let frames = futures::stream::once(async { first })
-        .chain(rest)
+}
+
+fn sse_body(messages: impl futures::Stream<Item = Value> + Send + 'static) -> Body {
+    let frames = messages
         .map(|message| Ok::<_, Infallible>(Frame::data(sse::message_frame(&message.to_string()))));
-    sse_response(StreamBody::new(frames).boxed_unsync())
+    StreamBody::new(frames).boxed_unsync()
 }
 
 fn sse_response(body: Body) -> Response<Body> {

@@ -25,21 +25,6 @@ pub struct Gateway {
     pub http: reqwest::Client,
 }
 
-/// A running gateway: its bound addresses, and how to stop it.
-pub struct Running {
-    pub addrs: Vec<SocketAddr>,
-    pub gateway: Arc<Gateway>,
-    stop: CancellationToken,
-}
-
-impl Running {
-    /// Stops accepting, then closes every session (stopping stdio targets).
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        self.gateway.sessions.close_all().await;
-    }
-}
-
 fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -48,35 +33,119 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Binds every listener and starts serving.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+/// One listening socket per bind per worker: the same address, shared with `SO_REUSEPORT`, so the
+/// kernel spreads connections over the workers.
+fn bind_sockets(
+    config: &Config,
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<std::net::TcpListener>>> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for bind in &config.binds {
+        let mut addr = bind.addr;
+        for sockets in &mut per_worker {
+            let socket = reuseport_listener(addr).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port?)")
+            })?;
+            // Port 0 picks a port once; the other workers join it.
+            addr = socket.local_addr()?;
+            sockets.push(socket);
+        }
+        announce(bind, addr);
+    }
+    Ok(per_worker)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the gateway until `shutdown` completes: binds every listener, serves on `workers` threads
+/// (one single-threaded runtime each, so a request and its upstream call stay on one core), then stops
+/// accepting, closes every session (stopping stdio targets) and returns.
+pub fn run(
+    config: Config,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let workers = workers.max(1);
+    let main = worker_runtime()?;
     let config = Arc::new(config);
-    let stop = CancellationToken::new();
-    let sessions = Sessions::new(config.settings.session_ttl);
-    sessions.spawn_sweeper(stop.clone());
+    let mut sockets = bind_sockets(&config, workers)?.into_iter();
     let gateway = Arc::new(Gateway {
         config: config.clone(),
-        sessions,
-        http: http_client()?,
+        sessions: Sessions::new(config.settings.session_ttl),
+        http: main.block_on(async { http_client() })?,
     });
-    let mut addrs = Vec::new();
-    for (index, bind) in config.binds.iter().enumerate() {
-        let listener = TcpListener::bind(bind.addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}: {e} (is another process using the port?)",
-                bind.addr
-            )
-        })?;
-        let addr = listener.local_addr()?;
-        announce(bind, addr);
-        addrs.push(addr);
-        tokio::spawn(accept_loop(listener, index, gateway.clone(), stop.clone()));
+    // Accepting stops first; runtimes stay up until the sessions they host are closed.
+    let accepting = CancellationToken::new();
+    let running = CancellationToken::new();
+    let first = sockets.next().unwrap_or_default();
+    let mut threads = Vec::new();
+    for (index, listeners) in sockets.enumerate() {
+        let (gateway, accepting, running) = (gateway.clone(), accepting.clone(), running.clone());
+        let runtime = worker_runtime()?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("portico-worker-{}", index + 1))
+                .spawn(move || runtime.block_on(serve(listeners, gateway, accepting, running)))?,
+        );
     }
-    Ok(Running {
-        addrs,
-        gateway,
-        stop,
-    })
+    tracing::info!(target: "portico::server", workers, "serving");
+    main.block_on(async {
+        gateway.sessions.spawn_sweeper(running.clone());
+        tokio::spawn(serve(first, gateway.clone(), accepting.clone(), running.clone()));
+        shutdown.await;
+        tracing::info!(target: "portico::server", sessions = gateway.sessions.len(), "shutting down");
+        accepting.cancel();
+        gateway.sessions.close_all().await;
+        running.cancel();
+    });
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+/// One worker: accepts on its sockets until `accepting` ends, keeps running until `running` ends.
+async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    gateway: Arc<Gateway>,
+    accepting: CancellationToken,
+    running: CancellationToken,
+) {
+    for (bind, listener) in listeners.into_iter().enumerate() {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                tokio::spawn(accept_loop(
+                    listener,
+                    bind,
+                    gateway.clone(),
+                    accepting.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(target: "portico::server", error = %e, "cannot use a listening socket")
+            }
+        }
+    }
+    running.cancelled().await;
 }
 
 /// One line per listener and per target: what is served where.

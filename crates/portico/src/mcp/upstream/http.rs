@@ -155,6 +155,9 @@ impl HttpUpstream {
                     continue;
                 };
                 if jsonrpc::kind(&message) == Kind::Response && message["id"].as_u64() == id {
+                    // The target ends the stream right after its response; reading that end lets the
+                    // connection go back to the pool instead of being closed.
+                    tokio::spawn(async move { while let Ok(Some(_)) = response.chunk().await {} });
                     return Ok(message);
                 }
                 self.sink.message(message, id);
