@@ -244,6 +244,36 @@ async fn load(
     })
 }
 
+/// The floor for a fan-out: the client itself asks every target at once and waits for all replies,
+/// as a gateway that costs nothing would.
+async fn fan_out(urls: &[String], seconds: f64) -> anyhow::Result<Stats> {
+    let mut conns = Vec::new();
+    for url in urls {
+        let mut conn = Conn::open(url, None).await?;
+        conn.initialize().await?;
+        conns.push(conn);
+    }
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut id = 0;
+    while started.elapsed().as_secs_f64() < seconds {
+        id += 1;
+        let sent = Instant::now();
+        let message = list_tools(id);
+        let replies = futures::future::join_all(conns.iter_mut().map(|c| c.post(&message))).await;
+        for reply in replies {
+            reply?;
+        }
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    Ok(Stats {
+        per_second: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+    })
+}
+
 fn echo_call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hello"}}})
 }
@@ -319,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
     let mut list_fixtures = Vec::new();
+    let mut list_urls = Vec::new();
     let mut list_targets = Vec::new();
     for i in 0..10 {
         // 19 built-in tools + 31 generated = 50 tools per target.
@@ -329,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         list_fixtures.push(proc);
         list_targets.push(http_target(&format!("t{i}"), &url));
+        list_urls.push(url);
     }
     let config = format!(
         "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}config:\n  logging: {{level: warn}}\n",
@@ -379,6 +411,14 @@ async fn main() -> anyhow::Result<()> {
         "\n10-target / 1-target p50: {:.2}×\n",
         ten.p50_ms / one.p50_ms
     );
+    println!("Reference, no gateway: the client lists the same targets directly, one, then all ten at once.\n");
+    println!("| direct | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let one_direct = load(&list_urls[0], 1, cli.seconds, list_tools).await?;
+    let ten_direct = fan_out(&list_urls, cli.seconds).await?;
+    row("1 target", one_direct);
+    row("10 targets at once", ten_direct);
+    println!("\ndirect 10-target / 1-target p50: {:.2}×\n", ten_direct.p50_ms / one_direct.p50_ms);
+
 
     println!("## memory (gateway RSS)\n");
     let idle_rss = rss_kib(gateway_pid);
