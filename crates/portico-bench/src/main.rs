@@ -411,14 +411,18 @@ async fn main() -> anyhow::Result<()> {
         "\n10-target / 1-target p50: {:.2}×\n",
         ten.p50_ms / one.p50_ms
     );
-    println!("Reference, no gateway: the client lists the same targets directly, one, then all ten at once.\n");
+    println!(
+        "Reference, no gateway: the client lists the same targets directly, one, then all ten at once.\n"
+    );
     println!("| direct | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
     let one_direct = load(&list_urls[0], 1, cli.seconds, list_tools).await?;
     let ten_direct = fan_out(&list_urls, cli.seconds).await?;
     row("1 target", one_direct);
     row("10 targets at once", ten_direct);
-    println!("\ndirect 10-target / 1-target p50: {:.2}×\n", ten_direct.p50_ms / one_direct.p50_ms);
-
+    println!(
+        "\ndirect 10-target / 1-target p50: {:.2}×\n",
+        ten_direct.p50_ms / one_direct.p50_ms
+    );
 
     println!("## memory (gateway RSS)\n");
     let idle_rss = rss_kib(gateway_pid);

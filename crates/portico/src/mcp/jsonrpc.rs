@@ -3,6 +3,8 @@
 //! Messages stay `serde_json::Value`s end to end: the gateway reads the few fields a decision needs
 //! and forwards everything else untouched, so fields it does not know survive the trip.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// JSON-RPC error codes used by the gateway.
@@ -73,6 +75,126 @@ pub fn error_code(response: &Value) -> Option<i64> {
     response.get("error")?.get("code")?.as_i64()
 }
 
+/// The payload of a response, left unparsed: results pass through the gateway as the target wrote them.
+#[derive(Debug)]
+pub enum Payload {
+    Result(Box<RawValue>),
+    Error(Box<RawValue>),
+}
+
+/// A response on its way to the client.
+#[derive(Debug)]
+pub struct Reply {
+    pub id: Value,
+    pub payload: Payload,
+}
+
+fn raw(value: &Value) -> Box<RawValue> {
+    // Serializing a `Value` cannot fail: its keys are strings.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+impl Reply {
+    pub fn result(id: Value, result: &Value) -> Self {
+        Self {
+            id,
+            payload: Payload::Result(raw(result)),
+        }
+    }
+
+    pub fn error(id: Value, code: i64, message: impl Into<String>) -> Self {
+        let error = json!({"code": code, "message": message.into()});
+        Self {
+            id,
+            payload: Payload::Error(raw(&error)),
+        }
+    }
+
+    /// The result, if this is not an error.
+    pub fn result_raw(&self) -> Option<&RawValue> {
+        match &self.payload {
+            Payload::Result(result) => Some(result),
+            Payload::Error(_) => None,
+        }
+    }
+
+    /// The JSON-RPC error code, if this is an error.
+    pub fn error_code(&self) -> Option<i64> {
+        #[derive(Deserialize)]
+        struct Code {
+            code: i64,
+        }
+        match &self.payload {
+            Payload::Result(_) => None,
+            Payload::Error(error) => serde_json::from_str::<Code>(error.get())
+                .ok()
+                .map(|c| c.code),
+        }
+    }
+
+    /// The error message, if this is an error.
+    pub fn error_message(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Message {
+            message: String,
+        }
+        match &self.payload {
+            Payload::Result(_) => None,
+            Payload::Error(error) => serde_json::from_str::<Message>(error.get())
+                .ok()
+                .map(|m| m.message),
+        }
+    }
+
+    /// The whole response, serialized.
+    pub fn to_json(&self) -> String {
+        let (key, payload) = match &self.payload {
+            Payload::Result(result) => ("result", result.get()),
+            Payload::Error(error) => ("error", error.get()),
+        };
+        let id = self.id.to_string();
+        let mut json = String::with_capacity(payload.len() + id.len() + 32);
+        json.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        json.push_str(&id);
+        json.push_str(",\"");
+        json.push_str(key);
+        json.push_str("\":");
+        json.push_str(payload);
+        json.push('}');
+        json
+    }
+}
+
+/// A message read from a target: a response (payload unparsed), or anything else (parsed).
+#[derive(Debug)]
+pub enum Incoming {
+    Response { id: Option<u64>, payload: Payload },
+    Other(Value),
+}
+
+/// Reads one message without parsing a response's payload.
+pub fn parse_incoming(text: &str) -> Result<Incoming, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        method: Option<&'a RawValue>,
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+    }
+    let envelope: Envelope = serde_json::from_str(text)?;
+    let payload = match (envelope.method, envelope.result, envelope.error) {
+        (None, Some(result), _) => Payload::Result(result.to_owned()),
+        (None, None, Some(error)) => Payload::Error(error.to_owned()),
+        _ => return serde_json::from_str(text).map(Incoming::Other),
+    };
+    let id = envelope.id.and_then(|id| id.get().parse().ok());
+    Ok(Incoming::Response { id, payload })
+}
+
 /// How deeply `bytes` nest arrays and objects, counted without parsing, so that hostile input is refused
 /// before the parser recurses into it.
 pub fn nesting_depth(bytes: &[u8]) -> usize {
@@ -127,6 +249,39 @@ mod tests {
             Kind::Invalid
         );
         assert_eq!(kind(&json!([1, 2])), Kind::Invalid);
+    }
+
+    #[test]
+    fn responses_keep_their_payload_verbatim() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"result":{"b":1,"a":[1, 2]}}"#;
+        let Incoming::Response { id, payload } = parse_incoming(text).unwrap() else {
+            panic!("response")
+        };
+        assert_eq!(id, Some(7));
+        let reply = Reply {
+            id: json!("client-1"),
+            payload,
+        };
+        assert_eq!(
+            reply.to_json(),
+            r#"{"jsonrpc":"2.0","id":"client-1","result":{"b":1,"a":[1, 2]}}"#
+        );
+        let error = Reply::error(json!(3), code::INVALID_PARAMS, "Unknown tool: x");
+        assert_eq!(error.error_code(), Some(-32602));
+        assert_eq!(error.error_message().as_deref(), Some("Unknown tool: x"));
+        let parsed: Value = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(parsed["error"]["message"], "Unknown tool: x");
+    }
+
+    #[test]
+    fn other_messages_are_parsed() {
+        let text = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#;
+        assert!(matches!(parse_incoming(text).unwrap(), Incoming::Other(_)));
+        let request = r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}"#;
+        assert!(matches!(
+            parse_incoming(request).unwrap(),
+            Incoming::Other(_)
+        ));
     }
 
     #[test]

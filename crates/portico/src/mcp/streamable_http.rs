@@ -43,7 +43,11 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, message: &Value) -> Response<Body> {
-    let mut response = Response::new(full(message.to_string()));
+    json_text_response(status, message.to_string())
+}
+
+fn json_text_response(status: StatusCode, json: String) -> Response<Body> {
+    let mut response = Response::new(full(json));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -290,7 +294,7 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
                 "initialize",
                 None,
                 None,
-                &response,
+                jsonrpc::error_code(&response),
                 started,
             );
             let mut reply = json_response(StatusCode::OK, &response);
@@ -300,7 +304,15 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
             reply
         }
         Err(error) => {
-            access_log(route, "-", "initialize", None, None, &error, started);
+            access_log(
+                route,
+                "-",
+                "initialize",
+                None,
+                None,
+                jsonrpc::error_code(&error),
+                started,
+            );
             json_response(StatusCode::OK, &error)
         }
     }
@@ -322,7 +334,7 @@ async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) 
             &method,
             target,
             item,
-            &outcome.response,
+            outcome.response.error_code(),
             started,
         );
         (outcome.response, tx)
@@ -338,15 +350,15 @@ async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) 
                 messages.push(message);
             }
             if messages.is_empty() {
-                return json_response(StatusCode::OK, &response);
+                return json_text_response(StatusCode::OK, response.to_json());
             }
-            messages.push(response);
+            messages.push(response.to_json());
             sse_response(sse_body(futures::stream::iter(messages)))
         }
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
                 let (response, tx) = handling.await;
-                let _ = tx.send(response).await;
+                let _ = tx.send(response.to_json()).await;
             });
             let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
             sse_response(sse_body(futures::stream::once(async { first }).chain(rest)))
@@ -354,9 +366,9 @@ async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) 
     }
 }
 
-fn sse_body(messages: impl futures::Stream<Item = Value> + Send + 'static) -> Body {
-    let frames = messages
-        .map(|message| Ok::<_, Infallible>(Frame::data(sse::message_frame(&message.to_string()))));
+fn sse_body(messages: impl futures::Stream<Item = String> + Send + 'static) -> Body {
+    let frames =
+        messages.map(|message| Ok::<_, Infallible>(Frame::data(sse::message_frame(&message))));
     StreamBody::new(frames).boxed_unsync()
 }
 
@@ -387,7 +399,7 @@ fn get(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Respo
     session.mux.downlink.attach(tx);
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         let frame = tokio::select! {
-            message = rx.recv() => sse::message_frame(&message?.to_string()),
+            message = rx.recv() => sse::message_frame(&message?),
             _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
         };
         Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
@@ -411,10 +423,9 @@ fn access_log(
     method: &str,
     target: Option<&str>,
     item: Option<&str>,
-    response: &Value,
+    error: Option<i64>,
     started: Instant,
 ) {
-    let error = jsonrpc::error_code(response);
     tracing::info!(
         target: "portico::access",
         route = %route.name,

@@ -1,10 +1,9 @@
-//! The client's GET stream: messages that belong to no request. Held in a bounded backlog while the
+//! The client's GET stream: messages (serialized JSON-RPC) that belong to no request. Held in a bounded backlog while the
 //! client has no stream open, and flushed when it opens one.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// Messages kept for a client without a GET stream; past this the oldest are dropped.
@@ -17,12 +16,12 @@ pub struct Downlink {
 
 #[derive(Default)]
 struct State {
-    stream: Option<mpsc::Sender<Value>>,
-    backlog: VecDeque<Value>,
+    stream: Option<mpsc::Sender<String>>,
+    backlog: VecDeque<String>,
 }
 
 impl Downlink {
-    pub fn send(&self, message: Value) {
+    pub fn send(&self, message: String) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let message = match &state.stream {
             None => message,
@@ -39,7 +38,7 @@ impl Downlink {
     }
 
     /// Makes `stream` the client's GET stream, replacing an older one, and sends it the backlog.
-    pub fn attach(&self, stream: mpsc::Sender<Value>) {
+    pub fn attach(&self, stream: mpsc::Sender<String>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(message) = state.backlog.pop_front() {
             if let Err(e) = stream.try_send(message) {
@@ -52,7 +51,7 @@ impl Downlink {
 }
 
 impl State {
-    fn keep(&mut self, message: Value) {
+    fn keep(&mut self, message: String) {
         if self.backlog.len() == BACKLOG {
             self.backlog.pop_front();
             tracing::warn!(target: "portico::mux", "client has no GET stream; dropped the oldest queued message");

@@ -8,6 +8,7 @@
 
 mod cursor;
 mod downlink;
+mod items;
 mod merge;
 pub mod naming;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures::future::join_all;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +30,7 @@ use naming::ListKind;
 
 use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
-use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::upstream::{InboundHandler, InboundSink, Upstream, UpstreamError};
 
 /// How long a target gets to start and answer `initialize`.
@@ -37,19 +39,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STREAM_CAPACITY: usize = 256;
 
 /// What the access log records about one handled request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome {
-    pub response: Value,
+    pub response: Reply,
     pub target: Option<Arc<str>>,
     /// The tool, prompt or resource the request named (the target's own name).
     pub item: Option<String>,
 }
 
 impl Outcome {
-    fn of(response: Value) -> Self {
+    fn of(response: Reply) -> Self {
         Self {
             response,
-            ..Self::default()
+            target: None,
+            item: None,
         }
     }
 }
@@ -65,7 +68,7 @@ struct Slot {
 
 /// A request in flight at a target, by `(target index, upstream id)`.
 struct Pending {
-    stream: mpsc::Sender<Value>,
+    stream: mpsc::Sender<String>,
     /// Fired when the client cancels the request, so the gateway stops waiting for the target.
     cancel: CancellationToken,
     progress_token: Option<Value>,
@@ -214,7 +217,8 @@ impl Mux {
                     Ok(()) => {
                         for list in ["tools", "prompts", "resources"] {
                             let method = format!("notifications/{list}/list_changed");
-                            mux.downlink.send(jsonrpc::notification(&method, json!({})));
+                            mux.downlink
+                                .send(jsonrpc::notification(&method, json!({})).to_string());
                         }
                         break;
                     }
@@ -262,15 +266,15 @@ impl Mux {
     pub async fn request(
         self: &Arc<Self>,
         request: Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let method = jsonrpc::method(&request);
         if let Some(kind) = ListKind::from_method(method) {
             return self.list(kind, request, stream).await;
         }
         match method {
-            "ping" => Outcome::of(jsonrpc::result(request["id"].clone(), json!({}))),
-            "initialize" => Outcome::of(jsonrpc::error(
+            "ping" => Outcome::of(Reply::result(request["id"].clone(), &json!({}))),
+            "initialize" => Outcome::of(Reply::error(
                 request["id"].clone(),
                 code::INVALID_REQUEST,
                 "session already initialized",
@@ -284,7 +288,7 @@ impl Mux {
             "logging/setLevel" => self.broadcast(request, stream).await,
             _ => match self.single_target() {
                 Some(t) => self.forward(t, request, stream).await,
-                None => Outcome::of(jsonrpc::error(
+                None => Outcome::of(Reply::error(
                     request["id"].clone(),
                     code::METHOD_NOT_FOUND,
                     format!("Method not found: {method}"),
@@ -326,9 +330,11 @@ impl Mux {
             }
             let request = json!({"jsonrpc": "2.0", "id": "portico-index", "method": kind.method(), "params": params});
             let outcome = self.list(kind, request, &sink).await;
-            cursor = outcome.response["result"]["nextCursor"]
-                .as_str()
-                .map(str::to_string);
+            cursor = outcome
+                .response
+                .result_raw()
+                .and_then(|result| items::read_page(result, kind).ok())
+                .and_then(|page| page.next_cursor);
             if cursor.is_none() {
                 break;
             }
@@ -340,7 +346,7 @@ impl Mux {
         self: &Arc<Self>,
         kind: ListKind,
         mut request: Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let field = if kind == ListKind::Resources {
             "uri"
@@ -357,14 +363,7 @@ impl Mux {
         request["params"][field] = Value::String(own_name.clone());
         let mut outcome = self.forward(t, request, stream).await;
         if kind == ListKind::Resources && self.backend.prefixed {
-            let contents = outcome
-                .response
-                .get_mut("result")
-                .and_then(|r| r.get_mut("contents"))
-                .and_then(Value::as_array_mut);
-            for content in contents.into_iter().flatten() {
-                naming::prefix_item(content, ListKind::Resources, &self.slots[t].target.name);
-            }
+            self.prefix_contents(&mut outcome.response, t);
         }
         outcome.item = Some(own_name);
         outcome
@@ -374,7 +373,7 @@ impl Mux {
     async fn complete(
         self: &Arc<Self>,
         mut request: Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let reference = &request["params"]["ref"];
         let (kind, field) = match reference["type"].as_str() {
@@ -392,7 +391,7 @@ impl Mux {
     }
 
     /// `logging/setLevel`: every connected target gets it; the client gets `{}`.
-    async fn broadcast(self: &Arc<Self>, request: Value, stream: &mpsc::Sender<Value>) -> Outcome {
+    async fn broadcast(self: &Arc<Self>, request: Value, stream: &mpsc::Sender<String>) -> Outcome {
         let targets: Vec<usize> = (0..self.slots.len())
             .filter(|t| self.slots[*t].upstream.load().is_some())
             .collect();
@@ -402,7 +401,24 @@ impl Mux {
                 .map(|t| self.forward(t, request.clone(), stream)),
         )
         .await;
-        Outcome::of(jsonrpc::result(request["id"].clone(), json!({})))
+        Outcome::of(Reply::result(request["id"].clone(), &json!({})))
+    }
+
+    /// Prefixes the URIs of a `resources/read` result, so the client can use them again.
+    fn prefix_contents(&self, response: &mut Reply, t: usize) {
+        let Some(result) = response.result_raw() else {
+            return;
+        };
+        let Ok(mut result) = serde_json::from_str::<Value>(result.get()) else {
+            return;
+        };
+        let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for content in contents {
+            naming::prefix_item(content, ListKind::Resources, &self.slots[t].target.name);
+        }
+        *response = Reply::result(response.id.take(), &result);
     }
 
     /// A list request: every target (or those the cursor names) concurrently, merged in config order.
@@ -410,7 +426,7 @@ impl Mux {
         self: &Arc<Self>,
         kind: ListKind,
         request: Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let id = request["id"].clone();
         let pages: Option<cursor::Pages> = match request["params"]["cursor"].as_str() {
@@ -418,7 +434,7 @@ impl Mux {
             Some(c) => match cursor::decode(c) {
                 Some(pages) => Some(pages),
                 None => {
-                    return Outcome::of(jsonrpc::error(id, code::INVALID_PARAMS, "invalid cursor"));
+                    return Outcome::of(Reply::error(id, code::INVALID_PARAMS, "invalid cursor"));
                 }
             },
         };
@@ -448,46 +464,78 @@ impl Mux {
             self.forward(*t, request, stream)
         });
         let replies = join_all(calls).await;
-        let mut items = Vec::new();
-        let mut next = cursor::Pages::new();
-        for ((t, _), reply) in asked.iter().zip(replies) {
+        let mut pages = Vec::with_capacity(replies.len());
+        for ((t, _), reply) in asked.iter().zip(&replies) {
             let target = &self.slots[*t].target.name;
-            let mut response = reply.response;
-            let Some(result) = response.get_mut("result") else {
-                if self.backend.failure_mode == FailureMode::FailClosed {
-                    return Outcome::of(jsonrpc::error(
-                        id,
-                        code::INTERNAL_ERROR,
-                        format!("target {target} unavailable"),
-                    ));
+            match reply
+                .response
+                .result_raw()
+                .map(|result| items::read_page(result, kind))
+            {
+                Some(Ok(page)) => pages.push((*t, page)),
+                failed => {
+                    if self.backend.failure_mode == FailureMode::FailClosed {
+                        let message = format!("target {target} unavailable");
+                        return Outcome::of(Reply::error(id, code::INTERNAL_ERROR, message));
+                    }
+                    let error = match failed {
+                        Some(Err(e)) => format!("invalid list result: {e}"),
+                        _ => reply.response.error_message().unwrap_or_default(),
+                    };
+                    tracing::warn!(target: "portico::mux", target = %target, method = kind.method(), error,
+                        "target left out of the list");
                 }
-                tracing::warn!(target: "portico::mux", target = %target, method = kind.method(),
-                    error = %response["error"], "target left out of the list");
-                continue;
-            };
-            if let Some(c) = result.get("nextCursor").and_then(Value::as_str) {
-                next.push((target.to_string(), c.to_string()));
             }
-            let Some(Value::Array(list)) = result.get_mut(kind.result_key()).map(Value::take)
-            else {
-                continue;
-            };
-            self.record_bare_names(kind, *t, &list);
-            for mut item in list {
+        }
+        let never = self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1;
+        if never {
+            for (t, page) in &pages {
+                self.record_bare_names(kind, *t, &page.items);
+            }
+        }
+        let mut merged = String::with_capacity(4096);
+        merged.push('{');
+        items::push_json_string(&mut merged, kind.result_key());
+        merged.push_str(":[");
+        let mut first = true;
+        let mut next = cursor::Pages::new();
+        for (t, page) in pages {
+            let target = &self.slots[t].target.name;
+            if let Some(c) = page.next_cursor {
+                next.push((target.to_string(), c));
+            }
+            for item in page.items {
+                if never && self.is_ambiguous(kind, item) {
+                    continue;
+                }
+                if !first {
+                    merged.push(',');
+                }
+                first = false;
                 if self.backend.prefixed {
-                    naming::prefix_item(&mut item, kind, target);
+                    items::write_prefixed(&mut merged, item, kind, target);
+                } else {
+                    merged.push_str(item.get());
                 }
-                items.push(item);
             }
         }
-        if self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1 {
-            self.hide_ambiguous(kind, &mut items);
-        }
-        let mut result = json!({ kind.result_key(): items });
+        merged.push(']');
         if !next.is_empty() {
-            result["nextCursor"] = Value::String(cursor::encode(&next));
+            merged.push_str(",\"nextCursor\":");
+            items::push_json_string(&mut merged, &cursor::encode(&next));
         }
-        Outcome::of(jsonrpc::result(id, result))
+        merged.push('}');
+        let payload = match RawValue::from_string(merged) {
+            Ok(raw) => Payload::Result(raw),
+            Err(e) => {
+                return Outcome::of(Reply::error(
+                    id,
+                    code::INTERNAL_ERROR,
+                    format!("merging lists failed: {e}"),
+                ));
+            }
+        };
+        Outcome::of(Reply { id, payload })
     }
 
     /// Whether target `t` is connected and declared the capability `kind` needs.
@@ -500,34 +548,30 @@ impl Mux {
         })
     }
 
-    fn record_bare_names(&self, kind: ListKind, t: usize, list: &[Value]) {
-        if self.backend.prefix_mode != PrefixMode::Never || self.slots.len() < 2 {
-            return;
-        }
+    /// Records which target serves each bare name (`prefixMode: never`); a name served by several
+    /// targets is marked ambiguous.
+    fn record_bare_names(&self, kind: ListKind, t: usize, list: &[&RawValue]) {
         let mut names = lock(&self.bare_names);
         for item in list {
-            let Some(name) = item.get(kind.name_field()).and_then(Value::as_str) else {
+            let Some(name) = items::name_of(item, kind) else {
                 continue;
             };
-            let entry = names
-                .entry((kind as u8, name.to_string()))
-                .or_insert(Some(t));
+            let entry = names.entry((kind as u8, name)).or_insert(Some(t));
             if *entry != Some(t) {
                 *entry = None;
             }
         }
     }
 
-    fn hide_ambiguous(&self, kind: ListKind, items: &mut Vec<Value>) {
-        let names = lock(&self.bare_names);
-        items.retain(|item| {
-            let name = item.get(kind.name_field()).and_then(Value::as_str).unwrap_or_default();
-            let unique = names.get(&(kind as u8, name.to_string())) != Some(&None);
-            if !unique {
-                tracing::warn!(target: "portico::mux", name, "served by several targets under prefixMode: never; hidden");
-            }
-            unique
-        });
+    fn is_ambiguous(&self, kind: ListKind, item: &RawValue) -> bool {
+        let Some(name) = items::name_of(item, kind) else {
+            return false;
+        };
+        let ambiguous = lock(&self.bare_names).get(&(kind as u8, name.clone())) == Some(&None);
+        if ambiguous {
+            tracing::warn!(target: "portico::mux", name, "served by several targets under prefixMode: never; hidden");
+        }
+        ambiguous
     }
 
     /// Sends one request to target `t` under a fresh id and maps the response back to the client's id.
@@ -535,7 +579,7 @@ impl Mux {
         self: &Arc<Self>,
         t: usize,
         mut request: Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let slot = &self.slots[t];
         let client_id = request["id"].take();
@@ -543,7 +587,7 @@ impl Mux {
         let Some(upstream) = slot.upstream.load_full() else {
             let message = format!("target {} unavailable", slot.target.name);
             return Outcome {
-                response: jsonrpc::error(client_id, code::INTERNAL_ERROR, message),
+                response: Reply::error(client_id, code::INTERNAL_ERROR, message),
                 target,
                 item: None,
             };
@@ -558,13 +602,13 @@ impl Mux {
         };
         self.untrack(t, upstream_id, &client_id);
         let response = match reply {
-            Ok(mut response) => {
-                response["id"] = client_id;
-                response
-            }
+            Ok(payload) => Reply {
+                id: client_id,
+                payload,
+            },
             Err(e) => {
                 tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %e, "upstream call failed");
-                jsonrpc::error(
+                Reply::error(
                     client_id,
                     code::INTERNAL_ERROR,
                     format!("target {}: {e}", slot.target.name),
@@ -583,7 +627,7 @@ impl Mux {
         t: usize,
         upstream_id: u64,
         client_id: &Value,
-        stream: &mpsc::Sender<Value>,
+        stream: &mpsc::Sender<String>,
         progress_token: Option<Value>,
     ) -> CancellationToken {
         let cancel = CancellationToken::new();
@@ -762,6 +806,7 @@ impl Mux {
                 .or_else(latest)
                 .map(|p| p.stream.clone())
         };
+        let message = message.to_string();
         let message = match stream {
             Some(stream) => match stream.try_send(message) {
                 Ok(()) => return,
@@ -783,8 +828,8 @@ impl InboundHandler for Mux {
     }
 }
 
-fn unknown(id: Value, kind: ListKind, name: &str) -> Value {
-    jsonrpc::error(
+fn unknown(id: Value, kind: ListKind, name: &str) -> Reply {
+    Reply::error(
         id,
         code::INVALID_PARAMS,
         format!("Unknown {}: {name}", kind.noun()),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{InboundSink, UpstreamError};
-use crate::mcp::jsonrpc::{self, Kind};
+use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -82,7 +82,7 @@ impl HttpUpstream {
             .map_err(connect_error)
     }
 
-    pub async fn request(&self, request: Value) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
         let is_initialize = jsonrpc::method(&request) == "initialize";
         if is_initialize {
             write(&self.init_request, Some(request.clone()));
@@ -126,7 +126,7 @@ impl HttpUpstream {
         &self,
         mut response: reqwest::Response,
         request: &Value,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Payload, UpstreamError> {
         let status = response.status();
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
@@ -140,8 +140,15 @@ impl HttpUpstream {
             .to_ascii_lowercase();
         if content_type.starts_with("application/json") {
             let body = response.bytes().await.map_err(connect_error)?;
-            return serde_json::from_slice(&body)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()));
+            let text =
+                std::str::from_utf8(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            return match jsonrpc::parse_incoming(text) {
+                Ok(Incoming::Response { payload, .. }) => Ok(payload),
+                Ok(Incoming::Other(_)) => Err(UpstreamError::Protocol(
+                    "a JSON reply that is not a response".into(),
+                )),
+                Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+            };
         }
         if !content_type.starts_with("text/event-stream") {
             return Err(UpstreamError::Protocol(format!(
@@ -151,16 +158,21 @@ impl HttpUpstream {
         let mut reader = sse::Reader::default();
         while let Some(chunk) = response.chunk().await.map_err(connect_error)? {
             for event in reader.feed(&chunk) {
-                let Some(message) = parse_event(&event) else {
-                    continue;
-                };
-                if jsonrpc::kind(&message) == Kind::Response && message["id"].as_u64() == id {
-                    // The target ends the stream right after its response; reading that end lets the
-                    // connection go back to the pool instead of being closed.
-                    tokio::spawn(async move { while let Ok(Some(_)) = response.chunk().await {} });
-                    return Ok(message);
+                match parse_event(&event) {
+                    Some(Incoming::Response {
+                        id: Some(answered),
+                        payload,
+                    }) if Some(answered) == id => {
+                        // The target ends the stream right after its response; reading that end lets the
+                        // connection go back to the pool instead of being closed.
+                        tokio::spawn(
+                            async move { while let Ok(Some(_)) = response.chunk().await {} },
+                        );
+                        return Ok(payload);
+                    }
+                    Some(Incoming::Other(message)) => self.sink.message(message, id),
+                    Some(Incoming::Response { .. }) | None => {}
                 }
-                self.sink.message(message, id);
             }
         }
         Err(UpstreamError::Closed)
@@ -214,11 +226,11 @@ impl HttpUpstream {
     }
 }
 
-fn parse_event(event: &sse::Event) -> Option<Value> {
+fn parse_event(event: &sse::Event) -> Option<Incoming> {
     if event.data.trim().is_empty() {
         return None;
     }
-    serde_json::from_str(&event.data).ok()
+    jsonrpc::parse_incoming(&event.data).ok()
 }
 
 /// Reads one GET stream to its end; `false` when the target does not offer one (no retry).
@@ -232,7 +244,7 @@ async fn listen_once(request: reqwest::RequestBuilder, sink: &InboundSink) -> bo
     let mut reader = sse::Reader::default();
     while let Ok(Some(chunk)) = response.chunk().await {
         for event in reader.feed(&chunk) {
-            if let Some(message) = parse_event(&event) {
+            if let Some(Incoming::Other(message)) = parse_event(&event) {
                 sink.message(message, None);
             }
         }

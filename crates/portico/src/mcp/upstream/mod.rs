@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 
 use crate::config::runtime::{Target, TargetKind};
-use crate::mcp::jsonrpc;
+use crate::mcp::jsonrpc::{self, Payload};
 
 /// Receives what a target sends on its own: notifications and requests to the client, and the end
 /// of the connection.
@@ -105,26 +105,31 @@ impl Upstream {
         };
         let id = upstream.next_id();
         let request = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": init_params});
-        let response = match upstream.request(request).await {
-            Ok(response) => response,
+        let payload = match upstream.request(request).await {
+            Ok(payload) => payload,
             Err(e) => {
                 upstream.close().await;
                 return Err(e);
             }
         };
-        let Some(result) = response.get("result") else {
-            upstream.close().await;
-            let message = response["error"]["message"]
-                .as_str()
-                .unwrap_or("no result")
-                .to_string();
-            return Err(UpstreamError::Initialize(message));
+        let result: Value = match payload {
+            Payload::Result(result) => serde_json::from_str(result.get()).unwrap_or_default(),
+            Payload::Error(error) => {
+                upstream.close().await;
+                let reply = jsonrpc::Reply {
+                    id: Value::Null,
+                    payload: Payload::Error(error),
+                };
+                return Err(UpstreamError::Initialize(
+                    reply.error_message().unwrap_or_default(),
+                ));
+            }
         };
         let version = result["protocolVersion"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        upstream.init_result = result.clone();
+        upstream.init_result = result;
         if let Transport::Http(http) = &upstream.transport {
             http.set_protocol_version(&version);
         }
@@ -145,8 +150,8 @@ impl Upstream {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends `request` (whose `id` came from [`Self::next_id`]) and waits for the response message.
-    pub async fn request(&self, request: Value) -> Result<Value, UpstreamError> {
+    /// Sends `request` (whose `id` came from [`Self::next_id`]) and waits for the response's payload.
+    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
         match &self.transport {
             Transport::Stdio(t) => t.request(request).await,
             Transport::Http(t) => t.request(request).await,

@@ -15,9 +15,9 @@ use tokio::sync::oneshot;
 
 use super::{InboundSink, UpstreamError};
 use crate::config::runtime::StdioSpec;
-use crate::mcp::jsonrpc::{self, Kind};
+use crate::mcp::jsonrpc::{self, Incoming, Payload};
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Payload>>>>;
 
 /// How long a process gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -71,7 +71,7 @@ impl StdioUpstream {
         })
     }
 
-    pub async fn request(&self, request: Value) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
         let id = request["id"]
             .as_u64()
             .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
@@ -99,7 +99,7 @@ impl StdioUpstream {
         stdin.flush().await.map_err(|_| UpstreamError::Closed)
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Payload>>> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -162,23 +162,23 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, pending: Pending, sink
                 if line.trim().is_empty() {
                     continue;
                 }
-                let Ok(message) = serde_json::from_str::<Value>(&line) else {
-                    tracing::warn!(target: "portico::upstream", "stdio target wrote a line that is not JSON; ignored");
-                    continue;
-                };
-                if jsonrpc::kind(&message) == Kind::Response {
-                    let waiter = message["id"].as_u64().and_then(|id| {
-                        pending
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id)
-                    });
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(message);
+                match jsonrpc::parse_incoming(&line) {
+                    Ok(Incoming::Response { id, payload }) => {
+                        let waiter = id.and_then(|id| {
+                            pending
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&id)
+                        });
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(payload);
+                        }
                     }
-                    continue;
+                    Ok(Incoming::Other(message)) => sink.message(message, None),
+                    Err(_) => {
+                        tracing::warn!(target: "portico::upstream", "stdio target wrote a line that is not JSON; ignored")
+                    }
                 }
-                sink.message(message, None);
             }
             Ok(None) => break "the process closed its stdout".to_string(),
             Err(e) => break format!("reading stdout failed: {e}"),
