@@ -334,7 +334,8 @@ fn route(name: &str, path: &str, targets: &str) -> String {
     )
 }
 
-#[tokio::main]
+// One thread for the load generator, so both sides are driven alike and placement noise stays low.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let portico = match &cli.portico {

@@ -10,7 +10,8 @@ struct Cli {
     args: portico_fixture::FixtureArgs,
 }
 
-#[tokio::main]
+// One thread: a benchmark target should not add scheduling noise of its own.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

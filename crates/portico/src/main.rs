@@ -90,7 +90,7 @@ fn expose_own_path() {
 
 fn run_fixture(args: portico_fixture::FixtureArgs) -> ExitCode {
     portico::telemetry::init_logging(Some("warn"), portico::config::model::LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -285,7 +285,15 @@ async fn post(
 async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) -> Response<Body> {
     let started = Instant::now();
     let backend = route.pick_backend().mcp.clone();
-    match Mux::start(backend, &message, gateway.http.clone()).await {
+    let Some(http) = gateway.http_client() else {
+        let error = jsonrpc::error(
+            message["id"].clone(),
+            code::INTERNAL_ERROR,
+            "no HTTP client",
+        );
+        return json_response(StatusCode::OK, &error);
+    };
+    match Mux::start(backend, &message, http).await {
         Ok((mux, response)) => {
             let session = gateway.sessions.insert(route.name.as_str().into(), mux);
             access_log(

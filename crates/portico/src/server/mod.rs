@@ -21,8 +21,21 @@ use crate::mcp::streamable_http::{self, Body};
 pub struct Gateway {
     pub config: Arc<Config>,
     pub sessions: Arc<Sessions>,
-    /// One pooled client for every HTTP target, so keep-alive connections are reused across sessions.
-    pub http: reqwest::Client,
+}
+
+thread_local! {
+    /// Each worker's pooled client for HTTP targets: a session's upstream connections are driven by the
+    /// thread that serves it, so a request and its upstream call never cross threads.
+    static HTTP_CLIENT: Option<reqwest::Client> = http_client()
+        .inspect_err(|e| tracing::error!(target: "portico::server", error = %e, "cannot build the HTTP client"))
+        .ok();
+}
+
+impl Gateway {
+    /// This worker's HTTP client for targets.
+    pub fn http_client(&self) -> Option<reqwest::Client> {
+        HTTP_CLIENT.with(Clone::clone)
+    }
 }
 
 fn http_client() -> anyhow::Result<reqwest::Client> {
@@ -87,11 +100,12 @@ pub fn run(
     let workers = workers.max(1);
     let main = worker_runtime()?;
     let config = Arc::new(config);
+    // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
+    main.block_on(async { http_client() })?;
     let mut sockets = bind_sockets(&config, workers)?.into_iter();
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         sessions: Sessions::new(config.settings.session_ttl),
-        http: main.block_on(async { http_client() })?,
     });
     // Accepting stops first; runtimes stay up until the sessions they host are closed.
     let accepting = CancellationToken::new();
