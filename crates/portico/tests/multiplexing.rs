@@ -537,3 +537,38 @@ async fn schemas_pass_through_unchanged() {
         "key order is kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_environment_and_stderr() {
+    let targets = format!(
+        "          - name: env\n            stdio:\n              cmd: sh\n              args: [\"-c\", \"echo starting up >&2; exec '{EXE}' fixture\"]\n              env: {{GREETING: hello, PATH: /usr/bin:/bin}}\n              clearEnv: true\n"
+    );
+    let gateway = Gateway::start_with_env(
+        &config_with_targets(&targets, ""),
+        &[("SECRET_OF_GATEWAY", "s3cret")],
+    )
+    .await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    assert_eq!(
+        text(&client.call("get_env", json!({"name": "GREETING"})).await),
+        "hello"
+    );
+    assert_eq!(
+        text(
+            &client
+                .call("get_env", json!({"name": "SECRET_OF_GATEWAY"}))
+                .await
+        ),
+        "",
+        "clearEnv drops the rest"
+    );
+    let log = gateway.log_text();
+    let stderr_line = log
+        .lines()
+        .find(|l| l.contains("portico::stderr"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        stderr_line.contains("starting up") && stderr_line.contains("target=env"),
+        "{stderr_line}"
+    );
+}
