@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod mcp;
+pub mod policy;
 pub mod server;
 pub mod telemetry;

@@ -98,15 +98,12 @@ mod tests {
     #[test]
     fn policies_not_built_yet_are_refused_by_name() {
         let text = format!(
-            "{BASE}          - name: a\n            stdio: {{cmd: echo}}\n            policies:\n              mcpAuthorization:\n                rules: ['true']\n"
+            "{BASE}          - name: a\n            stdio: {{cmd: echo}}\n            policies:\n              ai:\n                promptGuard: []\n"
         );
         let error = first_error(&text);
+        assert!(error.contains("targets[0].policies.ai"), "{error}");
         assert!(
-            error.contains("targets[0].policies.mcpAuthorization"),
-            "{error}"
-        );
-        assert!(
-            error.contains("policy `mcpAuthorization` is not supported yet"),
+            error.contains("policy `ai` is not supported yet"),
             "{error}"
         );
         assert!(error.contains(":11:15:"), "{error}");

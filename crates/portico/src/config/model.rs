@@ -215,7 +215,7 @@ pub struct Policies {
     pub cors: Option<IgnoredAny>,
     pub jwt_auth: Option<IgnoredAny>,
     pub mcp_authentication: Option<IgnoredAny>,
-    pub mcp_authorization: Option<IgnoredAny>,
+    pub mcp_authorization: Option<crate::policy::authz::Config>,
     pub backend_auth: Option<IgnoredAny>,
     #[serde(rename = "backendTLS")]
     pub backend_tls: Option<IgnoredAny>,

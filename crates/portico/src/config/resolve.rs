@@ -10,36 +10,7 @@ use regex::Regex;
 use super::error::ConfigError;
 use super::model::{self, File, Policies, PrefixMode, Protocol, StatefulMode};
 use super::runtime::{self, Config, Settings};
-
-/// Where a `policies` object sits; decides which policy types it may hold.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Listener,
-    Route,
-    Backend,
-    Target,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Listener => "listener",
-            Level::Route => "route",
-            Level::Backend => "backend",
-            Level::Target => "target",
-        }
-    }
-}
-
-/// The levels at which each policy type may be set (SPEC §3).
-fn allowed_levels(policy: &str) -> &'static [Level] {
-    use Level::*;
-    match policy {
-        "cors" | "jwtAuth" => &[Listener, Route],
-        "mcpAuthentication" | "localRateLimit" | "timeout" => &[Route],
-        _ => &[Route, Backend, Target],
-    }
-}
+use crate::policy::{Level, LevelPolicies, TargetPolicies};
 
 #[derive(Default)]
 struct Resolver {
@@ -52,26 +23,9 @@ impl Resolver {
         self.errors.last_mut().expect("just pushed")
     }
 
-    fn policies(&mut self, policies: Option<&Policies>, level: Level, path: &str) {
-        let Some(policies) = policies else { return };
-        for policy in policies.present() {
-            let field = format!("{path}.{policy}");
-            let levels = allowed_levels(policy);
-            if !levels.contains(&level) {
-                let names: Vec<_> = levels.iter().map(|l| l.name()).collect();
-                self.error(
-                    field,
-                    format!("policy `{policy}` cannot be set on a {}", level.name()),
-                )
-                .hint = Some(format!("set it at {} level", names.join(" or ")));
-                continue;
-            }
-            self.error(field, format!("policy `{policy}` is not supported yet"))
-                .hint = Some(
-                "this build of Portico refuses it rather than ignore it; remove it or upgrade Portico"
-                    .into(),
-            );
-        }
+    /// Checks and compiles a `policies` object at `level`.
+    fn policies(&mut self, policies: Option<&Policies>, level: Level, path: &str) -> LevelPolicies {
+        LevelPolicies::compile(policies, level, path, &mut self.errors)
     }
 
     fn both_backend_spellings(
@@ -530,7 +484,7 @@ fn route_rt(
     path: &str,
     name: &str,
 ) -> Option<runtime::Route> {
-    r.policies(
+    let route_policies = r.policies(
         route.policies.as_ref(),
         Level::Route,
         &format!("{path}.policies"),
@@ -552,6 +506,7 @@ fn route_rt(
                 backend,
                 &format!("{path}.backends[{b}]"),
                 &format!("{name}/{b}"),
+                &route_policies,
             )
         })
         .collect();
@@ -573,21 +528,23 @@ fn backend_rt(
     backend: &model::Backend,
     path: &str,
     name: &str,
+    route_policies: &LevelPolicies,
 ) -> Option<runtime::Backend> {
-    r.policies(
+    let outer = r.policies(
         backend.policies.as_ref(),
         Level::Backend,
         &format!("{path}.policies"),
     );
     match (&backend.mcp, &backend.host) {
         (Some(mcp), None) => {
-            r.policies(
+            let inner = r.policies(
                 mcp.policies.as_ref(),
                 Level::Backend,
                 &format!("{path}.mcp.policies"),
             );
             r.both_backend_spellings(backend.policies.as_ref(), mcp.policies.as_ref(), path);
-            let mcp = mcp_backend_rt(r, mcp, &format!("{path}.mcp"), name)?;
+            let inherited = [route_policies, &outer.or(inner)];
+            let mcp = mcp_backend_rt(r, mcp, &format!("{path}.mcp"), name, inherited)?;
             Some(runtime::Backend {
                 weight: backend.weight.unwrap_or(1),
                 mcp: Arc::new(mcp),
@@ -613,6 +570,7 @@ fn mcp_backend_rt(
     mcp: &model::McpBackend,
     path: &str,
     name: &str,
+    inherited: [&LevelPolicies; 2],
 ) -> Option<runtime::McpBackend> {
     if mcp.stateful_mode == StatefulMode::Stateless {
         r.error(
@@ -641,7 +599,7 @@ fn mcp_backend_rt(
                 ),
             );
         }
-        if let Some(target) = target_rt(r, target, &tpath) {
+        if let Some(target) = target_rt(r, target, &tpath, inherited) {
             targets.push(Arc::new(target));
         }
     }
@@ -684,15 +642,21 @@ fn target_name_error(name: &str) -> Option<(String, &'static str)> {
     })
 }
 
-fn target_rt(r: &mut Resolver, target: &model::Target, path: &str) -> Option<runtime::Target> {
+fn target_rt(
+    r: &mut Resolver,
+    target: &model::Target,
+    path: &str,
+    [route_policies, backend_policies]: [&LevelPolicies; 2],
+) -> Option<runtime::Target> {
     if let Some((message, hint)) = target_name_error(&target.name) {
         r.error(format!("{path}.name"), message).hint = Some(hint.into());
     }
-    r.policies(
+    let own = r.policies(
         target.policies.as_ref(),
         Level::Target,
         &format!("{path}.policies"),
     );
+    let policies = TargetPolicies::resolve(route_policies, backend_policies, &own);
     let kinds = [
         target.stdio.is_some(),
         target.mcp.is_some(),
@@ -737,6 +701,7 @@ fn target_rt(r: &mut Resolver, target: &model::Target, path: &str) -> Option<run
     Some(runtime::Target {
         name: target.name.as_str().into(),
         kind,
+        policies,
     })
 }
 

@@ -159,6 +159,8 @@ pub struct McpBackend {
 pub struct Target {
     pub name: Arc<str>,
     pub kind: TargetKind,
+    /// Effective policies, inheritance already applied.
+    pub policies: crate::policy::TargetPolicies,
 }
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,10 @@ use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
 use crate::mcp::jsonrpc::{self, Kind, code};
-use crate::mcp::multiplex::{Mux, STREAM_CAPACITY, SUPPORTED_VERSIONS};
+use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::session::Session;
 use crate::mcp::sse;
+use crate::policy::authz::Caller;
 use crate::server::Gateway;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -107,6 +109,7 @@ pub async fn handle(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     request: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Response<Body> {
     if let Some(refused) = origin_refused(request.headers()) {
         return refused;
@@ -135,7 +138,7 @@ pub async fn handle(
         );
     }
     match *request.method() {
-        Method::POST => post(gateway, route, request).await,
+        Method::POST => post(gateway, route, request, peer).await,
         Method::GET => get(gateway, route, request.headers()),
         Method::DELETE => delete(gateway, route, request.headers()).await,
         _ => {
@@ -212,7 +215,10 @@ async fn post(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     request: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let path = path.as_str();
     let headers = request.headers();
     if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
         return refuse(
@@ -267,7 +273,13 @@ async fn post(
         Err(refused) => return refused,
     };
     match kind {
-        Kind::Request => run_request(route, session, message).await,
+        Kind::Request => {
+            let caller = session
+                .mux
+                .authorizes()
+                .then(|| Caller::new(&headers, "POST", path, peer, Value::Null));
+            run_request(route, session, message, caller).await
+        }
         Kind::Notification => {
             session.mux.client_notification(message).await;
             empty(StatusCode::ACCEPTED)
@@ -301,7 +313,6 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
                 &session.tag,
                 "initialize",
                 None,
-                None,
                 jsonrpc::error_code(&response),
                 started,
             );
@@ -317,7 +328,6 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
                 "-",
                 "initialize",
                 None,
-                None,
                 jsonrpc::error_code(&error),
                 started,
             );
@@ -328,21 +338,25 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
 
 /// Runs a client request. The reply is plain JSON when nothing else came first, else an SSE stream
 /// that carries the messages belonging to the request and ends with its response.
-async fn run_request(route: &Arc<Route>, session: Arc<Session>, message: Value) -> Response<Body> {
+async fn run_request(
+    route: &Arc<Route>,
+    session: Arc<Session>,
+    message: Value,
+    caller: Option<Caller>,
+) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let route = route.clone();
     let mut handling = Box::pin(async move {
         let started = Instant::now();
         let method = jsonrpc::method(&message).to_string();
-        let outcome = session.mux.request(message, &tx).await;
-        let (target, item) = (outcome.target.as_deref(), outcome.item.as_deref());
+        let outcome = session.mux.request(message, &tx, caller.as_ref()).await;
+        let error = outcome.response.error_code();
         access_log(
             &route,
             &session.tag,
             &method,
-            target,
-            item,
-            outcome.response.error_code(),
+            Some(&outcome),
+            error,
             started,
         );
         (outcome.response, tx)
@@ -429,18 +443,19 @@ fn access_log(
     route: &Route,
     session: &str,
     method: &str,
-    target: Option<&str>,
-    item: Option<&str>,
+    outcome: Option<&Outcome>,
     error: Option<i64>,
     started: Instant,
 ) {
+    let field = |f: fn(&Outcome) -> Option<&str>| outcome.and_then(f).unwrap_or("-");
     tracing::info!(
         target: "portico::access",
         route = %route.name,
         session,
         method,
-        target = target.unwrap_or("-"),
-        tool = item.unwrap_or("-"),
+        target = field(|o| o.target.as_deref()),
+        tool = field(|o| o.item.as_deref()),
+        authz = field(|o| o.authz.as_deref()),
         error_code = error.unwrap_or(0),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "mcp request",

@@ -278,7 +278,7 @@ async fn route(
     gateway: &Arc<Gateway>,
     bind: usize,
     request: Request<Incoming>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Response<Body> {
     let listeners = &gateway.config.binds[bind].listeners;
     let Some(route) = router::find(listeners, &request) else {
@@ -292,5 +292,5 @@ async fn route(
         return response;
     };
     let route = route.clone();
-    streamable_http::handle(gateway, &route, request).await
+    streamable_http::handle(gateway, &route, request, peer).await
 }

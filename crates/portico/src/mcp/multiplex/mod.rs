@@ -32,6 +32,8 @@ use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::upstream::{InboundHandler, InboundSink, Upstream, UpstreamError};
+use crate::policy::Level;
+use crate::policy::authz::{self, Caller, Decision};
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,6 +47,8 @@ pub struct Outcome {
     pub target: Option<Arc<str>>,
     /// The tool, prompt or resource the request named (the target's own name).
     pub item: Option<String>,
+    /// The authorization decision, for the access log.
+    pub authz: Option<String>,
 }
 
 impl Outcome {
@@ -53,6 +57,7 @@ impl Outcome {
             response,
             target: None,
             item: None,
+            authz: None,
         }
     }
 }
@@ -263,14 +268,16 @@ impl Mux {
     // ---- client → targets ------------------------------------------------------------------------
 
     /// Handles one client request; messages that belong to it on the way are sent on `stream`.
+    /// `caller` is needed when some target has an `mcpAuthorization` policy ([`Self::authorizes`]).
     pub async fn request(
         self: &Arc<Self>,
         request: Value,
         stream: &mpsc::Sender<String>,
+        caller: Option<&Caller>,
     ) -> Outcome {
         let method = jsonrpc::method(&request);
         if let Some(kind) = ListKind::from_method(method) {
-            return self.list(kind, request, stream).await;
+            return self.list(kind, request, stream, caller).await;
         }
         match method {
             "ping" => Outcome::of(Reply::result(request["id"].clone(), &json!({}))),
@@ -279,12 +286,16 @@ impl Mux {
                 code::INVALID_REQUEST,
                 "session already initialized",
             )),
-            "tools/call" => self.by_name(ListKind::Tools, request, stream).await,
-            "prompts/get" => self.by_name(ListKind::Prompts, request, stream).await,
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                self.by_name(ListKind::Resources, request, stream).await
+            "tools/call" => self.by_name(ListKind::Tools, request, stream, caller).await,
+            "prompts/get" => {
+                self.by_name(ListKind::Prompts, request, stream, caller)
+                    .await
             }
-            "completion/complete" => self.complete(request, stream).await,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.by_name(ListKind::Resources, request, stream, caller)
+                    .await
+            }
+            "completion/complete" => self.complete(request, stream, caller).await,
             "logging/setLevel" => self.broadcast(request, stream).await,
             _ => match self.single_target() {
                 Some(t) => self.forward(t, request, stream).await,
@@ -329,7 +340,7 @@ impl Mux {
                 params["cursor"] = json!(c);
             }
             let request = json!({"jsonrpc": "2.0", "id": "portico-index", "method": kind.method(), "params": params});
-            let outcome = self.list(kind, request, &sink).await;
+            let outcome = self.list(kind, request, &sink, None).await;
             cursor = outcome
                 .response
                 .result_raw()
@@ -347,6 +358,7 @@ impl Mux {
         kind: ListKind,
         mut request: Value,
         stream: &mpsc::Sender<String>,
+        caller: Option<&Caller>,
     ) -> Outcome {
         let field = if kind == ListKind::Resources {
             "uri"
@@ -360,8 +372,15 @@ impl Mux {
         let Some((t, own_name)) = self.resolve(kind, &name).await else {
             return Outcome::of(unknown(request["id"].clone(), kind, &name));
         };
+        let arguments = request["params"].get("arguments");
+        let method = jsonrpc::method(&request);
+        let verdict = self.authorize(t, caller, method, kind, &own_name, arguments);
+        if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
+            return denied;
+        }
         request["params"][field] = Value::String(own_name.clone());
         let mut outcome = self.forward(t, request, stream).await;
+        outcome.authz = verdict.map(|v| v.describe());
         if kind == ListKind::Resources && self.backend.prefixed {
             self.prefix_contents(&mut outcome.response, t);
         }
@@ -374,6 +393,7 @@ impl Mux {
         self: &Arc<Self>,
         mut request: Value,
         stream: &mpsc::Sender<String>,
+        caller: Option<&Caller>,
     ) -> Outcome {
         let reference = &request["params"]["ref"];
         let (kind, field) = match reference["type"].as_str() {
@@ -384,8 +404,14 @@ impl Mux {
         let Some((t, own_name)) = self.resolve(kind, &name).await else {
             return Outcome::of(unknown(request["id"].clone(), kind, &name));
         };
+        let method = jsonrpc::method(&request);
+        let verdict = self.authorize(t, caller, method, kind, &own_name, None);
+        if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
+            return denied;
+        }
         request["params"]["ref"][field] = Value::String(own_name.clone());
         let mut outcome = self.forward(t, request, stream).await;
+        outcome.authz = verdict.map(|v| v.describe());
         outcome.item = Some(own_name);
         outcome
     }
@@ -427,6 +453,7 @@ impl Mux {
         kind: ListKind,
         request: Value,
         stream: &mpsc::Sender<String>,
+        caller: Option<&Caller>,
     ) -> Outcome {
         let id = request["id"].clone();
         let pages: Option<cursor::Pages> = match request["params"]["cursor"].as_str() {
@@ -485,6 +512,11 @@ impl Mux {
                     tracing::warn!(target: "portico::mux", target = %target, method = kind.method(), error,
                         "target left out of the list");
                 }
+            }
+        }
+        if let Some(caller) = caller {
+            for (t, page) in &mut pages {
+                self.filter_items(*t, caller, kind, &mut page.items);
             }
         }
         let never = self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1;
@@ -548,6 +580,81 @@ impl Mux {
         })
     }
 
+    /// Whether any target of this session has an `mcpAuthorization` policy.
+    pub fn authorizes(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.target.policies.authorization.is_some())
+    }
+
+    /// The decision of target `t`'s effective `mcpAuthorization` on one item; `None` without a policy.
+    fn authorize(
+        &self,
+        t: usize,
+        caller: Option<&Caller>,
+        method: &str,
+        kind: ListKind,
+        name: &str,
+        arguments: Option<&Value>,
+    ) -> Option<Verdict> {
+        let sourced = self.slots[t].target.policies.authorization.as_ref()?;
+        let target = &self.slots[t].target.name;
+        let anonymous = Caller::default();
+        let base = caller.unwrap_or(&anonymous).context();
+        let mut context = base.new_inner_scope();
+        context.add_variable_from_value(
+            "mcp",
+            authz::mcp_variable(method, target, kind.noun(), name, arguments),
+        );
+        let decision = sourced.policy.decide(&context);
+        Some(Verdict {
+            decision,
+            level: sourced.level,
+            rule: decision
+                .rule
+                .map(|i| sourced.policy.rules[i].source.clone()),
+        })
+    }
+
+    /// The answer to a denied item: exactly the answer for a name that does not exist.
+    fn refusal(
+        &self,
+        request: &Value,
+        kind: ListKind,
+        name: &str,
+        t: usize,
+        own: &str,
+        verdict: &Option<Verdict>,
+    ) -> Option<Outcome> {
+        let verdict = verdict.as_ref().filter(|v| !v.decision.allowed)?;
+        let mut outcome = Outcome::of(unknown(request["id"].clone(), kind, name));
+        outcome.target = Some(self.slots[t].target.name.clone());
+        outcome.item = Some(own.to_string());
+        outcome.authz = Some(verdict.describe());
+        Some(outcome)
+    }
+
+    /// Drops the items of target `t` that its policy does not let `caller` see.
+    fn filter_items(&self, t: usize, caller: &Caller, kind: ListKind, list: &mut Vec<&RawValue>) {
+        let Some(sourced) = &self.slots[t].target.policies.authorization else {
+            return;
+        };
+        let target = &self.slots[t].target.name;
+        let base = caller.context();
+        let method = kind.method();
+        list.retain(|item| {
+            let Some(name) = items::name_of(item, kind) else {
+                return false;
+            };
+            let mut context = base.new_inner_scope();
+            context.add_variable_from_value(
+                "mcp",
+                authz::mcp_variable(method, target, kind.noun(), &name, None),
+            );
+            sourced.policy.decide(&context).allowed
+        });
+    }
+
     /// Records which target serves each bare name (`prefixMode: never`); a name served by several
     /// targets is marked ambiguous.
     fn record_bare_names(&self, kind: ListKind, t: usize, list: &[&RawValue]) {
@@ -590,6 +697,7 @@ impl Mux {
                 response: Reply::error(client_id, code::INTERNAL_ERROR, message),
                 target,
                 item: None,
+                authz: None,
             };
         };
         let upstream_id = upstream.next_id();
@@ -619,6 +727,7 @@ impl Mux {
             response,
             target,
             item: None,
+            authz: None,
         }
     }
 
@@ -825,6 +934,27 @@ impl InboundHandler for Mux {
 
     fn closed(self: Arc<Self>, target: usize, generation: u64, reason: String) {
         tokio::spawn(async move { self.target_closed(target, generation, &reason).await });
+    }
+}
+
+/// An authorization decision and where it came from, for the access log.
+struct Verdict {
+    decision: Decision,
+    level: Level,
+    rule: Option<String>,
+}
+
+impl Verdict {
+    fn describe(&self) -> String {
+        let effect = if self.decision.allowed {
+            "allow"
+        } else {
+            "deny"
+        };
+        match &self.rule {
+            Some(rule) => format!("{effect} ({} rule `{rule}`)", self.level.name()),
+            None => format!("{effect} ({} policy, no rule matched)", self.level.name()),
+        }
     }
 }
 

@@ -1,0 +1,147 @@
+//! Policies: one file per type, each with its YAML form, its compiled form and its behaviour.
+//!
+//! Levels, least to most specific: listener → route → backend → target. For each type the most specific
+//! level that sets it wins, whole; [`resolve`] computes that once per config load.
+
+pub mod authz;
+
+use std::sync::Arc;
+
+use crate::config::ConfigError;
+use crate::config::model::Policies;
+
+/// Where a policy was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Listener,
+    Route,
+    Backend,
+    Target,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Listener => "listener",
+            Level::Route => "route",
+            Level::Backend => "backend",
+            Level::Target => "target",
+        }
+    }
+}
+
+/// A policy and the level it came from.
+#[derive(Debug)]
+pub struct Sourced<T> {
+    pub policy: Arc<T>,
+    pub level: Level,
+}
+
+impl<T> Clone for Sourced<T> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            level: self.level,
+        }
+    }
+}
+
+/// The most specific of the candidates (given least specific first) that is set.
+pub fn resolve<T>(candidates: impl IntoIterator<Item = Option<Sourced<T>>>) -> Option<Sourced<T>> {
+    candidates.into_iter().flatten().last()
+}
+
+/// The levels at which each policy type may be set (SPEC §3).
+pub fn allowed_levels(policy: &str) -> &'static [Level] {
+    use Level::*;
+    match policy {
+        "cors" | "jwtAuth" => &[Listener, Route],
+        "mcpAuthentication" | "localRateLimit" | "timeout" => &[Route],
+        _ => &[Route, Backend, Target],
+    }
+}
+
+/// The policies set at one level, compiled.
+#[derive(Debug, Default, Clone)]
+pub struct LevelPolicies {
+    pub authorization: Option<Arc<authz::Authorization>>,
+}
+
+impl LevelPolicies {
+    /// Checks and compiles the `policies` object at `path`, a `level` object; errors go to `errors`.
+    pub fn compile(
+        policies: Option<&Policies>,
+        level: Level,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
+        let mut compiled = Self::default();
+        let Some(policies) = policies else {
+            return compiled;
+        };
+        for policy in policies.present() {
+            let field = format!("{path}.{policy}");
+            let levels = allowed_levels(policy);
+            if !levels.contains(&level) {
+                let names: Vec<_> = levels.iter().map(|l| l.name()).collect();
+                errors.push(
+                    ConfigError::new(
+                        field,
+                        format!("policy `{policy}` cannot be set on a {}", level.name()),
+                    )
+                    .hint(format!("set it at {} level", names.join(" or "))),
+                );
+                continue;
+            }
+            if !IMPLEMENTED.contains(&policy) {
+                errors.push(
+                    ConfigError::new(field, format!("policy `{policy}` is not supported yet")).hint(
+                        "this build of Portico refuses it rather than ignore it; remove it or upgrade Portico",
+                    ),
+                );
+            }
+        }
+        if let Some(config) = &policies.mcp_authorization {
+            match authz::Authorization::compile(config) {
+                Ok(authorization) => compiled.authorization = Some(Arc::new(authorization)),
+                Err(rule_errors) => errors.extend(rule_errors.into_iter().map(|(i, message)| {
+                    ConfigError::new(format!("{path}.mcpAuthorization.rules[{i}]"), message)
+                })),
+            }
+        }
+        compiled
+    }
+
+    /// Joins the two spellings of the backend level (`backends[].policies`, `backends[].mcp.policies`);
+    /// a type set in both was already reported.
+    pub fn or(self, other: Self) -> Self {
+        Self {
+            authorization: self.authorization.or(other.authorization),
+        }
+    }
+}
+
+/// The policy types whose behaviour is built; the others are refused at load.
+const IMPLEMENTED: &[&str] = &["mcpAuthorization"];
+
+/// A target's effective policies: per type, the most specific level that sets it.
+#[derive(Debug, Default, Clone)]
+pub struct TargetPolicies {
+    pub authorization: Option<Sourced<authz::Authorization>>,
+}
+
+impl TargetPolicies {
+    pub fn resolve(route: &LevelPolicies, backend: &LevelPolicies, target: &LevelPolicies) -> Self {
+        let at = |policy: &Option<Arc<authz::Authorization>>, level| {
+            policy.clone().map(|policy| Sourced { policy, level })
+        };
+        Self {
+            authorization: resolve([
+                at(&route.authorization, Level::Route),
+                at(&backend.authorization, Level::Backend),
+                at(&target.authorization, Level::Target),
+            ]),
+        }
+    }
+}
