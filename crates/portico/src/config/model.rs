@@ -213,7 +213,7 @@ pub struct HttpTarget {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policies {
     pub cors: Option<IgnoredAny>,
-    pub jwt_auth: Option<IgnoredAny>,
+    pub jwt_auth: Option<crate::policy::jwt::Config>,
     pub mcp_authentication: Option<IgnoredAny>,
     pub mcp_authorization: Option<crate::policy::authz::Config>,
     pub backend_auth: Option<IgnoredAny>,

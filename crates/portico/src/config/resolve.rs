@@ -10,7 +10,7 @@ use regex::Regex;
 use super::error::ConfigError;
 use super::model::{self, File, Policies, PrefixMode, Protocol, StatefulMode};
 use super::runtime::{self, Config, Settings};
-use crate::policy::{Level, LevelPolicies, TargetPolicies};
+use crate::policy::{Level, LevelPolicies, Sourced, TargetPolicies};
 
 #[derive(Default)]
 struct Resolver {
@@ -269,7 +269,7 @@ fn listener_rt(
     path: &str,
     index: usize,
 ) -> Option<runtime::Listener> {
-    r.policies(
+    let listener_policies = r.policies(
         listener.policies.as_ref(),
         Level::Listener,
         &format!("{path}.policies"),
@@ -300,7 +300,7 @@ fn listener_rt(
     for (i, route) in listener.routes.iter().enumerate() {
         let route_path = format!("{path}.routes[{i}]");
         let name = route.name.clone().unwrap_or_else(|| format!("route{i}"));
-        let Some(route_rt) = route_rt(r, route, &route_path, &name) else {
+        let Some(route_rt) = route_rt(r, route, &route_path, &name, &listener_policies) else {
             continue;
         };
         let route_rt = Arc::new(route_rt);
@@ -483,6 +483,7 @@ fn route_rt(
     route: &model::Route,
     path: &str,
     name: &str,
+    listener_policies: &LevelPolicies,
 ) -> Option<runtime::Route> {
     let route_policies = r.policies(
         route.policies.as_ref(),
@@ -516,9 +517,20 @@ fn route_rt(
             "every backend has weight 0, so none can be picked",
         );
     }
+    let jwt = crate::policy::resolve([
+        listener_policies.jwt.clone().map(|policy| Sourced {
+            policy,
+            level: Level::Listener,
+        }),
+        route_policies.jwt.clone().map(|policy| Sourced {
+            policy,
+            level: Level::Route,
+        }),
+    ]);
     (backends.len() == route.backends.len()).then(|| runtime::Route {
         name: name.to_string(),
         hostnames: route.hostnames.clone(),
+        jwt,
         backends,
     })
 }

@@ -114,6 +114,8 @@ impl StringMatch {
 pub struct Route {
     pub name: String,
     pub hostnames: Vec<String>,
+    /// The effective `jwtAuth` (route over listener).
+    pub jwt: Option<crate::policy::Sourced<crate::policy::jwt::JwtAuth>>,
     pub backends: Vec<Backend>,
 }
 

@@ -25,6 +25,7 @@ use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::session::Session;
 use crate::mcp::sse;
 use crate::policy::authz::Caller;
+use crate::policy::jwt::Rejection;
 use crate::server::Gateway;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -137,8 +138,12 @@ pub async fn handle(
             ),
         );
     }
+    let claims = match authenticate(route, request.headers()) {
+        Ok(claims) => claims,
+        Err(refused) => return refused,
+    };
     match *request.method() {
-        Method::POST => post(gateway, route, request, peer).await,
+        Method::POST => post(gateway, route, request, peer, claims).await,
         Method::GET => get(gateway, route, request.headers()),
         Method::DELETE => delete(gateway, route, request.headers()).await,
         _ => {
@@ -150,6 +155,26 @@ pub async fn handle(
             response
         }
     }
+}
+
+/// Validates the bearer token when the route has `jwtAuth`: `Ok(claims)` (`Null` when anonymous),
+/// or the 401 to answer.
+fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
+    let Some(jwt) = &route.jwt else {
+        return Ok(Value::Null);
+    };
+    jwt.policy.authenticate(headers).map_err(|rejection| {
+        tracing::info!(target: "portico::access", route = %route.name, reason = %rejection, "request refused by jwtAuth");
+        let challenge = match &rejection {
+            Rejection::Missing => "Bearer".to_string(),
+            _ => format!("Bearer error=\"invalid_token\", error_description=\"{rejection}\""),
+        };
+        let mut response = refuse(StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, rejection.to_string());
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        response
+    })
 }
 
 /// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one.
@@ -216,6 +241,7 @@ async fn post(
     route: &Arc<Route>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    claims: Value,
 ) -> Response<Body> {
     let path = request.uri().path().to_string();
     let path = path.as_str();
@@ -277,7 +303,7 @@ async fn post(
             let caller = session
                 .mux
                 .authorizes()
-                .then(|| Caller::new(&headers, "POST", path, peer, Value::Null));
+                .then(|| Caller::new(&headers, "POST", path, peer, claims));
             run_request(route, session, message, caller).await
         }
         Kind::Notification => {

@@ -4,6 +4,7 @@
 //! level that sets it wins, whole; [`resolve`] computes that once per config load.
 
 pub mod authz;
+pub mod jwt;
 
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ pub fn allowed_levels(policy: &str) -> &'static [Level] {
 #[derive(Debug, Default, Clone)]
 pub struct LevelPolicies {
     pub authorization: Option<Arc<authz::Authorization>>,
+    pub jwt: Option<Arc<jwt::JwtAuth>>,
 }
 
 impl LevelPolicies {
@@ -110,6 +112,14 @@ impl LevelPolicies {
                 })),
             }
         }
+        if let Some(config) = &policies.jwt_auth {
+            match jwt::JwtAuth::compile(config) {
+                Ok(auth) => compiled.jwt = Some(Arc::new(auth)),
+                Err((at, message)) => {
+                    errors.push(ConfigError::new(format!("{path}.jwtAuth.{at}"), message))
+                }
+            }
+        }
         compiled
     }
 
@@ -118,12 +128,13 @@ impl LevelPolicies {
     pub fn or(self, other: Self) -> Self {
         Self {
             authorization: self.authorization.or(other.authorization),
+            jwt: self.jwt.or(other.jwt),
         }
     }
 }
 
 /// The policy types whose behaviour is built; the others are refused at load.
-const IMPLEMENTED: &[&str] = &["mcpAuthorization"];
+const IMPLEMENTED: &[&str] = &["mcpAuthorization", "jwtAuth"];
 
 /// A target's effective policies: per type, the most specific level that sets it.
 #[derive(Debug, Default, Clone)]
