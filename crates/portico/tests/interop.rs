@@ -128,3 +128,58 @@ async fn conformance_through_portico_matches_the_fixture_directly() {
         through.1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_authorization_example_with_server_everything() {
+    let Some(tools) = tools() else { return };
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/authorization-per-target.yaml"
+    );
+    let yaml = std::fs::read_to_string(seed)
+        .unwrap()
+        .replace("port: 3000", "port: PORT")
+        .replacen(
+            "cmd: npx",
+            &format!("cmd: \"{}\"", node(&tools).display()),
+            1,
+        )
+        .replace(
+            r#"args: ["@modelcontextprotocol/server-everything"]"#,
+            &format!(r#"args: ["{}", "stdio"]"#, everything.display()),
+        )
+        .replace("cmd: npx", &format!("cmd: \"{EXE}\""))
+        .replace(
+            r#"args: ["@mycompany/admin-server"]"#,
+            r#"args: ["fixture"]"#,
+        );
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (listed, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&listed, "name");
+    assert!(
+        listed.contains(&"public-tools_echo".to_string())
+            && listed.contains(&"public-tools_get-sum".to_string()),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.iter().any(|t| t.starts_with("admin-tools_")),
+        "anonymous callers do not see admin-tools: {listed:?}"
+    );
+    let echoed = client
+        .call("public-tools_echo", serde_json::json!({"message": "hello"}))
+        .await;
+    assert!(text(&echoed).contains("hello"), "{echoed}");
+    let denied = client
+        .request(
+            "tools/call",
+            serde_json::json!({"name": "admin-tools_echo", "arguments": {"message": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        denied.response["error"]["message"],
+        "Unknown tool: admin-tools_echo"
+    );
+}

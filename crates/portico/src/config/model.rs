@@ -212,7 +212,7 @@ pub struct HttpTarget {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policies {
-    pub cors: Option<IgnoredAny>,
+    pub cors: Option<crate::policy::cors::Config>,
     pub jwt_auth: Option<crate::policy::jwt::Config>,
     pub mcp_authentication: Option<IgnoredAny>,
     pub mcp_authorization: Option<crate::policy::authz::Config>,

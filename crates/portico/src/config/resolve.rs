@@ -518,19 +518,18 @@ fn route_rt(
         );
     }
     let jwt = crate::policy::resolve([
-        listener_policies.jwt.clone().map(|policy| Sourced {
-            policy,
-            level: Level::Listener,
-        }),
-        route_policies.jwt.clone().map(|policy| Sourced {
-            policy,
-            level: Level::Route,
-        }),
+        Sourced::at(&listener_policies.jwt, Level::Listener),
+        Sourced::at(&route_policies.jwt, Level::Route),
+    ]);
+    let cors = crate::policy::resolve([
+        Sourced::at(&listener_policies.cors, Level::Listener),
+        Sourced::at(&route_policies.cors, Level::Route),
     ]);
     (backends.len() == route.backends.len()).then(|| runtime::Route {
         name: name.to_string(),
         hostnames: route.hostnames.clone(),
         jwt,
+        cors,
         backends,
     })
 }

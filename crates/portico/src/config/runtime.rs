@@ -116,6 +116,8 @@ pub struct Route {
     pub hostnames: Vec<String>,
     /// The effective `jwtAuth` (route over listener).
     pub jwt: Option<crate::policy::Sourced<crate::policy::jwt::JwtAuth>>,
+    /// The effective `cors` (route over listener).
+    pub cors: Option<crate::policy::Sourced<crate::policy::cors::Cors>>,
     pub backends: Vec<Backend>,
 }
 

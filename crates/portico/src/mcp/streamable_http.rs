@@ -92,17 +92,13 @@ fn is_localhost(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
 }
 
-/// The MCP spec's DNS-rebinding defence: browsers' cross-origin requests are refused.
-fn origin_refused(headers: &HeaderMap) -> Option<Response<Body>> {
-    let origin = header(headers, ORIGIN)?;
-    let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    (!is_localhost(host)).then(|| {
-        refuse(
-            StatusCode::FORBIDDEN,
-            code::INVALID_REQUEST,
-            format!("origin `{origin}` is not allowed; add it to the route's cors.allowOrigins"),
-        )
-    })
+/// The MCP spec's DNS-rebinding defence: a browser origin must be allowed by the route's `cors`, or
+/// be a localhost origin when there is no cors policy.
+fn origin_allowed(route: &Route, origin: &str) -> bool {
+    match &route.cors {
+        Some(cors) => cors.policy.allows(origin),
+        None => is_localhost(origin.split_once("://").map_or(origin, |(_, rest)| rest)),
+    }
 }
 
 /// Serves one HTTP request on an MCP route.
@@ -112,9 +108,36 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if let Some(refused) = origin_refused(request.headers()) {
-        return refused;
+    let origin = header(request.headers(), ORIGIN).map(str::to_string);
+    let Some(origin) = origin else {
+        return serve(gateway, route, request, peer).await;
+    };
+    if !origin_allowed(route, &origin) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            format!("origin `{origin}` is not allowed; add it to the route's cors.allowOrigins"),
+        );
     }
+    let Some(cors) = &route.cors else {
+        return serve(gateway, route, request, peer).await;
+    };
+    if request.method() == Method::OPTIONS {
+        let mut response = empty(StatusCode::NO_CONTENT);
+        *response.headers_mut() = cors.policy.preflight(&origin, request.headers());
+        return response;
+    }
+    let mut response = serve(gateway, route, request, peer).await;
+    cors.policy.decorate(&origin, response.headers_mut());
+    response
+}
+
+async fn serve(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let rebinding_guard = route
         .backends
         .iter()

@@ -4,6 +4,7 @@
 //! level that sets it wins, whole; [`resolve`] computes that once per config load.
 
 pub mod authz;
+pub mod cors;
 pub mod jwt;
 
 use std::sync::Arc;
@@ -39,6 +40,13 @@ pub struct Sourced<T> {
     pub level: Level,
 }
 
+impl<T> Sourced<T> {
+    /// `policy`, if set, as coming from `level`.
+    pub fn at(policy: &Option<Arc<T>>, level: Level) -> Option<Self> {
+        policy.clone().map(|policy| Self { policy, level })
+    }
+}
+
 impl<T> Clone for Sourced<T> {
     fn clone(&self) -> Self {
         Self {
@@ -68,6 +76,7 @@ pub fn allowed_levels(policy: &str) -> &'static [Level] {
 pub struct LevelPolicies {
     pub authorization: Option<Arc<authz::Authorization>>,
     pub jwt: Option<Arc<jwt::JwtAuth>>,
+    pub cors: Option<Arc<cors::Cors>>,
 }
 
 impl LevelPolicies {
@@ -120,6 +129,14 @@ impl LevelPolicies {
                 }
             }
         }
+        if let Some(config) = &policies.cors {
+            match cors::Cors::compile(config) {
+                Ok(cors) => compiled.cors = Some(Arc::new(cors)),
+                Err((at, message)) => {
+                    errors.push(ConfigError::new(format!("{path}.cors.{at}"), message))
+                }
+            }
+        }
         compiled
     }
 
@@ -129,12 +146,13 @@ impl LevelPolicies {
         Self {
             authorization: self.authorization.or(other.authorization),
             jwt: self.jwt.or(other.jwt),
+            cors: self.cors.or(other.cors),
         }
     }
 }
 
 /// The policy types whose behaviour is built; the others are refused at load.
-const IMPLEMENTED: &[&str] = &["mcpAuthorization", "jwtAuth"];
+const IMPLEMENTED: &[&str] = &["mcpAuthorization", "jwtAuth", "cors"];
 
 /// A target's effective policies: per type, the most specific level that sets it.
 #[derive(Debug, Default, Clone)]
@@ -144,14 +162,11 @@ pub struct TargetPolicies {
 
 impl TargetPolicies {
     pub fn resolve(route: &LevelPolicies, backend: &LevelPolicies, target: &LevelPolicies) -> Self {
-        let at = |policy: &Option<Arc<authz::Authorization>>, level| {
-            policy.clone().map(|policy| Sourced { policy, level })
-        };
         Self {
             authorization: resolve([
-                at(&route.authorization, Level::Route),
-                at(&backend.authorization, Level::Backend),
-                at(&target.authorization, Level::Target),
+                Sourced::at(&route.authorization, Level::Route),
+                Sourced::at(&backend.authorization, Level::Backend),
+                Sourced::at(&target.authorization, Level::Target),
             ]),
         }
     }
