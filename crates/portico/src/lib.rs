@@ -6,6 +6,7 @@
 //! response walks back. See `docs/architecture.md`.
 
 pub mod config;
+pub mod explain;
 pub mod mcp;
 pub mod policy;
 pub mod server;

@@ -32,6 +32,19 @@ enum Command {
     /// conformance tools, prompts and resources, plus `echo`, `echo_headers`, `sleep`, `crash`,
     /// `whoami`. In a config, start it with `cmd: $PORTICO_EXE` and `args: [fixture]`.
     Fixture(portico_fixture::FixtureArgs),
+    /// Print, for every route and target, the effective policy of each type and the level it came
+    /// from (target, backend, route, listener).
+    Explain {
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,14 +69,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Validate) = cli.command {
-        println!("{}: valid", file.display());
-        return ExitCode::SUCCESS;
+    if cli.command.is_some() {
+        for warning in &config.warnings {
+            eprintln!("{warning}");
+        }
+    }
+    match &cli.command {
+        Some(Command::Validate) => {
+            println!("{}: valid", file.display());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Explain {
+            route,
+            target,
+            json,
+        }) => {
+            let explained = portico::explain::explain(&config, route.as_deref(), target.as_deref());
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explained).unwrap_or_default()
+                );
+            } else {
+                print!("{}", portico::explain::render(&explained));
+            }
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     portico::telemetry::init_logging(
         config.settings.log_level.as_deref(),
         config.settings.log_format,
     );
+    for warning in &config.warnings {
+        tracing::warn!(target: "portico::config", "{warning}");
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let workers = cli
         .workers

@@ -145,3 +145,91 @@ fn help_and_version() {
         format!("portico {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn explain_shows_each_policy_and_its_level() {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/inheritance.yaml"
+    );
+    let output = portico(&["explain", "-f", seed]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let after = |heading: &str| {
+        lines
+            .iter()
+            .skip_while(|l| !l.starts_with(heading))
+            .nth(1)
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cors") && l.contains("route")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("jwtAuth") && l.contains("none")),
+        "{text}"
+    );
+    let public = after("target public-server");
+    assert!(
+        public.starts_with("mcpAuthorization")
+            && public.contains("target")
+            && public.contains("allow: true"),
+        "{text}"
+    );
+    let restricted = after("target restricted-server");
+    assert!(
+        restricted.contains("backend") && restricted.contains("has(jwt.sub)"),
+        "{text}"
+    );
+
+    let output = portico(&[
+        "explain",
+        "-f",
+        seed,
+        "--json",
+        "--target",
+        "restricted-server",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let targets = json[0]["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(
+        targets[0]["policies"]["mcpAuthorization"]["level"],
+        "backend"
+    );
+    assert_eq!(json[0]["policies"]["cors"]["level"], "route");
+}
+
+#[test]
+fn validate_warns_about_targets_without_authorization() {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/inheritance.yaml"
+    );
+    let output = portico(&["validate", "-f", seed]);
+    assert!(output.status.success());
+    assert!(
+        !stderr(&output).contains("warning"),
+        "every target has a policy: {}",
+        stderr(&output)
+    );
+    let yaml = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - mcp:\n          targets:\n          - name: open\n            stdio: {cmd: echo}\n";
+    let path = temp_file("open.yaml", yaml);
+    let output = portico(&["validate", "-f", path.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "a warning does not fail validation"
+    );
+    let text = stderr(&output);
+    assert!(
+        text.contains(":8:13: warning:") && text.contains("target `open` has no mcpAuthorization"),
+        "{text}"
+    );
+}

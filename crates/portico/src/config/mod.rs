@@ -47,13 +47,18 @@ pub fn load_str(
         error.hint = error::hint_for_serde_message(&message);
         with_file(vec![error])
     })?;
-    resolve::resolve(file).map_err(|mut errors| {
+    let mut config = resolve::resolve(file).map_err(|mut errors| {
         for error in &mut errors {
             error.location = error.location.or_else(|| source.locate(&error.path));
         }
         errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
         with_file(errors)
-    })
+    })?;
+    for warning in &mut config.warnings {
+        warning.file = file_name.to_string();
+        warning.location = warning.location.or_else(|| source.locate(&warning.path));
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

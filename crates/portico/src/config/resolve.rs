@@ -15,6 +15,7 @@ use crate::policy::{Level, LevelPolicies, Sourced, TargetPolicies};
 #[derive(Default)]
 struct Resolver {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Resolver {
@@ -92,7 +93,11 @@ pub fn resolve(file: File) -> Result<Config, Vec<ConfigError>> {
         binds.push(runtime::Bind { addr, listeners });
     }
     if r.errors.is_empty() {
-        Ok(Config { binds, settings })
+        Ok(Config {
+            binds,
+            settings,
+            warnings: r.warnings,
+        })
     } else {
         Err(r.errors)
     }
@@ -611,6 +616,12 @@ fn mcp_backend_rt(
             );
         }
         if let Some(target) = target_rt(r, target, &tpath, inherited) {
+            if target.policies.authorization.is_none() {
+                r.warnings.push(
+                    ConfigError::warning(&tpath, format!("target `{}` has no mcpAuthorization at any level: every caller sees and calls everything it serves", target.name))
+                        .hint("be explicit, even when permissive: `policies: {mcpAuthorization: {rules: [\"true\"]}}`"),
+                );
+            }
             targets.push(Arc::new(target));
         }
     }

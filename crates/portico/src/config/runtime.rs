@@ -15,6 +15,8 @@ use super::model::{FailureMode, LogFormat, PrefixMode};
 pub struct Config {
     pub binds: Vec<Bind>,
     pub settings: Settings,
+    /// Problems that do not stop the gateway (shown by `validate` and logged at start).
+    pub warnings: Vec<super::ConfigError>,
 }
 
 #[derive(Debug)]
