@@ -219,8 +219,8 @@ pub struct Policies {
     pub backend_auth: Option<IgnoredAny>,
     #[serde(rename = "backendTLS")]
     pub backend_tls: Option<IgnoredAny>,
-    pub request_header_modifier: Option<IgnoredAny>,
-    pub response_header_modifier: Option<IgnoredAny>,
+    pub request_header_modifier: Option<crate::policy::headers::Config>,
+    pub response_header_modifier: Option<crate::policy::headers::Config>,
     pub ai: Option<IgnoredAny>,
     pub a2a: Option<IgnoredAny>,
     pub local_rate_limit: Option<IgnoredAny>,

@@ -535,6 +535,7 @@ fn route_rt(
         hostnames: route.hostnames.clone(),
         jwt,
         cors,
+        response_headers: route_policies.response_headers.clone(),
         backends,
     })
 }
@@ -678,6 +679,13 @@ fn target_rt(
         Level::Target,
         &format!("{path}.policies"),
     );
+    if target.stdio.is_some() && own.request_headers.is_some() {
+        r.error(
+            format!("{path}.policies.requestHeaderModifier"),
+            "requestHeaderModifier does not apply to stdio targets: Portico talks to them over stdin, not HTTP",
+        )
+        .hint = Some("set it on an `mcp` (HTTP) target, or remove it".into());
+    }
     let policies = TargetPolicies::resolve(route_policies, backend_policies, &own);
     let kinds = [
         target.stdio.is_some(),

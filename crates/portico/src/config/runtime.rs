@@ -120,6 +120,8 @@ pub struct Route {
     pub jwt: Option<crate::policy::Sourced<crate::policy::jwt::JwtAuth>>,
     /// The effective `cors` (route over listener).
     pub cors: Option<crate::policy::Sourced<crate::policy::cors::Cors>>,
+    /// The route's `responseHeaderModifier`, applied to every response.
+    pub response_headers: Option<Arc<crate::policy::headers::HeaderModifier>>,
     pub backends: Vec<Backend>,
 }
 

@@ -25,6 +25,7 @@ use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::session::Session;
 use crate::mcp::sse;
 use crate::policy::authz::Caller;
+use crate::policy::headers::HeaderModifier;
 use crate::policy::jwt::Rejection;
 use crate::server::Gateway;
 
@@ -132,7 +133,32 @@ pub async fn handle(
     response
 }
 
+/// A target's own `responseHeaderModifier`, carried from the reply to [`modify_response`].
+#[derive(Clone)]
+struct TargetHeaders(Arc<HeaderModifier>);
+
+/// The route's `responseHeaderModifier`, then the answering target's, so the more specific wins.
+fn modify_response(route: &Route, mut response: Response<Body>) -> Response<Body> {
+    if let Some(modifier) = &route.response_headers {
+        modifier.apply(response.headers_mut());
+    }
+    if let Some(TargetHeaders(modifier)) = response.extensions_mut().remove::<TargetHeaders>() {
+        modifier.apply(response.headers_mut());
+    }
+    response
+}
+
 async fn serve(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let response = dispatch(gateway, route, request, peer).await;
+    modify_response(route, response)
+}
+
+async fn dispatch(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     request: Request<Incoming>,
@@ -408,27 +434,31 @@ async fn run_request(
             error,
             started,
         );
-        (outcome.response, tx)
+        (outcome.response, outcome.response_headers, tx)
     });
     // Most requests finish before anything else is sent for them: those are answered in place, as JSON,
     // without a task or a stream.
     tokio::select! {
         biased;
-        (response, tx) = &mut handling => {
+        (response, target_headers, tx) = &mut handling => {
             drop(tx);
             let mut messages = Vec::new();
             while let Ok(message) = rx.try_recv() {
                 messages.push(message);
             }
             if messages.is_empty() {
-                return json_text_response(StatusCode::OK, response.to_json());
+                let mut reply = json_text_response(StatusCode::OK, response.to_json());
+                if let Some(modifier) = target_headers {
+                    reply.extensions_mut().insert(TargetHeaders(modifier));
+                }
+                return reply;
             }
             messages.push(response.to_json());
             sse_response(sse_body(futures::stream::iter(messages)))
         }
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
-                let (response, tx) = handling.await;
+                let (response, _, tx) = handling.await;
                 let _ = tx.send(response.to_json()).await;
             });
             let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });

@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod cors;
+pub mod headers;
 pub mod jwt;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub struct LevelPolicies {
     pub authorization: Option<Arc<authz::Authorization>>,
     pub jwt: Option<Arc<jwt::JwtAuth>>,
     pub cors: Option<Arc<cors::Cors>>,
+    pub request_headers: Option<Arc<headers::HeaderModifier>>,
+    pub response_headers: Option<Arc<headers::HeaderModifier>>,
 }
 
 impl LevelPolicies {
@@ -137,6 +140,27 @@ impl LevelPolicies {
                 }
             }
         }
+        let modifiers = [
+            (
+                "requestHeaderModifier",
+                &policies.request_header_modifier,
+                &mut compiled.request_headers,
+            ),
+            (
+                "responseHeaderModifier",
+                &policies.response_header_modifier,
+                &mut compiled.response_headers,
+            ),
+        ];
+        for (name, config, slot) in modifiers {
+            let Some(config) = config else { continue };
+            match headers::HeaderModifier::compile(config) {
+                Ok(modifier) => *slot = Some(Arc::new(modifier)),
+                Err((at, message)) => {
+                    errors.push(ConfigError::new(format!("{path}.{name}.{at}"), message))
+                }
+            }
+        }
         compiled
     }
 
@@ -147,27 +171,46 @@ impl LevelPolicies {
             authorization: self.authorization.or(other.authorization),
             jwt: self.jwt.or(other.jwt),
             cors: self.cors.or(other.cors),
+            request_headers: self.request_headers.or(other.request_headers),
+            response_headers: self.response_headers.or(other.response_headers),
         }
     }
 }
 
 /// The policy types whose behaviour is built; the others are refused at load.
-const IMPLEMENTED: &[&str] = &["mcpAuthorization", "jwtAuth", "cors"];
+const IMPLEMENTED: &[&str] = &[
+    "mcpAuthorization",
+    "jwtAuth",
+    "cors",
+    "requestHeaderModifier",
+    "responseHeaderModifier",
+];
 
 /// A target's effective policies: per type, the most specific level that sets it.
 #[derive(Debug, Default, Clone)]
 pub struct TargetPolicies {
     pub authorization: Option<Sourced<authz::Authorization>>,
+    pub request_headers: Option<Sourced<headers::HeaderModifier>>,
+    pub response_headers: Option<Sourced<headers::HeaderModifier>>,
 }
 
 impl TargetPolicies {
     pub fn resolve(route: &LevelPolicies, backend: &LevelPolicies, target: &LevelPolicies) -> Self {
+        fn pick<T>(
+            get: impl Fn(&LevelPolicies) -> &Option<Arc<T>>,
+            levels: [&LevelPolicies; 3],
+        ) -> Option<Sourced<T>> {
+            resolve([
+                Sourced::at(get(levels[0]), Level::Route),
+                Sourced::at(get(levels[1]), Level::Backend),
+                Sourced::at(get(levels[2]), Level::Target),
+            ])
+        }
+        let levels = [route, backend, target];
         Self {
-            authorization: resolve([
-                Sourced::at(&route.authorization, Level::Route),
-                Sourced::at(&backend.authorization, Level::Backend),
-                Sourced::at(&target.authorization, Level::Target),
-            ]),
+            authorization: pick(|l| &l.authorization, levels),
+            request_headers: pick(|l| &l.request_headers, levels),
+            response_headers: pick(|l| &l.response_headers, levels),
         }
     }
 }

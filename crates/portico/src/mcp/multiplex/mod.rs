@@ -34,6 +34,7 @@ use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::upstream::{InboundHandler, InboundSink, Upstream, UpstreamError};
 use crate::policy::Level;
 use crate::policy::authz::{self, Caller, Decision};
+use crate::policy::headers::HeaderModifier;
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +50,8 @@ pub struct Outcome {
     pub item: Option<String>,
     /// The authorization decision, for the access log.
     pub authz: Option<String>,
+    /// The answering target's own `responseHeaderModifier` (backend or target level).
+    pub response_headers: Option<Arc<HeaderModifier>>,
 }
 
 impl Outcome {
@@ -58,6 +61,7 @@ impl Outcome {
             target: None,
             item: None,
             authz: None,
+            response_headers: None,
         }
     }
 }
@@ -698,6 +702,7 @@ impl Mux {
                 target,
                 item: None,
                 authz: None,
+                response_headers: None,
             };
         };
         let upstream_id = upstream.next_id();
@@ -723,11 +728,19 @@ impl Mux {
                 )
             }
         };
+        let response_headers = slot
+            .target
+            .policies
+            .response_headers
+            .as_ref()
+            .filter(|s| s.level != Level::Route)
+            .map(|s| s.policy.clone());
         Outcome {
             response,
             target,
             item: None,
             authz: None,
+            response_headers,
         }
     }
 

@@ -1,7 +1,7 @@
 //! A target reached over MCP Streamable HTTP: one POST per message, JSON or SSE replies, a GET stream
 //! for the target's unprompted messages, and the upstream's own `Mcp-Session-Id`.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
+use crate::policy::headers::HeaderModifier;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -25,6 +26,7 @@ pub struct HttpUpstream {
     /// The `initialize` request, replayed once if the upstream session expires.
     init_request: RwLock<Option<Value>>,
     listen: CancellationToken,
+    request_headers: Option<Arc<HeaderModifier>>,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -41,11 +43,17 @@ fn connect_error(e: reqwest::Error) -> UpstreamError {
 }
 
 impl HttpUpstream {
-    pub fn new(url: reqwest::Url, client: reqwest::Client, sink: InboundSink) -> Self {
+    pub fn new(
+        url: reqwest::Url,
+        client: reqwest::Client,
+        sink: InboundSink,
+        request_headers: Option<Arc<HeaderModifier>>,
+    ) -> Self {
         Self {
             url,
             client,
             sink,
+            request_headers,
             session_id: RwLock::new(None),
             protocol_version: RwLock::new(None),
             init_request: RwLock::new(None),
@@ -57,14 +65,22 @@ impl HttpUpstream {
         write(&self.protocol_version, HeaderValue::from_str(version).ok());
     }
 
-    fn with_session(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// Adds the upstream session headers and applies the target's `requestHeaderModifier`.
+    fn prepare(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Request, UpstreamError> {
         if let Some(id) = read(&self.session_id) {
             request = request.header(SESSION_HEADER, id);
         }
         if let Some(version) = read(&self.protocol_version) {
             request = request.header(VERSION_HEADER, version);
         }
-        request
+        let mut request = request.build().map_err(connect_error)?;
+        if let Some(modifier) = &self.request_headers {
+            modifier.apply(request.headers_mut());
+        }
+        Ok(request)
     }
 
     async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
@@ -76,8 +92,8 @@ impl HttpUpstream {
             .header(ACCEPT, ACCEPT_BOTH)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        self.with_session(request)
-            .send()
+        self.client
+            .execute(self.prepare(request)?)
             .await
             .map_err(connect_error)
     }
@@ -190,10 +206,13 @@ impl HttpUpstream {
 
     /// Opens the GET stream on which the target may send notifications and requests at any time.
     pub fn open_listen_stream(&self) {
-        let request = self
-            .with_session(self.client.get(self.url.clone()))
-            .header(ACCEPT, "text/event-stream");
-        let (sink, cancel) = (self.sink.clone(), self.listen.clone());
+        let request = self.prepare(
+            self.client
+                .get(self.url.clone())
+                .header(ACCEPT, "text/event-stream"),
+        );
+        let Ok(request) = request else { return };
+        let (sink, cancel, client) = (self.sink.clone(), self.listen.clone(), self.client.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
@@ -202,7 +221,7 @@ impl HttpUpstream {
                 };
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    outcome = listen_once(attempt, &sink) => outcome,
+                    outcome = listen_once(&client, attempt, &sink) => outcome,
                 };
                 if !outcome {
                     return;
@@ -221,8 +240,10 @@ impl HttpUpstream {
         if read(&self.session_id).is_none() {
             return;
         }
-        let request = self.with_session(self.client.delete(self.url.clone()));
-        let _ = tokio::time::timeout(Duration::from_secs(2), request.send()).await;
+        let Ok(request) = self.prepare(self.client.delete(self.url.clone())) else {
+            return;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.execute(request)).await;
     }
 }
 
@@ -234,8 +255,12 @@ fn parse_event(event: &sse::Event) -> Option<Incoming> {
 }
 
 /// Reads one GET stream to its end; `false` when the target does not offer one (no retry).
-async fn listen_once(request: reqwest::RequestBuilder, sink: &InboundSink) -> bool {
-    let Ok(mut response) = request.send().await else {
+async fn listen_once(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    sink: &InboundSink,
+) -> bool {
+    let Ok(mut response) = client.execute(request).await else {
         return true;
     };
     if !response.status().is_success() {

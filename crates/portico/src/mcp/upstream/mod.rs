@@ -96,6 +96,11 @@ impl Upstream {
                 url.clone(),
                 http_client.clone(),
                 sink,
+                target
+                    .policies
+                    .request_headers
+                    .as_ref()
+                    .map(|s| s.policy.clone()),
             )),
         };
         let mut upstream = Upstream {
