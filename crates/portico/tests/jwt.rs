@@ -349,3 +349,54 @@ async fn modes() {
         "and the caller is anonymous"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_authentication_publishes_metadata_and_challenges() {
+    let ec = Signer::new(Algorithm::ES256, "ec-1");
+    let policy = format!(
+        "    - name: test\n      policies:\n        mcpAuthentication:\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            inline: '{}'\n          resourceMetadata:\n            scopes_supported: [mcp]\n",
+        jwks(&[&ec])
+    );
+    let targets = format!(
+        "{}            policies:\n              mcpAuthorization:\n                rules: ['has(jwt.sub)']\n",
+        stdio_target("a", &[])
+    );
+    let yaml = config_with_targets(&targets, "").replace("    - name: test\n", &policy);
+    let gateway = Gateway::start(&yaml).await;
+
+    let metadata_url = gateway.url("/.well-known/oauth-protected-resource/mcp");
+    let metadata: Value = reqwest::get(&metadata_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], gateway.url("/mcp"));
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
+    assert_eq!(metadata["scopes_supported"], json!(["mcp"]));
+    assert_eq!(
+        reqwest::get(gateway.url("/.well-known/oauth-protected-resource/other"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let (status, challenge, _) = connect_with(gateway.url("/mcp"), None).await;
+    assert_eq!(status, 401, "strict by default");
+    assert_eq!(
+        challenge.as_deref(),
+        Some(format!("Bearer resource_metadata=\"{metadata_url}\"").as_str())
+    );
+    let (status, challenge, _) = connect_with(gateway.url("/mcp"), Some("not.a.token")).await;
+    assert_eq!(status, 401);
+    assert!(challenge.unwrap().contains("error=\"invalid_token\""));
+
+    let (status, _, mut client) =
+        connect_with(gateway.url("/mcp"), Some(&ec.sign(&claims("ada", &[])))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        text(&client.call("echo", json!({"message": "in"})).await),
+        "in"
+    );
+}

@@ -214,7 +214,7 @@ pub struct HttpTarget {
 pub struct Policies {
     pub cors: Option<crate::policy::cors::Config>,
     pub jwt_auth: Option<crate::policy::jwt::Config>,
-    pub mcp_authentication: Option<IgnoredAny>,
+    pub mcp_authentication: Option<crate::policy::mcp_authn::Config>,
     pub mcp_authorization: Option<crate::policy::authz::Config>,
     pub backend_auth: Option<IgnoredAny>,
     #[serde(rename = "backendTLS")]

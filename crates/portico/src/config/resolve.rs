@@ -305,7 +305,14 @@ fn listener_rt(
     for (i, route) in listener.routes.iter().enumerate() {
         let route_path = format!("{path}.routes[{i}]");
         let name = route.name.clone().unwrap_or_else(|| format!("route{i}"));
-        let Some(route_rt) = route_rt(r, route, &route_path, &name, &listener_policies) else {
+        let Some(route_rt) = route_rt(
+            r,
+            route,
+            &route_path,
+            &name,
+            &listener_policies,
+            tls.is_some(),
+        ) else {
             continue;
         };
         let route_rt = Arc::new(route_rt);
@@ -483,12 +490,25 @@ fn matcher_rt(
     })
 }
 
+/// The path a client calls on this route: the first exact or prefix path it matches, else `/`.
+fn resource_path(route: &model::Route) -> String {
+    route
+        .matches
+        .iter()
+        .find_map(|m| match &m.path {
+            Some(model::PathMatch::Exact(p) | model::PathMatch::PathPrefix(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "/".into())
+}
+
 fn route_rt(
     r: &mut Resolver,
     route: &model::Route,
     path: &str,
     name: &str,
     listener_policies: &LevelPolicies,
+    tls: bool,
 ) -> Option<runtime::Route> {
     let route_policies = r.policies(
         route.policies.as_ref(),
@@ -536,6 +556,9 @@ fn route_rt(
         jwt,
         cors,
         response_headers: route_policies.response_headers.clone(),
+        authentication: route_policies.mcp_authentication.clone(),
+        resource_path: resource_path(route),
+        scheme: if tls { "https" } else { "http" },
         backends,
     })
 }

@@ -122,6 +122,12 @@ pub struct Route {
     pub cors: Option<crate::policy::Sourced<crate::policy::cors::Cors>>,
     /// The route's `responseHeaderModifier`, applied to every response.
     pub response_headers: Option<Arc<crate::policy::headers::HeaderModifier>>,
+    /// `mcpAuthentication`: validates tokens in place of `jwtAuth` and publishes resource metadata.
+    pub authentication: Option<Arc<crate::policy::mcp_authn::McpAuthentication>>,
+    /// The path clients call, e.g. `/mcp` (the first `matches[].path`), for the resource metadata.
+    pub resource_path: String,
+    /// `https` on TLS listeners, else `http`.
+    pub scheme: &'static str,
     pub backends: Vec<Backend>,
 }
 

@@ -27,6 +27,7 @@ use crate::mcp::sse;
 use crate::policy::authz::Caller;
 use crate::policy::headers::HeaderModifier;
 use crate::policy::jwt::Rejection;
+use crate::policy::mcp_authn::McpAuthentication;
 use crate::server::Gateway;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -206,18 +207,40 @@ async fn dispatch(
     }
 }
 
-/// Validates the bearer token when the route has `jwtAuth`: `Ok(claims)` (`Null` when anonymous),
-/// or the 401 to answer.
+/// `scheme://host` of the request, as the client addressed it.
+pub fn base_url(route: &Route, headers: &HeaderMap) -> String {
+    format!(
+        "{}://{}",
+        route.scheme,
+        header(headers, HOST).unwrap_or("localhost")
+    )
+}
+
+/// Validates the bearer token when the route has `mcpAuthentication` or `jwtAuth`: `Ok(claims)`
+/// (`Null` when anonymous), or the 401 to answer.
 fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
-    let Some(jwt) = &route.jwt else {
-        return Ok(Value::Null);
+    let (validator, metadata) = match (&route.authentication, &route.jwt) {
+        (Some(authn), _) => (
+            &authn.jwt,
+            Some(McpAuthentication::metadata_url(
+                &base_url(route, headers),
+                &route.resource_path,
+            )),
+        ),
+        (None, Some(jwt)) => (&*jwt.policy, None),
+        (None, None) => return Ok(Value::Null),
     };
-    jwt.policy.authenticate(headers).map_err(|rejection| {
-        tracing::info!(target: "portico::access", route = %route.name, reason = %rejection, "request refused by jwtAuth");
-        let challenge = match &rejection {
-            Rejection::Missing => "Bearer".to_string(),
-            _ => format!("Bearer error=\"invalid_token\", error_description=\"{rejection}\""),
-        };
+    validator.authenticate(headers).map_err(|rejection| {
+        tracing::info!(target: "portico::access", route = %route.name, reason = %rejection, "request refused: authentication");
+        let mut params = Vec::new();
+        if let Some(url) = metadata {
+            params.push(format!("resource_metadata=\"{url}\""));
+        }
+        if rejection != Rejection::Missing {
+            params.push("error=\"invalid_token\"".to_string());
+            params.push(format!("error_description=\"{rejection}\""));
+        }
+        let challenge = if params.is_empty() { "Bearer".to_string() } else { format!("Bearer {}", params.join(", ")) };
         let mut response = refuse(StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, rejection.to_string());
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);

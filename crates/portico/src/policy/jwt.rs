@@ -66,7 +66,7 @@ pub enum Mode {
     Permissive,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum JwksSource {
     File(String),

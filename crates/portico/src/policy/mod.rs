@@ -7,6 +7,7 @@ pub mod authz;
 pub mod cors;
 pub mod headers;
 pub mod jwt;
+pub mod mcp_authn;
 
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ pub struct LevelPolicies {
     pub cors: Option<Arc<cors::Cors>>,
     pub request_headers: Option<Arc<headers::HeaderModifier>>,
     pub response_headers: Option<Arc<headers::HeaderModifier>>,
+    pub mcp_authentication: Option<Arc<mcp_authn::McpAuthentication>>,
 }
 
 impl LevelPolicies {
@@ -140,6 +142,24 @@ impl LevelPolicies {
                 }
             }
         }
+        if let Some(config) = &policies.mcp_authentication {
+            match mcp_authn::McpAuthentication::compile(config) {
+                Ok(authn) => compiled.mcp_authentication = Some(Arc::new(authn)),
+                Err((at, message)) => errors.push(ConfigError::new(
+                    format!("{path}.mcpAuthentication.{at}"),
+                    message,
+                )),
+            }
+            if policies.jwt_auth.is_some() {
+                errors.push(
+                    ConfigError::new(
+                        format!("{path}.mcpAuthentication"),
+                        "jwtAuth and mcpAuthentication are both set",
+                    )
+                    .hint("mcpAuthentication validates tokens itself; keep one of the two"),
+                );
+            }
+        }
         let modifiers = [
             (
                 "requestHeaderModifier",
@@ -173,6 +193,7 @@ impl LevelPolicies {
             cors: self.cors.or(other.cors),
             request_headers: self.request_headers.or(other.request_headers),
             response_headers: self.response_headers.or(other.response_headers),
+            mcp_authentication: self.mcp_authentication.or(other.mcp_authentication),
         }
     }
 }
@@ -184,6 +205,7 @@ const IMPLEMENTED: &[&str] = &[
     "cors",
     "requestHeaderModifier",
     "responseHeaderModifier",
+    "mcpAuthentication",
 ];
 
 /// A target's effective policies: per type, the most specific level that sets it.

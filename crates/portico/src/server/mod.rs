@@ -12,10 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::runtime::{Bind, TargetKind};
+use crate::config::runtime::{Bind, Listener, TargetKind};
 use crate::mcp::jsonrpc::code;
 use crate::mcp::session::Sessions;
 use crate::mcp::streamable_http::{self, Body};
+use crate::policy::mcp_authn::WELL_KNOWN;
 
 /// What every request handler shares.
 pub struct Gateway {
@@ -274,6 +275,34 @@ async fn serve_connection(
     }
 }
 
+/// RFC 9728 metadata of the route whose resource path is `resource`, if it has `mcpAuthentication`.
+fn protected_resource_metadata(
+    listeners: &[Listener],
+    request: &Request<Incoming>,
+    resource: &str,
+) -> Response<Body> {
+    let resource = if resource.is_empty() { "/" } else { resource };
+    let route = listeners
+        .iter()
+        .flat_map(|l| &l.matchers)
+        .map(|m| &m.route)
+        .find(|r| r.authentication.is_some() && r.resource_path == resource);
+    let Some((route, authn)) = route.and_then(|r| r.authentication.as_ref().map(|a| (r, a))) else {
+        let mut response = Response::new(streamable_http::full("no protected resource here"));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    };
+    let base = streamable_http::base_url(route, request.headers());
+    let mut response = Response::new(streamable_http::full(
+        authn.metadata(&base, &route.resource_path).to_string(),
+    ));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 async fn route(
     gateway: &Arc<Gateway>,
     bind: usize,
@@ -281,6 +310,9 @@ async fn route(
     peer: SocketAddr,
 ) -> Response<Body> {
     let listeners = &gateway.config.binds[bind].listeners;
+    if let Some(resource) = request.uri().path().strip_prefix(WELL_KNOWN) {
+        return protected_resource_metadata(listeners, &request, resource);
+    }
     let Some(route) = router::find(listeners, &request) else {
         let body = crate::mcp::jsonrpc::error(
             serde_json::Value::Null,
