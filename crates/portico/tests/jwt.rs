@@ -400,3 +400,120 @@ async fn mcp_authentication_publishes_metadata_and_challenges() {
         "in"
     );
 }
+
+/// A JWKS endpoint on loopback whose key set the test can change; counts fetches.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (body.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        Self { url, body, hits }
+    }
+}
+
+async fn status_with(url: &str, token: &str) -> u16 {
+    connect_with(url.to_string(), Some(token)).await.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_jwks_is_fetched_and_rotated_keys_are_picked_up() {
+    let first = Signer::new(Algorithm::ES256, "first");
+    let second = Signer::new(Algorithm::ES256, "second");
+    let server = JwksServer::start(jwks(&[&first])).await;
+    let policy = format!(
+        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            url: {}\n",
+        server.url
+    );
+    let yaml =
+        config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy);
+    let gateway = Gateway::start(&yaml).await;
+    let url = gateway.url("/mcp");
+    // Fetched at start, in the background.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = status_with(&url, &first.sign(&claims("ada", &[]))).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    let fetched = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+
+    // The issuer rotates to a new key: the first token naming it makes Portico fetch the JWKS again.
+    *server.body.lock().unwrap() = jwks(&[&second]);
+    assert_eq!(
+        status_with(&url, &second.sign(&claims("ada", &[]))).await,
+        200
+    );
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        fetched + 1
+    );
+    // Unknown kids do not make Portico fetch on every request.
+    let stranger = Signer::new(Algorithm::ES256, "stranger");
+    assert_eq!(
+        status_with(&url, &stranger.sign(&claims("eve", &[]))).await,
+        401
+    );
+    assert_eq!(
+        status_with(&url, &stranger.sign(&claims("eve", &[]))).await,
+        401
+    );
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        fetched + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_jwks_url_does_not_stop_the_gateway() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let policy = format!(
+        "    - name: test\n      policies:\n        jwtAuth:\n          mode: optional\n          issuer: {ISSUER}\n          jwks:\n            url: http://{unused}/jwks.json\n"
+    );
+    let yaml =
+        config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy);
+    let gateway = Gateway::start(&yaml).await;
+    let signer = Signer::new(Algorithm::ES256, "k");
+    assert_eq!(
+        status_with(&gateway.url("/mcp"), &signer.sign(&claims("ada", &[]))).await,
+        401
+    );
+    let (status, _, mut client) = connect_with(gateway.url("/mcp"), None).await;
+    assert_eq!(status, 200, "anonymous callers are still served");
+    assert_eq!(
+        text(&client.call("echo", json!({"message": "up"})).await),
+        "up"
+    );
+    assert!(
+        gateway.log_text().contains("JWKS fetch failed"),
+        "{}",
+        gateway.log_text()
+    );
+}

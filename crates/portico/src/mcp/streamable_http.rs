@@ -188,7 +188,7 @@ async fn dispatch(
             ),
         );
     }
-    let claims = match authenticate(route, request.headers()) {
+    let claims = match authenticate(route, request.headers()).await {
         Ok(claims) => claims,
         Err(refused) => return refused,
     };
@@ -218,10 +218,10 @@ pub fn base_url(route: &Route, headers: &HeaderMap) -> String {
 
 /// Validates the bearer token when the route has `mcpAuthentication` or `jwtAuth`: `Ok(claims)`
 /// (`Null` when anonymous), or the 401 to answer.
-fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
+async fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
     let (validator, metadata) = match (&route.authentication, &route.jwt) {
         (Some(authn), _) => (
-            &authn.jwt,
+            &*authn.jwt,
             Some(McpAuthentication::metadata_url(
                 &base_url(route, headers),
                 &route.resource_path,
@@ -230,7 +230,7 @@ fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Bo
         (None, Some(jwt)) => (&*jwt.policy, None),
         (None, None) => return Ok(Value::Null),
     };
-    validator.authenticate(headers).map_err(|rejection| {
+    validator.authenticate(headers).await.map_err(|rejection| {
         tracing::info!(target: "portico::access", route = %route.name, reason = %rejection, "request refused: authentication");
         let mut params = Vec::new();
         if let Some(url) = metadata {

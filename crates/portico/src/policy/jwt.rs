@@ -12,6 +12,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -74,16 +78,38 @@ pub enum JwksSource {
     Url(String),
 }
 
+type Keys = Vec<(Option<String>, Algorithm, DecodingKey)>;
+
 struct Provider {
     issuer: Option<String>,
     audiences: Vec<String>,
-    keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    /// Swapped whole when a remote JWKS is fetched again.
+    keys: ArcSwap<Keys>,
+    remote: Option<Remote>,
 }
+
+/// A JWKS fetched from a URL: refreshed periodically, and early (at most every
+/// [`MIN_REFRESH`]) when a token names a key it does not have.
+struct Remote {
+    url: String,
+    /// The last fetch caused by an unknown key.
+    last_demand: Mutex<Option<Instant>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// How often a remote JWKS is fetched again.
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// The least time between two fetches caused by unknown keys.
+const MIN_REFRESH: Duration = Duration::from_secs(30);
+/// How long a request waits for a JWKS fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A compiled `jwtAuth` policy.
 pub struct JwtAuth {
     pub mode: Mode,
     providers: Vec<Provider>,
+    /// For remote JWKS, made on first use.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -134,12 +160,16 @@ impl JwtAuth {
         Ok(Self {
             mode: config.mode,
             providers,
+            client: std::sync::OnceLock::new(),
         })
     }
 
     /// Validates the request's bearer token: `Ok(claims)` (`Value::Null` when anonymous is allowed).
-    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Value, Rejection> {
-        let outcome = self.claims(headers);
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Value, Rejection> {
+        let outcome = match bearer(headers) {
+            Ok(token) => self.validate_refreshing(token).await,
+            Err(rejection) => Err(rejection),
+        };
         match (self.mode, outcome) {
             (_, Ok(claims)) => Ok(claims),
             (Mode::Permissive, Err(_)) => Ok(Value::Null),
@@ -148,26 +178,53 @@ impl JwtAuth {
         }
     }
 
-    fn claims(&self, headers: &http::HeaderMap) -> Result<Value, Rejection> {
-        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Err(Rejection::Missing);
-        };
-        if values.next().is_some() {
-            return Err(Rejection::Ambiguous);
+    /// Validates `token`; a key missing from a remote JWKS makes it fetch the JWKS again (at most every
+    /// [`MIN_REFRESH`]) and try once more, so rotated keys are picked up at their first use.
+    async fn validate_refreshing(&self, token: &str) -> Result<Value, Rejection> {
+        match self.validate(token) {
+            Err(Unverified::MissingKey(provider)) => {
+                self.providers[provider].refresh(self.client(), true).await;
+                self.validate(token).map_err(Unverified::into_rejection)
+            }
+            other => other.map_err(Unverified::into_rejection),
         }
-        let value = value
-            .to_str()
-            .map_err(|_| Rejection::Invalid("malformed Authorization header".into()))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(Rejection::Invalid("not a Bearer token".into())),
-        };
-        self.validate(token)
     }
 
-    fn validate(&self, token: &str) -> Result<Value, Rejection> {
-        let invalid = |why: &str| Rejection::Invalid(why.to_string());
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(reqwest::Client::new)
+    }
+
+    /// Fetches every remote JWKS now and then every [`REFRESH_EVERY`] until `stop`; sooner after a
+    /// failed fetch while no keys are held.
+    pub fn spawn_refresh(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if self.providers.iter().all(|p| p.remote.is_none()) {
+            return;
+        }
+        let auth = self.clone();
+        tokio::spawn(async move {
+            loop {
+                for provider in &auth.providers {
+                    provider.refresh(auth.client(), false).await;
+                }
+                let starved = auth
+                    .providers
+                    .iter()
+                    .any(|p| p.remote.is_some() && p.keys.load().is_empty());
+                let wait = if starved {
+                    Duration::from_secs(5)
+                } else {
+                    REFRESH_EVERY
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    fn validate(&self, token: &str) -> Result<Value, Unverified> {
+        let invalid = |why: &str| Unverified::Rejected(Rejection::Invalid(why.to_string()));
         let raw_header = token
             .split('.')
             .next()
@@ -184,17 +241,22 @@ impl JwtAuth {
             return Err(invalid("unsupported algorithm"));
         }
         let issuer = unverified_issuer(token);
-        let provider = self
+        let (index, provider) = self
             .providers
             .iter()
-            .find(|p| p.issuer.is_none() || p.issuer == issuer)
+            .enumerate()
+            .find(|(_, p)| p.issuer.is_none() || p.issuer == issuer)
             .ok_or_else(|| invalid("unknown issuer"))?;
-        let mut candidates = provider.keys.iter().filter(|(kid, alg, _)| {
+        let keys = provider.keys.load();
+        let mut candidates = keys.iter().filter(|(kid, alg, _)| {
             *alg == header.alg && (header.kid.is_none() || *kid == header.kid)
         });
-        let (_, _, key) = candidates
-            .next()
-            .ok_or_else(|| invalid("no key for this kid and algorithm"))?;
+        let Some((_, _, key)) = candidates.next() else {
+            if provider.remote.is_some() {
+                return Err(Unverified::MissingKey(index));
+            }
+            return Err(invalid("no key for this kid and algorithm"));
+        };
         if header.kid.is_none() && candidates.next().is_some() {
             return Err(invalid("token has no kid and several keys match"));
         }
@@ -215,8 +277,9 @@ impl JwtAuth {
             validation.set_audience(&provider.audiences);
             validation.required_spec_claims.insert("aud".into());
         }
-        let data = jsonwebtoken::decode::<Value>(token, key, &validation)
-            .map_err(|e| Rejection::Invalid(format!("{:?}", e.kind()).to_lowercase()))?;
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
+            Unverified::Rejected(Rejection::Invalid(format!("{:?}", e.kind()).to_lowercase()))
+        })?;
         let now = jsonwebtoken::get_current_timestamp();
         if data
             .claims
@@ -227,6 +290,42 @@ impl JwtAuth {
             return Err(invalid("issued in the future"));
         }
         Ok(data.claims)
+    }
+}
+
+/// Why [`JwtAuth::validate`] did not accept a token.
+enum Unverified {
+    Rejected(Rejection),
+    /// The token names a key the provider's remote JWKS may have gained since it was fetched.
+    MissingKey(usize),
+}
+
+impl Unverified {
+    fn into_rejection(self) -> Rejection {
+        match self {
+            Unverified::Rejected(rejection) => rejection,
+            Unverified::MissingKey(_) => {
+                Rejection::Invalid("no key for this kid and algorithm".into())
+            }
+        }
+    }
+}
+
+/// The bearer token of the request.
+fn bearer(headers: &http::HeaderMap) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Rejection::Missing);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::Ambiguous);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::Invalid("malformed Authorization header".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(Rejection::Invalid("not a Bearer token".into())),
     }
 }
 
@@ -258,33 +357,99 @@ fn provider(
             serde_json::from_value(value)
                 .map_err(|e| (format!("{at}.inline"), format!("not a JWKS: {e}")))?
         }
-        JwksSource::Url(_) => {
+        JwksSource::Url(url) => {
+            if reqwest::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false)
+            {
+                return Ok(Provider {
+                    issuer,
+                    audiences,
+                    keys: ArcSwap::from_pointee(Vec::new()),
+                    remote: Some(Remote {
+                        url: url.clone(),
+                        last_demand: Mutex::new(None),
+                        refreshing: tokio::sync::Mutex::new(()),
+                    }),
+                });
+            }
             return Err((
                 format!("{at}.url"),
-                "JWKS from a URL is not supported yet; use `file` or `inline`".into(),
+                format!("`{url}` is not an http(s) URL"),
             ));
         }
     };
-    let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let Some(alg) = algorithm_of(jwk) else {
-            return Err((
-                format!("{at}.keys[{i}]"),
-                "the key names no usable asymmetric algorithm (`alg`)".into(),
-            ));
-        };
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|e| (format!("{at}.keys[{i}]"), format!("unusable key: {e}")))?;
-        keys.push((jwk.common.key_id.clone(), alg, key));
-    }
-    if keys.is_empty() {
-        return Err((at.to_string(), "the JWKS has no keys".into()));
-    }
+    let keys = parse_keys(&set).map_err(|(i, message)| match i {
+        Some(i) => (format!("{at}.keys[{i}]"), message),
+        None => (at.to_string(), message),
+    })?;
     Ok(Provider {
         issuer,
         audiences,
-        keys,
+        keys: ArcSwap::from_pointee(keys),
+        remote: None,
     })
+}
+
+/// The usable keys of a JWKS; `Err` names the bad key (its index) and why.
+fn parse_keys(set: &JwkSet) -> Result<Keys, (Option<usize>, String)> {
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let alg = algorithm_of(jwk).ok_or((
+            Some(i),
+            "the key names no usable asymmetric algorithm (`alg`)".to_string(),
+        ))?;
+        let key =
+            DecodingKey::from_jwk(jwk).map_err(|e| (Some(i), format!("unusable key: {e}")))?;
+        keys.push((jwk.common.key_id.clone(), alg, key));
+    }
+    if keys.is_empty() {
+        return Err((None, "the JWKS has no keys".into()));
+    }
+    Ok(keys)
+}
+
+impl Provider {
+    /// Fetches the remote JWKS now; `on_demand` (an unknown key) fetches at most every
+    /// [`MIN_REFRESH`], so tokens naming keys that do not exist cannot make Portico fetch on every request.
+    async fn refresh(&self, client: &reqwest::Client, on_demand: bool) {
+        let Some(remote) = &self.remote else { return };
+        let _one_at_a_time = remote.refreshing.lock().await;
+        if on_demand {
+            let mut last = remote.last_demand.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match fetch(client, &remote.url).await {
+            Ok(keys) => {
+                tracing::info!(target: "portico::jwt", url = %remote.url, keys = keys.len(), "JWKS fetched");
+                self.keys.store(Arc::new(keys));
+            }
+            // The keys already held stay in use.
+            Err(e) => {
+                tracing::warn!(target: "portico::jwt", url = %remote.url, error = %e, "JWKS fetch failed; retrying later")
+            }
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Keys, String> {
+    let response = client
+        .get(url)
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status().as_u16()));
+    }
+    let set: JwkSet = response
+        .json()
+        .await
+        .map_err(|e| format!("not a JWKS: {}", e.without_url()))?;
+    parse_keys(&set).map_err(|(_, message)| message)
 }
 
 /// The key's `alg`, or for keys without one, the algorithm its type implies (RSA keys: RS256).

@@ -5,6 +5,8 @@
 //! without a valid token 401 with `WWW-Authenticate: Bearer resource_metadata="<that URL>"`, from which
 //! an OAuth-capable client finds the authorization server.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -35,20 +37,20 @@ fn strict() -> Mode {
 /// A compiled `mcpAuthentication` policy.
 #[derive(Debug)]
 pub struct McpAuthentication {
-    pub jwt: JwtAuth,
+    pub jwt: Arc<JwtAuth>,
     issuer: String,
     extra: Map<String, Value>,
 }
 
 impl McpAuthentication {
     pub fn compile(config: &Config) -> Result<Self, (String, String)> {
-        let jwt = JwtAuth::compile(&jwt::Config {
+        let jwt = Arc::new(JwtAuth::compile(&jwt::Config {
             mode: config.mode,
             issuer: Some(config.issuer.clone()),
             audiences: config.audiences.clone(),
             jwks: Some(config.jwks.clone()),
             providers: vec![],
-        })?;
+        })?);
         Ok(Self {
             jwt,
             issuer: config.issuer.clone(),

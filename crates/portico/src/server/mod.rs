@@ -16,6 +16,7 @@ use crate::config::runtime::{Bind, Listener, TargetKind};
 use crate::mcp::jsonrpc::code;
 use crate::mcp::session::Sessions;
 use crate::mcp::streamable_http::{self, Body};
+use crate::policy::jwt::JwtAuth;
 use crate::policy::mcp_authn::WELL_KNOWN;
 
 /// What every request handler shares.
@@ -125,6 +126,9 @@ pub fn run(
     tracing::info!(target: "portico::server", workers, "serving");
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
+        for jwt in token_validators(&config) {
+            jwt.spawn_refresh(running.clone());
+        }
         tokio::spawn(serve(first, gateway.clone(), accepting.clone(), running.clone()));
         shutdown.await;
         tracing::info!(target: "portico::server", sessions = gateway.sessions.len(), "shutting down");
@@ -136,6 +140,29 @@ pub fn run(
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Every token validator of the config, once each.
+fn token_validators(config: &Config) -> Vec<Arc<JwtAuth>> {
+    let mut validators: Vec<Arc<JwtAuth>> = Vec::new();
+    let routes = config
+        .binds
+        .iter()
+        .flat_map(|b| &b.listeners)
+        .flat_map(|l| &l.matchers)
+        .map(|m| &m.route);
+    for route in routes {
+        let candidates = [
+            route.jwt.as_ref().map(|s| s.policy.clone()),
+            route.authentication.as_ref().map(|a| a.jwt.clone()),
+        ];
+        for jwt in candidates.into_iter().flatten() {
+            if !validators.iter().any(|v| Arc::ptr_eq(v, &jwt)) {
+                validators.push(jwt);
+            }
+        }
+    }
+    validators
 }
 
 /// One worker: accepts on its sockets until `accepting` ends, keeps running until `running` ends.
