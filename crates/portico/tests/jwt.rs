@@ -451,6 +451,12 @@ async fn remote_jwks_is_fetched_and_rotated_keys_are_picked_up() {
     let gateway = Gateway::start(&yaml).await;
     let url = gateway.url("/mcp");
     // Fetched at start, in the background.
+    for _ in 0..50 {
+        if server.hits.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut status = 0;
     for _ in 0..50 {
         status = status_with(&url, &first.sign(&claims("ada", &[]))).await;

@@ -5,7 +5,7 @@
 //! are allow rules, allow when there are only deny/require rules. A rule that fails to evaluate or does
 //! not give a bool counts as false.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -67,6 +67,8 @@ impl std::fmt::Debug for Rule {
 pub struct Authorization {
     pub rules: Vec<Rule>,
     has_allow: bool,
+    /// Whether any rule reads `mcp`; when none does, one decision holds for every item of a list.
+    pub per_item: bool,
 }
 
 /// Why an item was allowed or denied: the rule (index into `rules`) that decided, if one did.
@@ -102,7 +104,14 @@ impl Authorization {
             return Err(errors);
         }
         let has_allow = rules.iter().any(|r| r.effect == Effect::Allow);
-        Ok(Self { rules, has_allow })
+        let per_item = rules
+            .iter()
+            .any(|r| r.program.references().has_variable("mcp"));
+        Ok(Self {
+            rules,
+            has_allow,
+            per_item,
+        })
     }
 
     /// Decides for one item in `context` (which holds `jwt`, `mcp`, `request`, `source`).
@@ -198,7 +207,7 @@ impl Caller {
     }
 }
 
-/// The `mcp` variable for one item.
+/// The `mcp` variable for one item, built as a CEL map directly (it is made once per listed item).
 pub fn mcp_variable(
     method: &str,
     target: &str,
@@ -207,19 +216,20 @@ pub fn mcp_variable(
     arguments: Option<&Value>,
 ) -> cel::Value {
     let key = if kind == "resource" { "uri" } else { "name" };
-    let mut item = json!({ key: name });
+    let mut item: HashMap<&str, cel::Value> = HashMap::from([(key, cel::Value::from(name))]);
     if let Some(arguments) = arguments {
-        item["arguments"] = arguments.clone();
+        item.insert("arguments", to_cel(arguments));
     }
-    to_cel(&json!({"method": method, "target": target, kind: item}))
+    cel::Value::from(HashMap::from([
+        ("method", cel::Value::from(method)),
+        ("target", cel::Value::from(target)),
+        (kind, cel::Value::from(item)),
+    ]))
 }
 
 pub fn to_cel(value: &Value) -> cel::Value {
     cel::to_value(value).unwrap_or(cel::Value::Null)
 }
-
-/// A shared, compiled policy.
-pub type Shared = Arc<Authorization>;
 
 #[cfg(test)]
 mod tests {

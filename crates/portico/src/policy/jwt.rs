@@ -183,7 +183,12 @@ impl JwtAuth {
     async fn validate_refreshing(&self, token: &str) -> Result<Value, Rejection> {
         match self.validate(token) {
             Err(Unverified::MissingKey(provider)) => {
-                self.providers[provider].refresh(self.client(), true).await;
+                let provider = &self.providers[provider];
+                // A fetch under way (the one at start) may bring the key.
+                provider.settled().await;
+                if let Err(Unverified::MissingKey(_)) = self.validate(token) {
+                    provider.refresh(self.client(), true).await;
+                }
                 self.validate(token).map_err(Unverified::into_rejection)
             }
             other => other.map_err(Unverified::into_rejection),
@@ -410,6 +415,13 @@ fn parse_keys(set: &JwkSet) -> Result<Keys, (Option<usize>, String)> {
 }
 
 impl Provider {
+    /// Waits for a fetch in progress, if any.
+    async fn settled(&self) {
+        if let Some(remote) = &self.remote {
+            drop(remote.refreshing.lock().await);
+        }
+    }
+
     /// Fetches the remote JWKS now; `on_demand` (an unknown key) fetches at most every
     /// [`MIN_REFRESH`], so tokens naming keys that do not exist cannot make Portico fetch on every request.
     async fn refresh(&self, client: &reqwest::Client, on_demand: bool) {

@@ -646,6 +646,18 @@ impl Mux {
         let target = &self.slots[t].target.name;
         let base = caller.context();
         let method = kind.method();
+        if !sourced.policy.per_item {
+            // No rule reads `mcp`: one decision for the whole list.
+            let mut context = base.new_inner_scope();
+            context.add_variable_from_value(
+                "mcp",
+                authz::mcp_variable(method, target, kind.noun(), "", None),
+            );
+            if !sourced.policy.decide(&context).allowed {
+                list.clear();
+            }
+            return;
+        }
         list.retain(|item| {
             let Some(name) = items::name_of(item, kind) else {
                 return false;
