@@ -109,6 +109,21 @@ struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     url: hyper::Uri,
     session: Option<String>,
+    /// An `Authorization` header value sent with every request.
+    auth: Option<String>,
+}
+
+/// One side of a comparison: an MCP endpoint, and the bearer token to present, if any.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    url: &'a str,
+    token: Option<&'a str>,
+}
+
+impl<'a> Side<'a> {
+    fn plain(url: &'a str) -> Self {
+        Self { url, token: None }
+    }
 }
 
 impl Conn {
@@ -128,6 +143,7 @@ impl Conn {
             sender,
             url,
             session,
+            auth: None,
         })
     }
 
@@ -146,6 +162,9 @@ impl Conn {
             .header("mcp-protocol-version", "2025-06-18");
         if let Some(session) = &self.session {
             request = request.header("mcp-session-id", session);
+        }
+        if let Some(auth) = &self.auth {
+            request = request.header("authorization", auth);
         }
         self.sender.ready().await?;
         let response = self
@@ -191,16 +210,20 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 /// Sends `make(id)` on `connections` connections of one session for `seconds`.
 async fn load(
-    url: &str,
+    side: Side<'_>,
     connections: usize,
     seconds: f64,
     make: fn(u64) -> Value,
 ) -> anyhow::Result<Stats> {
-    let mut first = Conn::open(url, None).await?;
+    let auth = side.token.map(|t| format!("Bearer {t}"));
+    let mut first = Conn::open(side.url, None).await?;
+    first.auth = auth.clone();
     let session = first.initialize().await?;
     let mut conns = vec![first];
     for _ in 1..connections {
-        conns.push(Conn::open(url, Some(session.clone())).await?);
+        let mut conn = Conn::open(side.url, Some(session.clone())).await?;
+        conn.auth = auth.clone();
+        conns.push(conn);
     }
     // Warm-up: one request per connection.
     for conn in &mut conns {
@@ -290,22 +313,34 @@ fn median(values: &mut [f64]) -> f64 {
 /// Runs `rounds` × (a, b) alternately; returns the median of each side's rounds.
 async fn compare(
     cli: &Cli,
-    a: &str,
-    b: &str,
+    a: Side<'_>,
+    b: Side<'_>,
     connections: usize,
     make: fn(u64) -> Value,
 ) -> anyhow::Result<(Stats, Stats)> {
-    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let stats = compare_all(cli, &[a, b], connections, make).await?;
+    Ok((stats[0], stats[1]))
+}
+
+/// Runs `rounds` × every side in turn; returns the median of each side's rounds.
+async fn compare_all(
+    cli: &Cli,
+    sides: &[Side<'_>],
+    connections: usize,
+    make: fn(u64) -> Value,
+) -> anyhow::Result<Vec<Stats>> {
+    let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); sides.len()];
     for _ in 0..cli.rounds {
-        ra.push(load(a, connections, cli.seconds, make).await?);
-        rb.push(load(b, connections, cli.seconds, make).await?);
+        for (side, results) in sides.iter().zip(&mut rounds) {
+            results.push(load(*side, connections, cli.seconds, make).await?);
+        }
     }
     let summarize = |rounds: &[Stats]| Stats {
         per_second: median(&mut rounds.iter().map(|s| s.per_second).collect::<Vec<_>>()),
         p50_ms: median(&mut rounds.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
         p99_ms: median(&mut rounds.iter().map(|s| s.p99_ms).collect::<Vec<_>>()),
     };
-    Ok((summarize(&ra), summarize(&rb)))
+    Ok(rounds.iter().map(|r| summarize(r)).collect())
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -322,6 +357,75 @@ fn row(name: &str, s: Stats) {
         "| {name} | {:.0} | {:.3} | {:.3} |",
         s.per_second, s.p50_ms, s.p99_ms
     );
+}
+
+/// 9 deny rules that never hold and 1 allow rule, all reading the tool's name: 10 evaluations per tool.
+fn per_item_rules() -> String {
+    let mut rules: Vec<String> = (0..9)
+        .map(|i| format!("- deny: 'mcp.tool.name == \"forbidden_{i}\"'"))
+        .collect();
+    rules.push("- 'mcp.tool.name != \"\"'".into());
+    rules.join("\n")
+}
+
+/// The same shape reading only claims, so one decision covers a target's whole list.
+fn claim_rules() -> String {
+    let mut rules: Vec<String> = (0..9)
+        .map(|i| format!("- deny: 'has(jwt.banned_{i})'"))
+        .collect();
+    rules.push("- 'true'".into());
+    rules.join("\n")
+}
+
+fn indent(text: &str, by: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(by)))
+        .collect()
+}
+
+fn with_backend_policy(route: String, rules: &str) -> String {
+    let policy = format!(
+        "          policies:\n            mcpAuthorization:\n              rules:\n{}",
+        indent(rules, 14)
+    );
+    route.replace("      - mcp:\n", &format!("      - mcp:\n{policy}"))
+}
+
+fn with_route_policy(route: String, policy: &str) -> String {
+    let (head, rest) = route.split_once('\n').unwrap_or((&route, ""));
+    format!("{head}\n      policies:\n{}{rest}", indent(policy, 8))
+}
+
+/// An ES256 key made for the run, its JWKS in the route's policy, and tokens signed with it.
+mod jwt {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    pub struct Signer(EncodingKey);
+
+    impl Signer {
+        pub fn new() -> Self {
+            let pair = rcgen::KeyPair::generate().expect("an EC key");
+            Self(EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("a PEM key"))
+        }
+
+        pub fn policy(&self) -> String {
+            let mut jwk = Jwk::from_encoding_key(&self.0, Algorithm::ES256).expect("a JWK");
+            jwk.common.key_id = Some("bench".into());
+            let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap_or_default();
+            format!(
+                "jwtAuth:\n  mode: strict\n  issuer: https://bench.test\n  audiences: [bench]\n  jwks:\n    inline: '{jwks}'"
+            )
+        }
+
+        pub fn token(&self) -> String {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some("bench".into());
+            let now = jsonwebtoken::get_current_timestamp();
+            let claims = serde_json::json!({"iss": "https://bench.test", "aud": "bench", "sub": "bench", "exp": now + 3600, "iat": now});
+            jsonwebtoken::encode(&header, &claims, &self.0).unwrap_or_default()
+        }
+    }
 }
 
 fn http_target(name: &str, url: &str) -> String {
@@ -363,11 +467,25 @@ async fn main() -> anyhow::Result<()> {
         list_targets.push(http_target(&format!("t{i}"), &url));
         list_urls.push(url);
     }
+    // Two targets of 250 tools (19 built-in + 231 generated) for the authorization comparison.
+    let (_half_a, half_a) =
+        fixture(&portico, &["--name", "half-a", "--extra-tools", "231"]).await?;
+    let (_half_b, half_b) =
+        fixture(&portico, &["--name", "half-b", "--extra-tools", "231"]).await?;
+    let halves = format!("{}{}", http_target("a", &half_a), http_target("b", &half_b));
+    let signer = jwt::Signer::new();
     let config = format!(
-        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}config:\n  logging: {{level: warn}}\n",
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}{}{}{}{}config:\n  logging: {{level: warn}}\n",
         route("call", "/call", &http_target("call", &call_url)),
         route("ten", "/ten", &list_targets.concat()),
         route("one", "/one", &list_targets[0]),
+        route("norules", "/norules", &halves),
+        with_backend_policy(route("rules", "/rules", &halves), &per_item_rules()),
+        with_backend_policy(route("claimrules", "/claimrules", &halves), &claim_rules()),
+        with_route_policy(
+            route("jwt", "/jwt", &http_target("call", &call_url)),
+            &signer.policy()
+        ),
     );
     let (gateway_proc, base) = gateway(&portico, &config).await?;
     let gateway_pid = gateway_proc.0.id().unwrap_or(0);
@@ -379,7 +497,14 @@ async fn main() -> anyhow::Result<()> {
         cli.connections, cli.seconds, cli.rounds
     );
     println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    let (direct, proxied) = compare(&cli, &call_url, &through, cli.connections, echo_call).await?;
+    let (direct, proxied) = compare(
+        &cli,
+        Side::plain(&call_url),
+        Side::plain(&through),
+        cli.connections,
+        echo_call,
+    )
+    .await?;
     row("direct to fixture", direct);
     row("through portico", proxied);
     println!(
@@ -389,7 +514,14 @@ async fn main() -> anyhow::Result<()> {
 
     println!("## tools/call `echo`, 1 connection\n");
     println!("| side | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    let (direct, proxied) = compare(&cli, &call_url, &through, 1, echo_call).await?;
+    let (direct, proxied) = compare(
+        &cli,
+        Side::plain(&call_url),
+        Side::plain(&through),
+        1,
+        echo_call,
+    )
+    .await?;
     row("direct to fixture", direct);
     row("through portico", proxied);
     println!("\nadded p50: {:.3} ms\n", proxied.p50_ms - direct.p50_ms);
@@ -398,10 +530,11 @@ async fn main() -> anyhow::Result<()> {
         "## tools/list through portico, 1 connection: 10 targets × 50 tools vs 1 target × 50 tools\n"
     );
     println!("| route | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let (one_url, ten_url) = (format!("{base}/one"), format!("{base}/ten"));
     let (one, ten) = compare(
         &cli,
-        &format!("{base}/one"),
-        &format!("{base}/ten"),
+        Side::plain(&one_url),
+        Side::plain(&ten_url),
         1,
         list_tools,
     )
@@ -416,13 +549,64 @@ async fn main() -> anyhow::Result<()> {
         "Reference, no gateway: the client lists the same targets directly, one, then all ten at once.\n"
     );
     println!("| direct | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    let one_direct = load(&list_urls[0], 1, cli.seconds, list_tools).await?;
+    let one_direct = load(Side::plain(&list_urls[0]), 1, cli.seconds, list_tools).await?;
     let ten_direct = fan_out(&list_urls, cli.seconds).await?;
     row("1 target", one_direct);
     row("10 targets at once", ten_direct);
     println!(
         "\ndirect 10-target / 1-target p50: {:.2}×\n",
         ten_direct.p50_ms / one_direct.p50_ms
+    );
+
+    println!("## mcpAuthorization: tools/list of 500 tools over 2 targets, 1 connection\n");
+    println!("| route | lists/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let (no_rules, rules, claim_rules_url) = (
+        format!("{base}/norules"),
+        format!("{base}/rules"),
+        format!("{base}/claimrules"),
+    );
+    let sides = [
+        Side::plain(&no_rules),
+        Side::plain(&rules),
+        Side::plain(&claim_rules_url),
+    ];
+    let stats = compare_all(&cli, &sides, 1, list_tools).await?;
+    let (none, per_item, claims_only) = (stats[0], stats[1], stats[2]);
+    row("no rules", none);
+    row(
+        "10 rules reading `mcp.tool.name` (evaluated per tool)",
+        per_item,
+    );
+    row(
+        "10 rules reading only `jwt` (evaluated once per target)",
+        claims_only,
+    );
+    println!(
+        "\nadded p50: per-tool rules {:+.0} %, claim rules {:+.0} %\n",
+        (per_item.p50_ms / none.p50_ms - 1.0) * 100.0,
+        (claims_only.p50_ms / none.p50_ms - 1.0) * 100.0
+    );
+
+    println!("## jwtAuth: tools/call `echo` with an ES256 token vs without, 1 connection\n");
+    println!("| route | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let token = signer.token();
+    let jwt_url = format!("{base}/jwt");
+    let (plain, with_jwt) = compare(
+        &cli,
+        Side::plain(&through),
+        Side {
+            url: &jwt_url,
+            token: Some(&token),
+        },
+        1,
+        echo_call,
+    )
+    .await?;
+    row("no jwtAuth", plain);
+    row("jwtAuth, token validated on every request", with_jwt);
+    println!(
+        "\nadded p50: {:.1} µs\n",
+        (with_jwt.p50_ms - plain.p50_ms) * 1000.0
     );
 
     println!("## memory (gateway RSS)\n");

@@ -69,6 +69,8 @@ pub struct Authorization {
     has_allow: bool,
     /// Whether any rule reads `mcp`; when none does, one decision holds for every item of a list.
     pub per_item: bool,
+    /// Whether any rule reads `request` or `source`, which then belong to a caller's identity.
+    pub reads_request: bool,
 }
 
 /// Why an item was allowed or denied: the rule (index into `rules`) that decided, if one did.
@@ -104,13 +106,18 @@ impl Authorization {
             return Err(errors);
         }
         let has_allow = rules.iter().any(|r| r.effect == Effect::Allow);
-        let per_item = rules
-            .iter()
-            .any(|r| r.program.references().has_variable("mcp"));
+        let reads = |name: &str| {
+            rules
+                .iter()
+                .any(|r| r.program.references().has_variable(name))
+        };
+        let per_item = reads("mcp");
+        let reads_request = reads("request") || reads("source");
         Ok(Self {
             rules,
             has_allow,
             per_item,
+            reads_request,
         })
     }
 
@@ -187,6 +194,27 @@ impl Caller {
             headers: names,
             address: peer.ip().to_string(),
         }
+    }
+
+    /// What identifies this caller to the rules: the claims, and the request's headers and address
+    /// when rules read them.
+    /// `keys` should be random per session, so fingerprints cannot be forged to collide.
+    pub fn fingerprint(
+        &self,
+        with_request: bool,
+        keys: &std::collections::hash_map::RandomState,
+    ) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut hasher = keys.build_hasher();
+        self.jwt.to_string().hash(&mut hasher);
+        if with_request {
+            Value::Object(self.headers.clone())
+                .to_string()
+                .hash(&mut hasher);
+            self.address.hash(&mut hasher);
+            self.path.hash(&mut hasher);
+        }
+        hasher.finish()
     }
 
     /// The request-wide CEL variables.
@@ -326,5 +354,26 @@ mod tests {
         let errors = Authorization::compile(&config).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, 0);
+    }
+}
+
+#[cfg(test)]
+mod reads_tests {
+    use super::*;
+
+    #[test]
+    fn knows_which_rules_read_the_item() {
+        let compile = |rules: serde_json::Value| {
+            Authorization::compile(&serde_json::from_value(json!({"rules": rules})).unwrap())
+                .unwrap()
+        };
+        let claims = compile(
+            json!([{"deny": "has(jwt.banned_0)"}, "true", "has(jwt.sub) && \"admin\" in jwt.roles"]),
+        );
+        assert!(!claims.per_item && !claims.reads_request);
+        let items = compile(json!([{"deny": "mcp.tool.name == \"x\""}]));
+        assert!(items.per_item);
+        let request = compile(json!(["request.headers[\"x-team\"] == \"blue\""]));
+        assert!(request.reads_request && !request.per_item);
     }
 }

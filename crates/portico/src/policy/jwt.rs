@@ -110,6 +110,34 @@ pub struct JwtAuth {
     providers: Vec<Provider>,
     /// For remote JWKS, made on first use.
     client: std::sync::OnceLock<reqwest::Client>,
+    /// Tokens already verified, by SHA-256, until they expire: a signature is checked once per token.
+    verified: VerifiedTokens,
+}
+
+/// At most this many verified tokens are remembered; past it the memory starts over.
+const VERIFIED_LIMIT: usize = 4096;
+
+#[derive(Default)]
+struct VerifiedTokens(Mutex<std::collections::HashMap<[u8; 32], (Value, u64)>>);
+
+impl VerifiedTokens {
+    fn get(&self, key: &[u8; 32]) -> Option<Value> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (claims, until) = map.get(key)?;
+        (jsonwebtoken::get_current_timestamp() <= *until).then(|| claims.clone())
+    }
+
+    fn insert(&self, key: [u8; 32], claims: &Value) {
+        // `exp` is required, so it is there; the same leeway as validation applies.
+        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_LIMIT {
+            map.clear();
+        }
+        map.insert(key, (claims.clone(), exp.saturating_add(LEEWAY)));
+    }
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -161,6 +189,7 @@ impl JwtAuth {
             mode: config.mode,
             providers,
             client: std::sync::OnceLock::new(),
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -181,6 +210,17 @@ impl JwtAuth {
     /// Validates `token`; a key missing from a remote JWKS makes it fetch the JWKS again (at most every
     /// [`MIN_REFRESH`]) and try once more, so rotated keys are picked up at their first use.
     async fn validate_refreshing(&self, token: &str) -> Result<Value, Rejection> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = digest.as_ref().try_into().unwrap_or_default();
+        if let Some(claims) = self.verified.get(&key) {
+            return Ok(claims);
+        }
+        let claims = self.validate_uncached(token).await?;
+        self.verified.insert(key, &claims);
+        Ok(claims)
+    }
+
+    async fn validate_uncached(&self, token: &str) -> Result<Value, Rejection> {
         match self.validate(token) {
             Err(Unverified::MissingKey(provider)) => {
                 let provider = &self.providers[provider];

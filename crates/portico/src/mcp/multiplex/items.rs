@@ -57,13 +57,21 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// The name (or URI) of an item, if it has one.
+/// The name (or URI) of an item, if it has one; the item's other fields are skipped, not kept.
 pub fn name_of(item: &RawValue, kind: ListKind) -> Option<String> {
-    let Fields(fields) = serde_json::from_str(item.get()).ok()?;
-    let (_, value) = fields
-        .into_iter()
-        .find(|(key, _)| key == kind.name_field())?;
-    serde_json::from_str(value.get()).ok()
+    #[derive(Deserialize)]
+    struct Named {
+        name: Option<String>,
+        uri: Option<String>,
+        #[serde(rename = "uriTemplate")]
+        uri_template: Option<String>,
+    }
+    let named: Named = serde_json::from_str(item.get()).ok()?;
+    match kind {
+        ListKind::Tools | ListKind::Prompts => named.name,
+        ListKind::Resources => named.uri,
+        ListKind::ResourceTemplates => named.uri_template,
+    }
 }
 
 /// Writes `item` to `out` with its name field prefixed by `target`; every other field verbatim.

@@ -110,7 +110,13 @@ pub struct Mux {
     bare_names: Mutex<HashMap<(u8, String), Option<usize>>>,
     pub downlink: Downlink,
     closed: CancellationToken,
+    /// List-item authorization decisions: (target, kind, caller fingerprint) → name → allowed.
+    decisions: Mutex<HashMap<(usize, u8, u64), HashMap<String, bool>>>,
+    fingerprint_keys: std::collections::hash_map::RandomState,
 }
+
+/// At most this many remembered decisions per session; past it the memory starts over.
+const DECISIONS_LIMIT: usize = 16_384;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -155,6 +161,8 @@ impl Mux {
             bare_names: Mutex::default(),
             downlink: Downlink::default(),
             closed: CancellationToken::new(),
+            decisions: Mutex::default(),
+            fingerprint_keys: Default::default(),
         });
         let results = join_all((0..mux.slots.len()).map(|i| mux.connect(i))).await;
         let failed: Vec<(usize, UpstreamError)> = results
@@ -658,17 +666,45 @@ impl Mux {
             }
             return;
         }
-        list.retain(|item| {
-            let Some(name) = items::name_of(item, kind) else {
-                return false;
-            };
-            let mut context = base.new_inner_scope();
-            context.add_variable_from_value(
-                "mcp",
-                authz::mcp_variable(method, target, kind.noun(), &name, None),
-            );
-            sourced.policy.decide(&context).allowed
-        });
+        // Decisions depend only on the caller and the item: remembered for the session, so listing
+        // again costs lookups, not CEL.
+        let caller_key = caller.fingerprint(sourced.policy.reads_request, &self.fingerprint_keys);
+        let scope = (t, kind as u8, caller_key);
+        let mut decided = Vec::with_capacity(list.len());
+        {
+            let cache = lock(&self.decisions);
+            let known = cache.get(&scope);
+            for item in list.iter() {
+                let name = items::name_of(item, kind).unwrap_or_default();
+                let allowed = known.and_then(|k| k.get(&name)).copied();
+                decided.push((name, allowed));
+            }
+        }
+        let mut learned = Vec::new();
+        for (name, known) in &mut decided {
+            if known.is_none() {
+                let mut context = base.new_inner_scope();
+                context.add_variable_from_value(
+                    "mcp",
+                    authz::mcp_variable(method, target, kind.noun(), name, None),
+                );
+                let allowed = !name.is_empty() && sourced.policy.decide(&context).allowed;
+                *known = Some(allowed);
+                learned.push((name.clone(), allowed));
+            }
+        }
+        if !learned.is_empty() {
+            let mut cache = lock(&self.decisions);
+            let size: usize = cache.values().map(HashMap::len).sum();
+            if size + learned.len() > DECISIONS_LIMIT {
+                cache.clear();
+            }
+            cache.entry(scope).or_default().extend(learned);
+        }
+        let mut verdicts = decided
+            .into_iter()
+            .map(|(_, allowed)| allowed == Some(true));
+        list.retain(|_| verdicts.next().unwrap_or(false));
     }
 
     /// Records which target serves each bare name (`prefixMode: never`); a name served by several
