@@ -93,6 +93,9 @@ struct Inflight {
     seq: u64,
 }
 
+/// List-item authorization decisions: (target, list kind, caller fingerprint) → item name → allowed.
+type Decisions = HashMap<(usize, u8, u64), HashMap<String, bool>>;
+
 /// A request a target sent to the client: its target and its original id.
 type ServerRequests = HashMap<u64, (usize, Value)>;
 
@@ -111,7 +114,7 @@ pub struct Mux {
     pub downlink: Downlink,
     closed: CancellationToken,
     /// List-item authorization decisions: (target, kind, caller fingerprint) → name → allowed.
-    decisions: Mutex<HashMap<(usize, u8, u64), HashMap<String, bool>>>,
+    decisions: Mutex<Decisions>,
     fingerprint_keys: std::collections::hash_map::RandomState,
 }
 
