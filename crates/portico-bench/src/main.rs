@@ -330,9 +330,11 @@ async fn compare_all(
     make: fn(u64) -> Value,
 ) -> anyhow::Result<Vec<Stats>> {
     let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); sides.len()];
-    for _ in 0..cli.rounds {
-        for (side, results) in sides.iter().zip(&mut rounds) {
-            results.push(load(*side, connections, cli.seconds, make).await?);
+    // Each round starts with the next side, so no side always runs first.
+    for round in 0..cli.rounds {
+        for k in 0..sides.len() {
+            let i = (round + k) % sides.len();
+            rounds[i].push(load(sides[i], connections, cli.seconds, make).await?);
         }
     }
     let summarize = |rounds: &[Stats]| Stats {

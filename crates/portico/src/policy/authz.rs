@@ -157,6 +157,10 @@ impl Authorization {
     }
 }
 
+/// CEL's built-in functions, registered once: every request's variables live in a scope below it.
+static BUILTINS: std::sync::LazyLock<cel::Context<'static, 'static>> =
+    std::sync::LazyLock::new(cel::Context::default);
+
 /// What a request tells the rules about its caller, built once per request.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
@@ -219,7 +223,7 @@ impl Caller {
 
     /// The request-wide CEL variables.
     pub fn context(&self) -> cel::Context<'static, 'static> {
-        let mut context = cel::Context::default();
+        let mut context = BUILTINS.new_inner_scope();
         let jwt = if self.jwt.is_object() {
             self.jwt.clone()
         } else {

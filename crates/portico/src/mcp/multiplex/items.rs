@@ -11,8 +11,71 @@ use super::naming::{self, ListKind};
 
 /// One page of one target's list result.
 pub struct Page<'a> {
-    pub items: Vec<&'a RawValue>,
+    pub items: Vec<Item<'a>>,
     pub next_cursor: Option<String>,
+}
+
+/// One listed item: raw JSON, its fields read at most once, when something needs its name.
+pub struct Item<'a> {
+    pub raw: &'a RawValue,
+    fields: Option<Vec<(String, &'a RawValue)>>,
+    name: Option<Option<String>>,
+}
+
+impl<'a> Item<'a> {
+    pub fn new(raw: &'a RawValue) -> Self {
+        Self {
+            raw,
+            fields: None,
+            name: None,
+        }
+    }
+
+    fn fields(&mut self) -> Option<&[(String, &'a RawValue)]> {
+        if self.fields.is_none() {
+            let Fields(fields) = serde_json::from_str(self.raw.get()).ok()?;
+            self.fields = Some(fields);
+        }
+        self.fields.as_deref()
+    }
+
+    /// The item's name (or URI, or URI template), if it has one.
+    pub fn name(&mut self, kind: ListKind) -> Option<&str> {
+        if self.name.is_none() {
+            let field = kind.name_field();
+            let name = self
+                .fields()
+                .and_then(|fields| fields.iter().find(|(key, _)| key == field))
+                .and_then(|(_, value)| serde_json::from_str(value.get()).ok());
+            self.name = Some(name);
+        }
+        self.name.as_ref().and_then(|n| n.as_deref())
+    }
+
+    /// Writes the item to `out` with its name prefixed by `target`; every other field verbatim.
+    pub fn write_prefixed(&mut self, out: &mut String, kind: ListKind, target: &str) {
+        let name = self
+            .name(kind)
+            .map(|n| naming::join(target, kind.separator(), n));
+        let raw = self.raw;
+        let Some(fields) = self.fields() else {
+            out.push_str(raw.get());
+            return;
+        };
+        out.push('{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(out, key);
+            out.push(':');
+            match &name {
+                Some(name) if key == kind.name_field() => push_json_string(out, name),
+                _ => out.push_str(value.get()),
+            }
+        }
+        out.push('}');
+    }
 }
 
 /// Reads the items and the cursor of a list result.
@@ -24,7 +87,8 @@ pub fn read_page(result: &RawValue, kind: ListKind) -> Result<Page<'_>, serde_js
     };
     for (key, value) in fields {
         if key == kind.result_key() {
-            page.items = serde_json::from_str(value.get())?;
+            let raw: Vec<&RawValue> = serde_json::from_str(value.get())?;
+            page.items = raw.into_iter().map(Item::new).collect();
         } else if key == "nextCursor" {
             page.next_cursor = serde_json::from_str(value.get())?;
         }
@@ -57,47 +121,6 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// The name (or URI) of an item, if it has one; the item's other fields are skipped, not kept.
-pub fn name_of(item: &RawValue, kind: ListKind) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Named {
-        name: Option<String>,
-        uri: Option<String>,
-        #[serde(rename = "uriTemplate")]
-        uri_template: Option<String>,
-    }
-    let named: Named = serde_json::from_str(item.get()).ok()?;
-    match kind {
-        ListKind::Tools | ListKind::Prompts => named.name,
-        ListKind::Resources => named.uri,
-        ListKind::ResourceTemplates => named.uri_template,
-    }
-}
-
-/// Writes `item` to `out` with its name field prefixed by `target`; every other field verbatim.
-pub fn write_prefixed(out: &mut String, item: &RawValue, kind: ListKind, target: &str) {
-    let Ok(Fields(fields)) = serde_json::from_str(item.get()) else {
-        out.push_str(item.get());
-        return;
-    };
-    out.push('{');
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_string(out, key);
-        out.push(':');
-        let name = (key == kind.name_field())
-            .then(|| serde_json::from_str::<String>(value.get()).ok())
-            .flatten();
-        match name {
-            Some(name) => push_json_string(out, &naming::join(target, kind.separator(), &name)),
-            None => out.push_str(value.get()),
-        }
-    }
-    out.push('}');
-}
-
 pub fn push_json_string(out: &mut String, text: &str) {
     // Serializing a string cannot fail.
     out.push_str(&serde_json::to_string(text).unwrap_or_default());
@@ -114,13 +137,10 @@ mod tests {
     #[test]
     fn reads_items_and_cursor() {
         let result = raw(r#"{"tools":[{"name":"a"},{"name":"b"}],"nextCursor":"2","_meta":{}}"#);
-        let page = read_page(&result, ListKind::Tools).unwrap();
+        let mut page = read_page(&result, ListKind::Tools).unwrap();
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.next_cursor.as_deref(), Some("2"));
-        assert_eq!(
-            name_of(page.items[1], ListKind::Tools).as_deref(),
-            Some("b")
-        );
+        assert_eq!(page.items[1].name(ListKind::Tools), Some("b"));
     }
 
     #[test]
@@ -129,7 +149,7 @@ mod tests {
             r#"{"name":"read","inputSchema":{"properties":{"name":{"type":"string"}}},"x":"\"q\""}"#,
         );
         let mut out = String::new();
-        write_prefixed(&mut out, &item, ListKind::Tools, "files");
+        Item::new(&item).write_prefixed(&mut out, ListKind::Tools, "files");
         assert_eq!(
             out,
             r#"{"name":"files_read","inputSchema":{"properties":{"name":{"type":"string"}}},"x":"\"q\""}"#

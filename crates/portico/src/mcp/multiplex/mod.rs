@@ -536,8 +536,8 @@ impl Mux {
         }
         let never = self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1;
         if never {
-            for (t, page) in &pages {
-                self.record_bare_names(kind, *t, &page.items);
+            for (t, page) in &mut pages {
+                self.record_bare_names(kind, *t, &mut page.items);
             }
         }
         let mut merged = String::with_capacity(4096);
@@ -551,8 +551,8 @@ impl Mux {
             if let Some(c) = page.next_cursor {
                 next.push((target.to_string(), c));
             }
-            for item in page.items {
-                if never && self.is_ambiguous(kind, item) {
+            for mut item in page.items {
+                if never && self.is_ambiguous(kind, &mut item) {
                     continue;
                 }
                 if !first {
@@ -560,9 +560,9 @@ impl Mux {
                 }
                 first = false;
                 if self.backend.prefixed {
-                    items::write_prefixed(&mut merged, item, kind, target);
+                    item.write_prefixed(&mut merged, kind, target);
                 } else {
-                    merged.push_str(item.get());
+                    merged.push_str(item.raw.get());
                 }
             }
         }
@@ -650,7 +650,13 @@ impl Mux {
     }
 
     /// Drops the items of target `t` that its policy does not let `caller` see.
-    fn filter_items(&self, t: usize, caller: &Caller, kind: ListKind, list: &mut Vec<&RawValue>) {
+    fn filter_items(
+        &self,
+        t: usize,
+        caller: &Caller,
+        kind: ListKind,
+        list: &mut Vec<items::Item<'_>>,
+    ) {
         let Some(sourced) = &self.slots[t].target.policies.authorization else {
             return;
         };
@@ -677,8 +683,8 @@ impl Mux {
         {
             let cache = lock(&self.decisions);
             let known = cache.get(&scope);
-            for item in list.iter() {
-                let name = items::name_of(item, kind).unwrap_or_default();
+            for item in list.iter_mut() {
+                let name = item.name(kind).unwrap_or_default().to_string();
                 let allowed = known.and_then(|k| k.get(&name)).copied();
                 decided.push((name, allowed));
             }
@@ -712,24 +718,26 @@ impl Mux {
 
     /// Records which target serves each bare name (`prefixMode: never`); a name served by several
     /// targets is marked ambiguous.
-    fn record_bare_names(&self, kind: ListKind, t: usize, list: &[&RawValue]) {
+    fn record_bare_names(&self, kind: ListKind, t: usize, list: &mut [items::Item<'_>]) {
         let mut names = lock(&self.bare_names);
         for item in list {
-            let Some(name) = items::name_of(item, kind) else {
+            let Some(name) = item.name(kind) else {
                 continue;
             };
-            let entry = names.entry((kind as u8, name)).or_insert(Some(t));
+            let entry = names
+                .entry((kind as u8, name.to_string()))
+                .or_insert(Some(t));
             if *entry != Some(t) {
                 *entry = None;
             }
         }
     }
 
-    fn is_ambiguous(&self, kind: ListKind, item: &RawValue) -> bool {
-        let Some(name) = items::name_of(item, kind) else {
+    fn is_ambiguous(&self, kind: ListKind, item: &mut items::Item<'_>) -> bool {
+        let Some(name) = item.name(kind) else {
             return false;
         };
-        let ambiguous = lock(&self.bare_names).get(&(kind as u8, name.clone())) == Some(&None);
+        let ambiguous = lock(&self.bare_names).get(&(kind as u8, name.to_string())) == Some(&None);
         if ambiguous {
             tracing::warn!(target: "portico::mux", name, "served by several targets under prefixMode: never; hidden");
         }
