@@ -189,6 +189,12 @@ async fn callers_see_what_their_claims_allow() {
             ),
             "root"
         );
+        let log = gateway.log_text();
+        let logged = |l: &&str| l.contains("tool=\"echo\"") && l.contains("sub=\"ada\"");
+        assert!(
+            log.lines().any(|l| logged(&l)),
+            "the access log names the caller: {log}"
+        );
 
         let dev_token = signer.sign(&claims("bob", &["dev"]));
         let (_, _, mut dev) = connect_with(url.clone(), Some(&dev_token)).await;

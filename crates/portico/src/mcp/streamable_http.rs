@@ -364,7 +364,7 @@ async fn post(
         && kind == Kind::Request
         && jsonrpc::method(&message) == "initialize"
     {
-        return initialize(gateway, route, message).await;
+        return initialize(gateway, route, message, subject(&claims)).await;
     }
     let session = match session(gateway, route, &headers) {
         Ok(session) => session,
@@ -372,11 +372,12 @@ async fn post(
     };
     match kind {
         Kind::Request => {
+            let sub = subject(&claims);
             let caller = session
                 .mux
                 .authorizes()
                 .then(|| Caller::new(&headers, "POST", path, peer, claims));
-            run_request(route, session, message, caller).await
+            run_request(route, session, message, caller, sub).await
         }
         Kind::Notification => {
             session.mux.client_notification(message).await;
@@ -392,7 +393,20 @@ async fn post(
     }
 }
 
-async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) -> Response<Body> {
+/// The caller's `sub` claim, for the access log.
+fn subject(claims: &Value) -> Option<String> {
+    claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+async fn initialize(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    message: Value,
+    sub: Option<String>,
+) -> Response<Body> {
     let started = Instant::now();
     let backend = route.pick_backend().mcp.clone();
     let Some(http) = gateway.http_client() else {
@@ -411,6 +425,7 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
                 &session.tag,
                 "initialize",
                 None,
+                sub.as_deref(),
                 jsonrpc::error_code(&response),
                 started,
             );
@@ -426,6 +441,7 @@ async fn initialize(gateway: &Arc<Gateway>, route: &Arc<Route>, message: Value) 
                 "-",
                 "initialize",
                 None,
+                sub.as_deref(),
                 jsonrpc::error_code(&error),
                 started,
             );
@@ -441,6 +457,7 @@ async fn run_request(
     session: Arc<Session>,
     message: Value,
     caller: Option<Caller>,
+    sub: Option<String>,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let route = route.clone();
@@ -454,6 +471,7 @@ async fn run_request(
             &session.tag,
             &method,
             Some(&outcome),
+            sub.as_deref(),
             error,
             started,
         );
@@ -546,6 +564,7 @@ fn access_log(
     session: &str,
     method: &str,
     outcome: Option<&Outcome>,
+    sub: Option<&str>,
     error: Option<i64>,
     started: Instant,
 ) {
@@ -558,6 +577,7 @@ fn access_log(
         target = field(|o| o.target.as_deref()),
         tool = field(|o| o.item.as_deref()),
         authz = field(|o| o.authz.as_deref()),
+        sub = sub.unwrap_or("-"),
         error_code = error.unwrap_or(0),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "mcp request",
