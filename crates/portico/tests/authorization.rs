@@ -113,3 +113,41 @@ async fn invalid_cel_is_a_config_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_backend_spellings_work_and_cannot_both_set_a_type() {
+    // `backends[].policies` (the seed's first spelling) is the backend level too.
+    let targets = format!(
+        "{}{}",
+        stdio_target("open", &[]),
+        with_policy(&stdio_target("own", &[]), "                - 'true'\n")
+    );
+    let yaml = config_with_targets(&targets, "").replace(
+        "      backends:\n      - mcp:\n",
+        "      backends:\n      - policies:\n          mcpAuthorization:\n            rules: ['has(jwt.sub)']\n        mcp:\n",
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let tools = names(&tools, "name");
+    assert!(
+        tools.iter().all(|t| t.starts_with("own_")) && !tools.is_empty(),
+        "{tools:?}"
+    );
+
+    let both = yaml.replace(
+        "        mcp:\n",
+        "        mcp:\n          policies:\n            mcpAuthorization:\n              rules: ['true']\n",
+    );
+    let path = temp_file("both.yaml", &both.replace("PORT", "0"));
+    let output = std::process::Command::new(EXE)
+        .args(["validate", "-f", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("set both in `backends[].policies` and `backends[].mcp.policies`"),
+        "{text}"
+    );
+}
