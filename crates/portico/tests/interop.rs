@@ -183,3 +183,44 @@ async fn seed_authorization_example_with_server_everything() {
         "Unknown tool: admin-tools_echo"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_links_in_results_point_back_through_portico() {
+    let Some(tools) = tools() else { return };
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let targets = format!(
+        "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
+        stdio_target("fixture", &[]),
+        node(&tools).display(),
+        everything.display()
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let result = client
+        .call(
+            "everything_get-resource-links",
+            serde_json::json!({"count": 2}),
+        )
+        .await;
+    let links: Vec<&str> = result["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "resource_link")
+        .filter_map(|c| c["uri"].as_str())
+        .collect();
+    assert!(!links.is_empty(), "{result}");
+    assert!(
+        links.iter().all(|uri| uri.starts_with("everything+")),
+        "{links:?}"
+    );
+    let read = client
+        .request("resources/read", serde_json::json!({"uri": links[0]}))
+        .await;
+    assert_eq!(
+        read.response["result"]["contents"][0]["uri"], links[0],
+        "{}",
+        read.response
+    );
+}

@@ -396,8 +396,12 @@ impl Mux {
         request["params"][field] = Value::String(own_name.clone());
         let mut outcome = self.forward(t, request, stream).await;
         outcome.authz = verdict.map(|v| v.describe());
-        if kind == ListKind::Resources && self.backend.prefixed {
-            self.prefix_contents(&mut outcome.response, t);
+        if self.backend.prefixed {
+            match kind {
+                ListKind::Resources => self.prefix_contents(&mut outcome.response, t),
+                ListKind::Tools => self.prefix_resource_links(&mut outcome.response, t),
+                _ => {}
+            }
         }
         outcome.item = Some(own_name);
         outcome
@@ -458,6 +462,30 @@ impl Mux {
         };
         for content in contents {
             naming::prefix_item(content, ListKind::Resources, &self.slots[t].target.name);
+        }
+        *response = Reply::result(response.id.take(), &result);
+    }
+
+    /// Prefixes the URIs of `resource_link` items in a tool result, so the client can read them through
+    /// Portico. Results without any are passed on untouched, unparsed.
+    fn prefix_resource_links(&self, response: &mut Reply, t: usize) {
+        let Some(result) = response.result_raw() else {
+            return;
+        };
+        if !result.get().contains("\"resource_link\"") {
+            return;
+        }
+        let Ok(mut result) = serde_json::from_str::<Value>(result.get()) else {
+            return;
+        };
+        let Some(content) = result.get_mut("content").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for item in content
+            .iter_mut()
+            .filter(|item| item["type"] == "resource_link")
+        {
+            naming::prefix_item(item, ListKind::Resources, &self.slots[t].target.name);
         }
         *response = Reply::result(response.id.take(), &result);
     }
