@@ -529,3 +529,41 @@ async fn an_unreachable_jwks_url_does_not_stop_the_gateway() {
         gateway.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_providers_each_with_their_own_keys() {
+    let a = Signer::new(Algorithm::ES256, "a-key");
+    let b = Signer::new(Algorithm::RS256, "b-key");
+    let policy = format!(
+        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          providers:\n          - issuer: https://a.test\n            audiences: [{AUDIENCE}]\n            jwks:\n              inline: '{}'\n          - issuer: https://b.test\n            audiences: [{AUDIENCE}]\n            jwks:\n              inline: '{}'\n",
+        jwks(&[&a]),
+        jwks(&[&b])
+    );
+    let yaml =
+        config_with_targets(&stdio_target("t", &[]), "").replace("    - name: test\n", &policy);
+    let gateway = Gateway::start(&yaml).await;
+    let url = gateway.url("/mcp");
+    let from = |issuer: &str| {
+        let mut c = claims("ada", &[]);
+        c["iss"] = json!(issuer);
+        c
+    };
+    assert_eq!(
+        status_with(&url, &a.sign(&from("https://a.test"))).await,
+        200
+    );
+    assert_eq!(
+        status_with(&url, &b.sign(&from("https://b.test"))).await,
+        200
+    );
+    // A token claiming issuer b but signed with a's key is refused.
+    let mut forged = Header::new(Algorithm::ES256);
+    forged.kid = Some("a-key".into());
+    let forged = jsonwebtoken::encode(&forged, &from("https://b.test"), &a.key).unwrap();
+    assert_eq!(status_with(&url, &forged).await, 401);
+    assert_eq!(
+        status_with(&url, &a.sign(&from("https://c.test"))).await,
+        401,
+        "unknown issuer"
+    );
+}
