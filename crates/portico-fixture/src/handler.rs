@@ -354,11 +354,13 @@ impl Fixture {
         let Some(parts) = ctx.extensions.get::<axum::http::request::Parts>() else {
             return "{}".into();
         };
-        let headers: serde_json::Map<String, Value> = parts
+        let mut headers: serde_json::Map<String, Value> = parts
             .headers
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
             .collect();
+        // The request target too, so query parameters can be checked.
+        headers.insert(":uri".into(), json!(parts.uri.to_string()));
         Value::Object(headers).to_string()
     }
 }

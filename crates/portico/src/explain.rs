@@ -10,7 +10,12 @@ use crate::policy::Sourced;
 /// Policy types that apply per route, in display order.
 const ROUTE_TYPES: [&str; 2] = ["jwtAuth", "cors"];
 /// Policy types that apply per target, in display order.
-const TARGET_TYPES: [&str; 1] = ["mcpAuthorization"];
+const TARGET_TYPES: [&str; 4] = [
+    "mcpAuthorization",
+    "backendAuth",
+    "requestHeaderModifier",
+    "responseHeaderModifier",
+];
 
 fn entry<T>(sourced: &Option<Sourced<T>>, detail: impl Fn(&T) -> Value) -> Value {
     match sourced {
@@ -27,10 +32,15 @@ fn route_policies(route: &Route) -> Value {
 }
 
 fn target_policies(target: &Target) -> Value {
+    let debug = |p: &dyn std::fmt::Debug| json!(format!("{p:?}"));
     json!({
         "mcpAuthorization": entry(&target.policies.authorization, |authz| {
             json!(authz.rules.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>())
         }),
+        // Debug of backendAuth redacts the secret.
+        "backendAuth": entry(&target.policies.backend_auth, |auth| debug(auth)),
+        "requestHeaderModifier": entry(&target.policies.request_headers, |m| debug(m)),
+        "responseHeaderModifier": entry(&target.policies.response_headers, |m| debug(m)),
     })
 }
 

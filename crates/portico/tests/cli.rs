@@ -88,7 +88,10 @@ binds:
         text.contains(":13:34: error:") && text.contains("`UNSET_PORTICO_TEST_KEY` is not set"),
         "{text}"
     );
-    let yaml = yaml.replace("'$UNSET_PORTICO_TEST_KEY'", "secret");
+    let yaml = yaml.replace(
+        "backendAuth: {key: '$UNSET_PORTICO_TEST_KEY'}",
+        "backendTLS: {sni: x}",
+    );
     let path = temp_file("bad.yaml", &yaml);
     let text = stderr(&portico(&["validate", "-f", path.to_str().unwrap()]));
     assert!(
@@ -101,7 +104,7 @@ binds:
     );
     assert!(
         text.contains(":13:15: error:")
-            && text.contains("policy `backendAuth` is not supported yet"),
+            && text.contains("policy `backendTLS` is not supported yet"),
         "{text}"
     );
     assert!(text.contains("3 error(s)"), "{text}");

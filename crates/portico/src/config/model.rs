@@ -216,7 +216,7 @@ pub struct Policies {
     pub jwt_auth: Option<crate::policy::jwt::Config>,
     pub mcp_authentication: Option<crate::policy::mcp_authn::Config>,
     pub mcp_authorization: Option<crate::policy::authz::Config>,
-    pub backend_auth: Option<IgnoredAny>,
+    pub backend_auth: Option<crate::policy::backend_auth::Config>,
     #[serde(rename = "backendTLS")]
     pub backend_tls: Option<IgnoredAny>,
     pub request_header_modifier: Option<crate::policy::headers::Config>,

@@ -702,6 +702,13 @@ fn target_rt(
         Level::Target,
         &format!("{path}.policies"),
     );
+    if target.stdio.is_some() && own.backend_auth.is_some() {
+        r.error(
+            format!("{path}.policies.backendAuth"),
+            "backendAuth does not apply to stdio targets: Portico starts them itself, there is nothing to authenticate to",
+        )
+        .hint = Some("pass credentials in `stdio.env` instead".into());
+    }
     if target.stdio.is_some() && own.request_headers.is_some() {
         r.error(
             format!("{path}.policies.requestHeaderModifier"),

@@ -364,7 +364,8 @@ async fn post(
         && kind == Kind::Request
         && jsonrpc::method(&message) == "initialize"
     {
-        return initialize(gateway, route, message, subject(&claims)).await;
+        let token = headers.get(http::header::AUTHORIZATION).cloned();
+        return initialize(gateway, route, message, subject(&claims), token).await;
     }
     let session = match session(gateway, route, &headers) {
         Ok(session) => session,
@@ -373,6 +374,11 @@ async fn post(
     match kind {
         Kind::Request => {
             let sub = subject(&claims);
+            if session.mux.passes_token_through() {
+                session
+                    .mux
+                    .set_client_token(headers.get(http::header::AUTHORIZATION).cloned());
+            }
             let caller = session
                 .mux
                 .authorizes()
@@ -406,6 +412,7 @@ async fn initialize(
     route: &Arc<Route>,
     message: Value,
     sub: Option<String>,
+    token: Option<HeaderValue>,
 ) -> Response<Body> {
     let started = Instant::now();
     let backend = route.pick_backend().mcp.clone();
@@ -417,7 +424,7 @@ async fn initialize(
         );
         return json_response(StatusCode::OK, &error);
     };
-    match Mux::start(backend, &message, http).await {
+    match Mux::start(backend, &message, http, token).await {
         Ok((mux, response)) => {
             let session = gateway.sessions.insert(route.name.as_str().into(), mux);
             access_log(

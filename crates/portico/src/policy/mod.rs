@@ -4,6 +4,7 @@
 //! level that sets it wins, whole; [`resolve`] computes that once per config load.
 
 pub mod authz;
+pub mod backend_auth;
 pub mod cors;
 pub mod headers;
 pub mod jwt;
@@ -82,6 +83,7 @@ pub struct LevelPolicies {
     pub request_headers: Option<Arc<headers::HeaderModifier>>,
     pub response_headers: Option<Arc<headers::HeaderModifier>>,
     pub mcp_authentication: Option<Arc<mcp_authn::McpAuthentication>>,
+    pub backend_auth: Option<Arc<backend_auth::BackendAuth>>,
 }
 
 impl LevelPolicies {
@@ -142,6 +144,19 @@ impl LevelPolicies {
                 }
             }
         }
+        if let Some(config) = &policies.backend_auth {
+            match backend_auth::BackendAuth::compile(config) {
+                Ok(auth) => compiled.backend_auth = Some(Arc::new(auth)),
+                Err((at, message)) => {
+                    let field = if at.is_empty() {
+                        format!("{path}.backendAuth")
+                    } else {
+                        format!("{path}.backendAuth.{at}")
+                    };
+                    errors.push(ConfigError::new(field, message));
+                }
+            }
+        }
         if let Some(config) = &policies.mcp_authentication {
             match mcp_authn::McpAuthentication::compile(config) {
                 Ok(authn) => compiled.mcp_authentication = Some(Arc::new(authn)),
@@ -194,6 +209,7 @@ impl LevelPolicies {
             request_headers: self.request_headers.or(other.request_headers),
             response_headers: self.response_headers.or(other.response_headers),
             mcp_authentication: self.mcp_authentication.or(other.mcp_authentication),
+            backend_auth: self.backend_auth.or(other.backend_auth),
         }
     }
 }
@@ -206,6 +222,7 @@ const IMPLEMENTED: &[&str] = &[
     "requestHeaderModifier",
     "responseHeaderModifier",
     "mcpAuthentication",
+    "backendAuth",
 ];
 
 /// A target's effective policies: per type, the most specific level that sets it.
@@ -214,6 +231,7 @@ pub struct TargetPolicies {
     pub authorization: Option<Sourced<authz::Authorization>>,
     pub request_headers: Option<Sourced<headers::HeaderModifier>>,
     pub response_headers: Option<Sourced<headers::HeaderModifier>>,
+    pub backend_auth: Option<Sourced<backend_auth::BackendAuth>>,
 }
 
 impl TargetPolicies {
@@ -233,6 +251,7 @@ impl TargetPolicies {
             authorization: pick(|l| &l.authorization, levels),
             request_headers: pick(|l| &l.request_headers, levels),
             response_headers: pick(|l| &l.response_headers, levels),
+            backend_auth: pick(|l| &l.backend_auth, levels),
         }
     }
 }

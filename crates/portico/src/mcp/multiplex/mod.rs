@@ -31,7 +31,7 @@ use naming::ListKind;
 use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
-use crate::mcp::upstream::{InboundHandler, InboundSink, Upstream, UpstreamError};
+use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
 use crate::policy::Level;
 use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
@@ -116,6 +116,8 @@ pub struct Mux {
     /// List-item authorization decisions: (target, kind, caller fingerprint) → name → allowed.
     decisions: Mutex<Decisions>,
     fingerprint_keys: std::collections::hash_map::RandomState,
+    /// The client's bearer token, for targets with `backendAuth: passthrough`.
+    client_token: ClientToken,
 }
 
 /// At most this many remembered decisions per session; past it the memory starts over.
@@ -132,10 +134,12 @@ fn id_key(id: &Value) -> String {
 impl Mux {
     /// Connects to every target and answers the client's `initialize` request.
     /// `Err` is the JSON-RPC error response when the session cannot start.
+    /// `client_token` is the client's `Authorization` header, for `backendAuth: passthrough` targets.
     pub async fn start(
         backend: Arc<McpBackend>,
         initialize: &Value,
         http: reqwest::Client,
+        client_token: Option<http::HeaderValue>,
     ) -> Result<(Arc<Mux>, Value), Value> {
         let id = initialize["id"].clone();
         let init_params = initialize
@@ -166,6 +170,7 @@ impl Mux {
             closed: CancellationToken::new(),
             decisions: Mutex::default(),
             fingerprint_keys: Default::default(),
+            client_token: Arc::new(ArcSwapOption::from(client_token.map(Arc::new))),
         });
         let results = join_all((0..mux.slots.len()).map(|i| mux.connect(i))).await;
         let failed: Vec<(usize, UpstreamError)> = results
@@ -204,7 +209,13 @@ impl Mux {
             generation,
             handler: self.weak_self(),
         };
-        let connect = Upstream::connect(&slot.target, &self.init_params, sink, &self.http);
+        let connect = Upstream::connect(
+            &slot.target,
+            &self.init_params,
+            sink,
+            &self.http,
+            &self.client_token,
+        );
         let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| {
@@ -255,6 +266,21 @@ impl Mux {
 
     fn weak_self(&self) -> Weak<dyn InboundHandler> {
         self.me.clone()
+    }
+
+    /// Whether any target forwards the client's own token (`backendAuth: passthrough`).
+    pub fn passes_token_through(&self) -> bool {
+        self.slots.iter().any(|s| {
+            matches!(
+                s.target.policies.backend_auth.as_ref().map(|a| &*a.policy),
+                Some(crate::policy::backend_auth::BackendAuth::Passthrough)
+            )
+        })
+    }
+
+    /// Records the client's current bearer token for passthrough targets.
+    pub fn set_client_token(&self, token: Option<http::HeaderValue>) {
+        self.client_token.store(token.map(Arc::new));
     }
 
     pub fn is_closed(&self) -> bool {

@@ -8,9 +8,12 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::ClientToken;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
+use crate::policy::TargetPolicies;
+use crate::policy::backend_auth::BackendAuth;
 use crate::policy::headers::HeaderModifier;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -27,6 +30,8 @@ pub struct HttpUpstream {
     init_request: RwLock<Option<Value>>,
     listen: CancellationToken,
     request_headers: Option<Arc<HeaderModifier>>,
+    auth: Option<Arc<BackendAuth>>,
+    client_token: ClientToken,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -47,13 +52,16 @@ impl HttpUpstream {
         url: reqwest::Url,
         client: reqwest::Client,
         sink: InboundSink,
-        request_headers: Option<Arc<HeaderModifier>>,
+        policies: &TargetPolicies,
+        client_token: ClientToken,
     ) -> Self {
         Self {
             url,
             client,
             sink,
-            request_headers,
+            request_headers: policies.request_headers.as_ref().map(|s| s.policy.clone()),
+            auth: policies.backend_auth.as_ref().map(|s| s.policy.clone()),
+            client_token,
             session_id: RwLock::new(None),
             protocol_version: RwLock::new(None),
             init_request: RwLock::new(None),
@@ -79,6 +87,10 @@ impl HttpUpstream {
         let mut request = request.build().map_err(connect_error)?;
         if let Some(modifier) = &self.request_headers {
             modifier.apply(request.headers_mut());
+        }
+        // Last, so that no header modifier can replace the credentials.
+        if let Some(auth) = &self.auth {
+            auth.apply(&mut request, self.client_token.load().as_deref());
         }
         Ok(request)
     }

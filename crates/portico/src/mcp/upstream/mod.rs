@@ -66,6 +66,10 @@ impl InboundSink {
     }
 }
 
+/// The client's current bearer token, for targets with `backendAuth: passthrough`; the session
+/// updates it on every request.
+pub type ClientToken = Arc<arc_swap::ArcSwapOption<::http::HeaderValue>>;
+
 enum Transport {
     Stdio(stdio::StdioUpstream),
     Http(http::HttpUpstream),
@@ -87,6 +91,7 @@ impl Upstream {
         init_params: &Value,
         sink: InboundSink,
         http_client: &reqwest::Client,
+        client_token: &ClientToken,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let transport = match &target.kind {
             TargetKind::Stdio(spec) => {
@@ -96,11 +101,8 @@ impl Upstream {
                 url.clone(),
                 http_client.clone(),
                 sink,
-                target
-                    .policies
-                    .request_headers
-                    .as_ref()
-                    .map(|s| s.policy.clone()),
+                &target.policies,
+                client_token.clone(),
             )),
         };
         let mut upstream = Upstream {
