@@ -52,10 +52,6 @@ pub fn method(message: &Value) -> &str {
         .unwrap_or_default()
 }
 
-pub fn params(message: &Value) -> Option<&Value> {
-    message.get("params")
-}
-
 /// A response carrying `result`.
 pub fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
