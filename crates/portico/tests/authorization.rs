@@ -98,16 +98,7 @@ async fn invalid_cel_is_a_config_error() {
         &stdio_target("a", &[]),
         "                - 'has(jwt.sub) &&'\n",
     );
-    let path = temp_file(
-        "bad-cel.yaml",
-        &config_with_targets(&targets, "").replace("PORT", "0"),
-    );
-    let output = std::process::Command::new(EXE)
-        .args(["validate", "-f", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = validate_failure(&config_with_targets(&targets, ""));
     assert!(
         text.contains("policies.mcpAuthorization.rules[0]") && text.contains("invalid CEL"),
         "{text}"
@@ -139,13 +130,7 @@ async fn both_backend_spellings_work_and_cannot_both_set_a_type() {
         "        mcp:\n",
         "        mcp:\n          policies:\n            mcpAuthorization:\n              rules: ['true']\n",
     );
-    let path = temp_file("both.yaml", &both.replace("PORT", "0"));
-    let output = std::process::Command::new(EXE)
-        .args(["validate", "-f", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = validate_failure(&both);
     assert!(
         text.contains("set both in `backends[].policies` and `backends[].mcp.policies`"),
         "{text}"

@@ -114,16 +114,7 @@ fn explain_and_errors_never_show_secrets() {
         (stdio, "backendAuth does not apply to stdio targets"),
         (aws, "backendAuth `aws` is not supported yet"),
     ] {
-        let path = temp_file(
-            "auth.yaml",
-            &config_with_targets(&yaml, "").replace("PORT", "0"),
-        );
-        let output = std::process::Command::new(EXE)
-            .args(["validate", "-f", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1));
+        let text = validate_failure(&config_with_targets(&yaml, ""));
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains(KEY_A), "{text}");
     }

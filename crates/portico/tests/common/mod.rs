@@ -334,3 +334,19 @@ pub fn names(items: &[Value], field: &str) -> Vec<String> {
         .filter_map(|i| i[field].as_str().map(str::to_string))
         .collect()
 }
+
+/// Runs `portico validate` on `yaml` (with `PORT` → 0), expects it to fail, and returns its stderr.
+pub fn validate_failure(yaml: &str) -> String {
+    let path = temp_file("invalid.yaml", &yaml.replace("PORT", "0"));
+    let output = std::process::Command::new(EXE)
+        .args(["validate", "-f", path.to_str().expect("utf-8 temp path")])
+        .output()
+        .expect("run portico validate");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "validate should fail:\n{stderr}"
+    );
+    stderr
+}
