@@ -43,10 +43,20 @@ pub struct FixtureArgs {
     /// Items per page of tools/prompts/resources lists (0 = no pagination).
     #[arg(long, default_value_t = 0)]
     pub page_size: usize,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`), as a remote server would.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
 pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
+    let tls = tls_config(&cli)?;
     let options = Arc::new(FixtureOptions {
         name: cli.name,
         tools: handler::tool_list(cli.extra_tools),
@@ -54,7 +64,7 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
     });
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,
-        Transport::Http => serve_http(options, cli.listen).await,
+        Transport::Http => serve_http(options, cli.listen, tls).await,
     }
 }
 
@@ -66,9 +76,50 @@ async fn serve_stdio(options: Arc<FixtureOptions>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_http(options: Arc<FixtureOptions>, listen: SocketAddr) -> anyhow::Result<()> {
+fn pem_certs(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    let pem = std::fs::read(path)?;
+    Ok(rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<_, _>>()?)
+}
+
+fn tls_config(cli: &FixtureArgs) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
+        return Ok(None);
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let certs = pem_certs(cert)?;
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key)?.as_slice())?
+        .ok_or_else(|| anyhow::anyhow!("no private key in {}", key.display()))?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &cli.tls_client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in pem_certs(ca)? {
+                roots.add(cert)?;
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?,
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+async fn serve_http(
+    options: Arc<FixtureOptions>,
+    listen: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     // The default allows only loopback Hosts: the MCP DNS-rebinding defence the conformance suite checks.
-    let config = StreamableHttpServerConfig::default();
+    // Over TLS the fixture stands in for a remote server, which clients reach by its own name.
+    let config = match tls {
+        Some(_) => StreamableHttpServerConfig::default().disable_allowed_hosts(),
+        None => StreamableHttpServerConfig::default(),
+    };
     let service = StreamableHttpService::new(
         move || Ok(Fixture::new(options.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -76,19 +127,34 @@ async fn serve_http(options: Arc<FixtureOptions>, listen: SocketAddr) -> anyhow:
     );
     let app = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("listening on http://{}/mcp", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}/mcp", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         // Without NODELAY, delayed ACKs against small SSE writes cost ~40 ms per request.
         stream.set_nodelay(true)?;
-        let app = app.clone();
+        let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| tower::ServiceExt::oneshot(app.clone(), req));
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(tls) => {
+                    // A refused handshake (unknown client certificate) just ends the connection.
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }

@@ -90,7 +90,7 @@ binds:
     );
     let yaml = yaml.replace(
         "backendAuth: {key: '$UNSET_PORTICO_TEST_KEY'}",
-        "backendTLS: {sni: x}",
+        "ai: {promptGuard: []}",
     );
     let path = temp_file("bad.yaml", &yaml);
     let text = stderr(&portico(&["validate", "-f", path.to_str().unwrap()]));
@@ -103,8 +103,7 @@ binds:
         "{text}"
     );
     assert!(
-        text.contains(":13:15: error:")
-            && text.contains("policy `backendTLS` is not supported yet"),
+        text.contains(":13:15: error:") && text.contains("policy `ai` is not supported yet"),
         "{text}"
     );
     assert!(text.contains("3 error(s)"), "{text}");

@@ -16,6 +16,36 @@ fn validate(name: &str) -> std::process::Output {
 }
 
 #[test]
+fn authentication_example_loads_unchanged_with_its_keys_set() {
+    let output = std::process::Command::new(EXE)
+        .args([
+            "validate",
+            "-f",
+            &format!("{EXAMPLES}authentication-per-target.yaml"),
+        ])
+        .env("SERVICE_A_API_KEY", "key-a")
+        .env("SERVICE_B_API_KEY", "key-b")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let unset = std::process::Command::new(EXE)
+        .args([
+            "validate",
+            "-f",
+            &format!("{EXAMPLES}authentication-per-target.yaml"),
+        ])
+        .env_remove("SERVICE_A_API_KEY")
+        .env("SERVICE_B_API_KEY", "key-b")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("`SERVICE_A_API_KEY` is not set"));
+}
+
+#[test]
 fn policy_examples_load_unchanged() {
     for example in ["authorization-per-target.yaml", "inheritance.yaml"] {
         let output = validate(example);

@@ -218,7 +218,7 @@ pub struct Policies {
     pub mcp_authorization: Option<crate::policy::authz::Config>,
     pub backend_auth: Option<crate::policy::backend_auth::Config>,
     #[serde(rename = "backendTLS")]
-    pub backend_tls: Option<IgnoredAny>,
+    pub backend_tls: Option<crate::policy::backend_tls::Config>,
     pub request_header_modifier: Option<crate::policy::headers::Config>,
     pub response_header_modifier: Option<crate::policy::headers::Config>,
     pub ai: Option<IgnoredAny>,

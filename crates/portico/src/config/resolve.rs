@@ -702,6 +702,20 @@ fn target_rt(
         Level::Target,
         &format!("{path}.policies"),
     );
+    if target.stdio.is_some() && own.backend_tls.is_some() {
+        r.error(
+            format!("{path}.policies.backendTLS"),
+            "backendTLS does not apply to stdio targets: there is no connection to secure",
+        );
+    }
+    if let Some(tls) = &own.backend_tls
+        && tls.insecure
+    {
+        r.warnings.push(ConfigError::warning(
+            format!("{path}.policies.backendTLS.insecure"),
+            "TLS certificates of this target are not verified",
+        ));
+    }
     if target.stdio.is_some() && own.backend_auth.is_some() {
         r.error(
             format!("{path}.policies.backendAuth"),
@@ -758,10 +772,30 @@ fn target_rt(
         .hint = Some("use a `stdio` or `mcp` (Streamable HTTP) target".into());
         return None;
     };
+    let tls_client = match (&kind, &policies.backend_tls) {
+        (runtime::TargetKind::Http { url }, Some(tls)) if url.scheme() == "https" => {
+            match tls.policy.client(url) {
+                Ok(client) => Some(client),
+                Err(message) => {
+                    r.error(format!("{path}.mcp.host"), message);
+                    return None;
+                }
+            }
+        }
+        (runtime::TargetKind::Http { url }, Some(_)) if own.backend_tls.is_some() => {
+            r.error(
+                format!("{path}.policies.backendTLS"),
+                format!("`{url}` is not an https:// URL"),
+            );
+            return None;
+        }
+        _ => None,
+    };
     Some(runtime::Target {
         name: target.name.as_str().into(),
         kind,
         policies,
+        tls_client,
     })
 }
 

@@ -175,6 +175,8 @@ pub struct Target {
     pub kind: TargetKind,
     /// Effective policies, inheritance already applied.
     pub policies: crate::policy::TargetPolicies,
+    /// With `backendTLS`: this target's own HTTP client and the URL it calls.
+    pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
 }
 
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod backend_auth;
+pub mod backend_tls;
 pub mod cors;
 pub mod headers;
 pub mod jwt;
@@ -84,6 +85,7 @@ pub struct LevelPolicies {
     pub response_headers: Option<Arc<headers::HeaderModifier>>,
     pub mcp_authentication: Option<Arc<mcp_authn::McpAuthentication>>,
     pub backend_auth: Option<Arc<backend_auth::BackendAuth>>,
+    pub backend_tls: Option<Arc<backend_tls::BackendTls>>,
 }
 
 impl LevelPolicies {
@@ -157,6 +159,19 @@ impl LevelPolicies {
                 }
             }
         }
+        if let Some(config) = &policies.backend_tls {
+            match backend_tls::BackendTls::compile(config) {
+                Ok(tls) => compiled.backend_tls = Some(Arc::new(tls)),
+                Err((at, message)) => {
+                    let field = if at.is_empty() {
+                        format!("{path}.backendTLS")
+                    } else {
+                        format!("{path}.backendTLS.{at}")
+                    };
+                    errors.push(ConfigError::new(field, message));
+                }
+            }
+        }
         if let Some(config) = &policies.mcp_authentication {
             match mcp_authn::McpAuthentication::compile(config) {
                 Ok(authn) => compiled.mcp_authentication = Some(Arc::new(authn)),
@@ -210,6 +225,7 @@ impl LevelPolicies {
             response_headers: self.response_headers.or(other.response_headers),
             mcp_authentication: self.mcp_authentication.or(other.mcp_authentication),
             backend_auth: self.backend_auth.or(other.backend_auth),
+            backend_tls: self.backend_tls.or(other.backend_tls),
         }
     }
 }
@@ -223,6 +239,7 @@ const IMPLEMENTED: &[&str] = &[
     "responseHeaderModifier",
     "mcpAuthentication",
     "backendAuth",
+    "backendTLS",
 ];
 
 /// A target's effective policies: per type, the most specific level that sets it.
@@ -232,6 +249,7 @@ pub struct TargetPolicies {
     pub request_headers: Option<Sourced<headers::HeaderModifier>>,
     pub response_headers: Option<Sourced<headers::HeaderModifier>>,
     pub backend_auth: Option<Sourced<backend_auth::BackendAuth>>,
+    pub backend_tls: Option<Sourced<backend_tls::BackendTls>>,
 }
 
 impl TargetPolicies {
@@ -252,6 +270,7 @@ impl TargetPolicies {
             request_headers: pick(|l| &l.request_headers, levels),
             response_headers: pick(|l| &l.response_headers, levels),
             backend_auth: pick(|l| &l.backend_auth, levels),
+            backend_tls: pick(|l| &l.backend_tls, levels),
         }
     }
 }

@@ -43,8 +43,22 @@ fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
 }
 
 fn connect_error(e: reqwest::Error) -> UpstreamError {
+    // The causes say what failed, e.g. `invalid peer certificate: UnknownIssuer`.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
     // Without the URL: a query string may carry credentials.
-    UpstreamError::Connect(e.without_url().to_string())
+    let mut message = e.without_url().to_string();
+    for cause in causes {
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    UpstreamError::Connect(message)
 }
 
 impl HttpUpstream {

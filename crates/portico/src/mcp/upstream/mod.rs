@@ -97,13 +97,19 @@ impl Upstream {
             TargetKind::Stdio(spec) => {
                 Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)
             }
-            TargetKind::Http { url } => Transport::Http(http::HttpUpstream::new(
-                url.clone(),
-                http_client.clone(),
-                sink,
-                &target.policies,
-                client_token.clone(),
-            )),
+            TargetKind::Http { url } => {
+                let (client, url) = target
+                    .tls_client
+                    .clone()
+                    .unwrap_or_else(|| (http_client.clone(), url.clone()));
+                Transport::Http(http::HttpUpstream::new(
+                    url,
+                    client,
+                    sink,
+                    &target.policies,
+                    client_token.clone(),
+                ))
+            }
         };
         let mut upstream = Upstream {
             transport,
