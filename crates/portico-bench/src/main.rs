@@ -473,6 +473,42 @@ fn with_route_policy(route: String, policy: &str) -> String {
     format!("{head}\n      policies:\n{}{rest}", indent(policy, 8))
 }
 
+/// A CA and a server certificate for `bench.example.com`, made for the run.
+mod tls {
+    pub struct Pki {
+        pub ca: String,
+        pub cert: String,
+        pub key: String,
+    }
+
+    impl Pki {
+        pub fn new() -> anyhow::Result<Self> {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+            let ca_key = KeyPair::generate()?;
+            let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = ca_params.self_signed(&ca_key)?;
+            let issuer = Issuer::new(ca_params, ca_key);
+            let key = KeyPair::generate()?;
+            let cert = CertificateParams::new(vec!["bench.example.com".to_string()])?
+                .signed_by(&key, &issuer)?;
+            let dir =
+                std::env::temp_dir().join(format!("portico-bench-pki-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let write = |name: &str, pem: String| -> anyhow::Result<String> {
+                let path = dir.join(name);
+                std::fs::write(&path, pem)?;
+                Ok(path.display().to_string())
+            };
+            Ok(Self {
+                ca: write("ca.pem", ca.pem())?,
+                cert: write("cert.pem", cert.pem())?,
+                key: write("key.pem", key.serialize_pem())?,
+            })
+        }
+    }
+}
+
 /// An ES256 key made for the run, its JWKS in the route's policy, and tokens signed with it.
 mod jwt {
     use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -534,6 +570,25 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
+    // The same server over HTTPS, for the backendTLS comparison.
+    let pki = tls::Pki::new()?;
+    let (_tls_fixture, tls_url) = fixture(
+        &portico,
+        &[
+            "--name",
+            "call",
+            "--tls-cert",
+            &pki.cert,
+            "--tls-key",
+            &pki.key,
+        ],
+    )
+    .await?;
+    let tls_target = format!(
+        "{}            policies:\n              backendTLS:\n                sni: bench.example.com\n                root: {}\n",
+        http_target("call", &tls_url),
+        pki.ca
+    );
     let mut list_fixtures = Vec::new();
     let mut list_urls = Vec::new();
     let mut list_targets = Vec::new();
@@ -556,7 +611,7 @@ async fn main() -> anyhow::Result<()> {
     let halves = format!("{}{}", http_target("a", &half_a), http_target("b", &half_b));
     let signer = jwt::Signer::new();
     let config = format!(
-        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}{}{}{}{}config:\n  logging: {{level: warn}}\n",
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}{}{}{}{}{}config:\n  logging: {{level: warn}}\n",
         route("call", "/call", &http_target("call", &call_url)),
         route("ten", "/ten", &list_targets.concat()),
         route("one", "/one", &list_targets[0]),
@@ -567,6 +622,7 @@ async fn main() -> anyhow::Result<()> {
             route("jwt", "/jwt", &http_target("call", &call_url)),
             &signer.policy()
         ),
+        route("tls", "/tls", &tls_target),
     );
     let (gateway_proc, base) = gateway(&portico, &config).await?;
     let gateway_pid = gateway_proc.0.id().unwrap_or(0);
@@ -688,6 +744,26 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nadded p50: {:.1} µs\n",
         (with_jwt.p50_ms - plain.p50_ms) * 1000.0
+    );
+
+    println!(
+        "## backendTLS: tools/call `echo` through an HTTPS target vs a plain HTTP one, 1 connection\n"
+    );
+    println!("| target | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let tls_route = format!("{base}/tls");
+    let (plain_http, over_tls) = compare(
+        &cli,
+        Side::plain(&through),
+        Side::plain(&tls_route),
+        1,
+        echo_call,
+    )
+    .await?;
+    row("http://", plain_http);
+    row("https:// (backendTLS, pooled connection)", over_tls);
+    println!(
+        "\nHTTPS / HTTP p50: {:.2}×\n",
+        over_tls.p50_ms / plain_http.p50_ms
     );
 
     micro(&signer).await?;
