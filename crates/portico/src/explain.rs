@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::config::runtime::{Route, Target, TargetKind};
+use crate::config::runtime::{Route, Target};
 use crate::policy::Sourced;
 
 /// Policy types that apply per route, in display order.
@@ -44,15 +44,6 @@ fn target_policies(target: &Target) -> Value {
     })
 }
 
-fn kind(target: &Target) -> String {
-    match &target.kind {
-        TargetKind::Stdio(spec) => format!("stdio: {} {}", spec.cmd.display(), spec.args.join(" "))
-            .trim_end()
-            .to_string(),
-        TargetKind::Http { url } => format!("mcp: {url}"),
-    }
-}
-
 /// The effective policies as JSON, optionally narrowed to one route and/or one target.
 pub fn explain(config: &Config, route_filter: Option<&str>, target_filter: Option<&str>) -> Value {
     let mut routes = Vec::new();
@@ -71,7 +62,7 @@ pub fn explain(config: &Config, route_filter: Option<&str>, target_filter: Optio
                     .iter()
                     .flat_map(|b| b.mcp.targets.iter())
                     .filter(|t| target_filter.is_none_or(|f| *t.name == *f))
-                    .map(|t| json!({"name": &*t.name, "kind": kind(t), "policies": target_policies(t)}))
+                    .map(|t| json!({"name": &*t.name, "kind": t.kind.describe(), "policies": target_policies(t)}))
                     .collect();
                 routes.push(json!({
                     "route": route.name,

@@ -110,7 +110,14 @@ fn explain_and_errors_never_show_secrets() {
         "{}            policies:\n              backendAuth:\n                aws: {{region: us-east-1}}\n",
         http_target("r", "http://127.0.0.1:9/mcp")
     );
+    let sse = format!(
+        "          - name: legacy\n            sse: {{host: \"http://127.0.0.1:9/sse\"}}\n            policies:\n              backendAuth:\n                key: \"{KEY_A}\"\n"
+    );
     for (yaml, expected) in [
+        (
+            sse,
+            "`backendAuth` (set on this target or inherited) is not supported yet for `sse` targets",
+        ),
         (stdio, "backendAuth does not apply to stdio targets"),
         (aws, "backendAuth `aws` is not supported yet"),
     ] {

@@ -222,3 +222,56 @@ async fn resource_links_in_results_point_back_through_portico() {
         read.response
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_sse_target_server_everything() {
+    let Some(tools) = tools() else { return };
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let mut server = tokio::process::Command::new(node(&tools))
+        .args([everything.to_str().unwrap(), "sse"])
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("running on port") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("server-everything sse starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let targets = format!(
+        "{}          - name: legacy\n            sse:\n              host: http://127.0.0.1:{port}/sse\n",
+        stdio_target("fixture", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (listed, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&listed, "name");
+    assert!(
+        listed.contains(&"legacy_echo".to_string()) && listed.contains(&"fixture_echo".to_string()),
+        "{listed:?}"
+    );
+    let echoed = client
+        .call("legacy_echo", serde_json::json!({"message": "over sse"}))
+        .await;
+    assert!(text(&echoed).contains("over sse"), "{echoed}");
+    let sum = client
+        .call("legacy_get-sum", serde_json::json!({"a": 20, "b": 22}))
+        .await;
+    assert!(text(&sum).contains("42"), "{sum}");
+    drop(server);
+}

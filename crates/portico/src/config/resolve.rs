@@ -759,17 +759,30 @@ fn target_rt(
         runtime::TargetKind::Http {
             url: http_url(r, &http.host, &format!("{path}.mcp.host"))?,
         }
+    } else if let Some(sse) = &target.sse {
+        let connection_policies = [
+            ("backendAuth", policies.backend_auth.is_some()),
+            ("backendTLS", policies.backend_tls.is_some()),
+            ("requestHeaderModifier", policies.request_headers.is_some()),
+        ];
+        for (policy, set) in connection_policies {
+            if set {
+                r.error(
+                    format!("{path}.sse"),
+                    format!("`{policy}` (set on this target or inherited) is not supported yet for `sse` targets"),
+                )
+                .hint = Some("use an `mcp` (Streamable HTTP) target, or remove the policy".into());
+            }
+        }
+        runtime::TargetKind::Sse {
+            url: http_url(r, &sse.host, &format!("{path}.sse.host"))?,
+        }
     } else {
-        let kind = if target.sse.is_some() {
-            "sse"
-        } else {
-            "openapi"
-        };
         r.error(
-            format!("{path}.{kind}"),
-            format!("`{kind}` targets are not supported yet"),
+            format!("{path}.openapi"),
+            "`openapi` targets are not supported yet",
         )
-        .hint = Some("use a `stdio` or `mcp` (Streamable HTTP) target".into());
+        .hint = Some("use a `stdio`, `mcp` (Streamable HTTP) or `sse` target".into());
         return None;
     };
     let tls_client = match (&kind, &policies.backend_tls) {

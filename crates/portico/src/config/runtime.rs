@@ -182,7 +182,28 @@ pub struct Target {
 #[derive(Debug)]
 pub enum TargetKind {
     Stdio(StdioSpec),
-    Http { url: reqwest::Url },
+    Http {
+        url: reqwest::Url,
+    },
+    /// The legacy HTTP+SSE transport: `url` is the event stream (e.g. `http://h/sse`).
+    Sse {
+        url: reqwest::Url,
+    },
+}
+
+impl TargetKind {
+    /// What and where, for people: `stdio: npx server`, `mcp: https://h/mcp`, `sse: http://h/sse`.
+    pub fn describe(&self) -> String {
+        match self {
+            TargetKind::Stdio(spec) => {
+                format!("stdio: {} {}", spec.cmd.display(), spec.args.join(" "))
+                    .trim_end()
+                    .to_string()
+            }
+            TargetKind::Http { url } => format!("mcp: {url}"),
+            TargetKind::Sse { url } => format!("sse: {url}"),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::runtime::{Bind, Listener, TargetKind};
+use crate::config::runtime::{Bind, Listener};
 use crate::mcp::jsonrpc::code;
 use crate::mcp::session::Sessions;
 use crate::mcp::streamable_http::{self, Body};
@@ -213,14 +213,9 @@ fn announce(bind: &Bind, addr: SocketAddr) {
             }
             for backend in &matcher.route.backends {
                 for target in &backend.mcp.targets {
-                    let upstream = match &target.kind {
-                        TargetKind::Stdio(spec) => {
-                            format!("stdio: {} {}", spec.cmd.display(), spec.args.join(" "))
-                        }
-                        TargetKind::Http { url } => format!("mcp: {url}"),
-                    };
+                    let upstream = target.kind.describe();
                     tracing::info!(target: "portico::server", route = %matcher.route.name, target = %target.name,
-                        upstream = %upstream.trim_end(), prefix = backend.mcp.prefixed, "target");
+                        upstream = %upstream, prefix = backend.mcp.prefixed, "target");
                 }
             }
         }

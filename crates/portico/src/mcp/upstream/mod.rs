@@ -2,6 +2,7 @@
 //! asks which kind of target it talks to.
 
 mod http;
+mod sse;
 mod stdio;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,7 @@ pub type ClientToken = Arc<arc_swap::ArcSwapOption<::http::HeaderValue>>;
 enum Transport {
     Stdio(stdio::StdioUpstream),
     Http(http::HttpUpstream),
+    Sse(sse::SseUpstream),
 }
 
 /// One live, initialized connection to one target for one client session.
@@ -110,6 +112,9 @@ impl Upstream {
                     client_token.clone(),
                 ))
             }
+            TargetKind::Sse { url } => Transport::Sse(
+                sse::SseUpstream::connect(url.clone(), http_client.clone(), sink).await?,
+            ),
         };
         let mut upstream = Upstream {
             transport,
@@ -168,6 +173,7 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(t) => t.request(request).await,
             Transport::Http(t) => t.request(request).await,
+            Transport::Sse(t) => t.request(request).await,
         }
     }
 
@@ -176,6 +182,7 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(t) => t.send(&message).await,
             Transport::Http(t) => t.send(message).await,
+            Transport::Sse(t) => t.send(&message).await,
         }
     }
 
@@ -184,6 +191,7 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(t) => t.close().await,
             Transport::Http(t) => t.close().await,
+            Transport::Sse(t) => t.close(),
         }
     }
 }

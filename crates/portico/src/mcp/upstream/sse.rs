@@ -1,0 +1,167 @@
+//! A target reached over the legacy HTTP+SSE transport (MCP 2024-11-05): a GET opens the event stream,
+//! whose first `endpoint` event names the URL to POST messages to; responses come back on the stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{InboundSink, UpstreamError};
+use crate::mcp::jsonrpc::{self, Incoming, Payload};
+use crate::mcp::sse;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Payload>>>>;
+
+/// How long the server gets to name its message endpoint.
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SseUpstream {
+    client: reqwest::Client,
+    /// Where messages are POSTed, from the stream's `endpoint` event.
+    endpoint: reqwest::Url,
+    pending: Pending,
+    stream: CancellationToken,
+}
+
+fn failed(e: reqwest::Error) -> UpstreamError {
+    UpstreamError::Connect(e.without_url().to_string())
+}
+
+impl SseUpstream {
+    /// Opens the event stream and waits for the `endpoint` event.
+    pub async fn connect(
+        url: reqwest::Url,
+        client: reqwest::Client,
+        sink: InboundSink,
+    ) -> Result<Self, UpstreamError> {
+        let mut response = client
+            .get(url.clone())
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(failed)?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Status(response.status().as_u16()));
+        }
+        let mut reader = sse::Reader::default();
+        let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
+            while let Some(chunk) = response.chunk().await.map_err(failed)? {
+                if let Some(event) = reader
+                    .feed(&chunk)
+                    .into_iter()
+                    .find(|e| e.event.as_deref() == Some("endpoint"))
+                {
+                    return url.join(event.data.trim()).map_err(|e| {
+                        UpstreamError::Protocol(format!("bad endpoint `{}`: {e}", event.data))
+                    });
+                }
+            }
+            Err(UpstreamError::Closed)
+        })
+        .await
+        .map_err(|_| UpstreamError::Protocol("no `endpoint` event".into()))??;
+        let pending: Pending = Arc::default();
+        let stream = CancellationToken::new();
+        tokio::spawn(read_stream(
+            response,
+            reader,
+            pending.clone(),
+            sink,
+            stream.clone(),
+        ));
+        Ok(Self {
+            client,
+            endpoint,
+            pending,
+            stream,
+        })
+    }
+
+    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
+        let id = request["id"]
+            .as_u64()
+            .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let sent = self.send(&request).await;
+        if sent.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        sent?;
+        rx.await.map_err(|_| UpstreamError::Closed)
+    }
+
+    pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(message.to_string())
+            .send()
+            .await
+            .map_err(failed)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Status(response.status().as_u16()))
+        }
+    }
+
+    pub fn close(&self) {
+        self.stream.cancel();
+    }
+}
+
+async fn read_stream(
+    mut response: reqwest::Response,
+    mut reader: sse::Reader,
+    pending: Pending,
+    sink: InboundSink,
+    stop: CancellationToken,
+) {
+    let reason = loop {
+        let chunk = tokio::select! {
+            _ = stop.cancelled() => break "closed by Portico".to_string(),
+            chunk = response.chunk() => chunk,
+        };
+        let chunk = match chunk {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break "the event stream ended".to_string(),
+            Err(e) => break format!("the event stream broke: {}", e.without_url()),
+        };
+        for event in reader.feed(&chunk) {
+            if event.data.trim().is_empty() {
+                continue;
+            }
+            match jsonrpc::parse_incoming(&event.data) {
+                Ok(Incoming::Response { id, payload }) => {
+                    let waiter = id.and_then(|id| {
+                        pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id)
+                    });
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(payload);
+                    }
+                }
+                Ok(Incoming::Other(message)) => sink.message(message, None),
+                Err(_) => {
+                    tracing::warn!(target: "portico::upstream", "SSE target sent an event that is not JSON; ignored")
+                }
+            }
+        }
+    };
+    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    sink.closed(reason);
+}
