@@ -4,6 +4,7 @@
 mod http;
 mod sse;
 mod stdio;
+mod waiters;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

@@ -1,20 +1,16 @@
 //! A target reached over the legacy HTTP+SSE transport (MCP 2024-11-05): a GET opens the event stream,
 //! whose first `endpoint` event names the URL to POST messages to; responses come back on the stream.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
-use crate::mcp::jsonrpc::{self, Incoming, Payload};
+use crate::mcp::jsonrpc::Payload;
 use crate::mcp::sse;
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Payload>>>>;
 
 /// How long the server gets to name its message endpoint.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,7 +19,7 @@ pub struct SseUpstream {
     client: reqwest::Client,
     /// Where messages are POSTed, from the stream's `endpoint` event.
     endpoint: reqwest::Url,
-    pending: Pending,
+    waiters: Waiters,
     stream: CancellationToken,
 }
 
@@ -64,41 +60,25 @@ impl SseUpstream {
         })
         .await
         .map_err(|_| UpstreamError::Protocol("no `endpoint` event".into()))??;
-        let pending: Pending = Arc::default();
+        let waiters = Waiters::default();
         let stream = CancellationToken::new();
         tokio::spawn(read_stream(
             response,
             reader,
-            pending.clone(),
+            waiters.clone(),
             sink,
             stream.clone(),
         ));
         Ok(Self {
             client,
             endpoint,
-            pending,
+            waiters,
             stream,
         })
     }
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
-        let id = request["id"]
-            .as_u64()
-            .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        let sent = self.send(&request).await;
-        if sent.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        }
-        sent?;
-        rx.await.map_err(|_| UpstreamError::Closed)
+        self.waiters.call(&request, self.send(&request)).await
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
@@ -125,7 +105,7 @@ impl SseUpstream {
 async fn read_stream(
     mut response: reqwest::Response,
     mut reader: sse::Reader,
-    pending: Pending,
+    waiters: Waiters,
     sink: InboundSink,
     stop: CancellationToken,
 ) {
@@ -143,25 +123,9 @@ async fn read_stream(
             if event.data.trim().is_empty() {
                 continue;
             }
-            match jsonrpc::parse_incoming(&event.data) {
-                Ok(Incoming::Response { id, payload }) => {
-                    let waiter = id.and_then(|id| {
-                        pending
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id)
-                    });
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(payload);
-                    }
-                }
-                Ok(Incoming::Other(message)) => sink.message(message, None),
-                Err(_) => {
-                    tracing::warn!(target: "portico::upstream", "SSE target sent an event that is not JSON; ignored")
-                }
-            }
+            waiters.route(&event.data, &sink, "sse");
         }
     };
-    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    waiters.fail_all();
     sink.closed(reason);
 }

@@ -3,28 +3,24 @@
 //! One process per client session, started without a shell, in its own process group so that stopping
 //! it also stops whatever it started (`npx` runs the server as a grandchild).
 
-use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::oneshot;
 
+use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::config::runtime::StdioSpec;
-use crate::mcp::jsonrpc::{self, Incoming, Payload};
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Payload>>>>;
+use crate::mcp::jsonrpc::Payload;
 
 /// How long a process gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 pub struct StdioUpstream {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
-    pending: Pending,
+    waiters: Waiters,
     child: tokio::sync::Mutex<Option<Child>>,
     pid: Option<u32>,
 }
@@ -60,30 +56,19 @@ impl StdioUpstream {
         else {
             return Err(UpstreamError::Start("no stdio pipes".into()));
         };
-        let pending: Pending = Arc::default();
-        tokio::spawn(read_stdout(stdout, pending.clone(), sink));
+        let waiters = Waiters::default();
+        tokio::spawn(read_stdout(stdout, waiters.clone(), sink));
         tokio::spawn(log_stderr(stderr, name.to_string()));
         Ok(Self {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
-            pending,
+            waiters,
             child: tokio::sync::Mutex::new(Some(child)),
             pid,
         })
     }
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
-        let id = request["id"]
-            .as_u64()
-            .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
-        let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id, tx);
-        // Removes the waiter however this future ends, cancellation included.
-        let _forget = Forget {
-            pending: &self.pending,
-            id,
-        };
-        self.send(&request).await?;
-        rx.await.map_err(|_| UpstreamError::Closed)
+        self.waiters.call(&request, self.send(&request)).await
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
@@ -97,12 +82,6 @@ impl StdioUpstream {
             .await
             .map_err(|_| UpstreamError::Closed)?;
         stdin.flush().await.map_err(|_| UpstreamError::Closed)
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Payload>>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Closes stdin, asks the process group to stop, kills it after a grace period, and reaps it.
@@ -130,20 +109,6 @@ impl StdioUpstream {
     }
 }
 
-struct Forget<'a> {
-    pending: &'a Pending,
-    id: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
 fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
@@ -154,7 +119,7 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-async fn read_stdout(stdout: tokio::process::ChildStdout, pending: Pending, sink: InboundSink) {
+async fn read_stdout(stdout: tokio::process::ChildStdout, waiters: Waiters, sink: InboundSink) {
     let mut lines = BufReader::new(stdout).lines();
     let reason = loop {
         match lines.next_line().await {
@@ -162,30 +127,14 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, pending: Pending, sink
                 if line.trim().is_empty() {
                     continue;
                 }
-                match jsonrpc::parse_incoming(&line) {
-                    Ok(Incoming::Response { id, payload }) => {
-                        let waiter = id.and_then(|id| {
-                            pending
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&id)
-                        });
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(payload);
-                        }
-                    }
-                    Ok(Incoming::Other(message)) => sink.message(message, None),
-                    Err(_) => {
-                        tracing::warn!(target: "portico::upstream", "stdio target wrote a line that is not JSON; ignored")
-                    }
-                }
+                waiters.route(&line, &sink, "stdio");
             }
             Ok(None) => break "the process closed its stdout".to_string(),
             Err(e) => break format!("reading stdout failed: {e}"),
         }
     };
     // Dropping the waiters fails every request still in flight.
-    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    waiters.fail_all();
     sink.closed(reason);
 }
 
