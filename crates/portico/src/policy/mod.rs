@@ -130,86 +130,57 @@ impl LevelPolicies {
                 })),
             }
         }
-        if let Some(config) = &policies.jwt_auth {
-            match jwt::JwtAuth::compile(config) {
-                Ok(auth) => compiled.jwt = Some(Arc::new(auth)),
-                Err((at, message)) => {
-                    errors.push(ConfigError::new(format!("{path}.jwtAuth.{at}"), message))
-                }
-            }
-        }
-        if let Some(config) = &policies.cors {
-            match cors::Cors::compile(config) {
-                Ok(cors) => compiled.cors = Some(Arc::new(cors)),
-                Err((at, message)) => {
-                    errors.push(ConfigError::new(format!("{path}.cors.{at}"), message))
-                }
-            }
-        }
-        if let Some(config) = &policies.backend_auth {
-            match backend_auth::BackendAuth::compile(config) {
-                Ok(auth) => compiled.backend_auth = Some(Arc::new(auth)),
-                Err((at, message)) => {
-                    let field = if at.is_empty() {
-                        format!("{path}.backendAuth")
-                    } else {
-                        format!("{path}.backendAuth.{at}")
-                    };
-                    errors.push(ConfigError::new(field, message));
-                }
-            }
-        }
-        if let Some(config) = &policies.backend_tls {
-            match backend_tls::BackendTls::compile(config) {
-                Ok(tls) => compiled.backend_tls = Some(Arc::new(tls)),
-                Err((at, message)) => {
-                    let field = if at.is_empty() {
-                        format!("{path}.backendTLS")
-                    } else {
-                        format!("{path}.backendTLS.{at}")
-                    };
-                    errors.push(ConfigError::new(field, message));
-                }
-            }
-        }
-        if let Some(config) = &policies.mcp_authentication {
-            match mcp_authn::McpAuthentication::compile(config) {
-                Ok(authn) => compiled.mcp_authentication = Some(Arc::new(authn)),
-                Err((at, message)) => errors.push(ConfigError::new(
-                    format!("{path}.mcpAuthentication.{at}"),
-                    message,
-                )),
-            }
-            if policies.jwt_auth.is_some() {
-                errors.push(
-                    ConfigError::new(
-                        format!("{path}.mcpAuthentication"),
-                        "jwtAuth and mcpAuthentication are both set",
-                    )
-                    .hint("mcpAuthentication validates tokens itself; keep one of the two"),
-                );
-            }
-        }
-        let modifiers = [
-            (
-                "requestHeaderModifier",
-                &policies.request_header_modifier,
-                &mut compiled.request_headers,
-            ),
-            (
-                "responseHeaderModifier",
-                &policies.response_header_modifier,
-                &mut compiled.response_headers,
-            ),
-        ];
-        for (name, config, slot) in modifiers {
-            let Some(config) = config else { continue };
-            match headers::HeaderModifier::compile(config) {
-                Ok(modifier) => *slot = Some(Arc::new(modifier)),
-                Err((at, message)) => {
-                    errors.push(ConfigError::new(format!("{path}.{name}.{at}"), message))
-                }
-            }
+        compiled.jwt = compile(
+            &policies.jwt_auth,
+            "jwtAuth",
+            path,
+            errors,
+            jwt::JwtAuth::compile,
+        );
+        compiled.cors = compile(&policies.cors, "cors", path, errors, cors::Cors::compile);
+        compiled.backend_auth = compile(
+            &policies.backend_auth,
+            "backendAuth",
+            path,
+            errors,
+            backend_auth::BackendAuth::compile,
+        );
+        compiled.backend_tls = compile(
+            &policies.backend_tls,
+            "backendTLS",
+            path,
+            errors,
+            backend_tls::BackendTls::compile,
+        );
+        compiled.mcp_authentication = compile(
+            &policies.mcp_authentication,
+            "mcpAuthentication",
+            path,
+            errors,
+            mcp_authn::McpAuthentication::compile,
+        );
+        compiled.request_headers = compile(
+            &policies.request_header_modifier,
+            "requestHeaderModifier",
+            path,
+            errors,
+            headers::HeaderModifier::compile,
+        );
+        compiled.response_headers = compile(
+            &policies.response_header_modifier,
+            "responseHeaderModifier",
+            path,
+            errors,
+            headers::HeaderModifier::compile,
+        );
+        if policies.mcp_authentication.is_some() && policies.jwt_auth.is_some() {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.mcpAuthentication"),
+                    "jwtAuth and mcpAuthentication are both set",
+                )
+                .hint("mcpAuthentication validates tokens itself; keep one of the two"),
+            );
         }
         compiled
     }
@@ -226,6 +197,28 @@ impl LevelPolicies {
             mcp_authentication: self.mcp_authentication.or(other.mcp_authentication),
             backend_auth: self.backend_auth.or(other.backend_auth),
             backend_tls: self.backend_tls.or(other.backend_tls),
+        }
+    }
+}
+
+/// Compiles one policy type's config, if set; its errors are reported at `<path>.<name>.<field>`.
+fn compile<C, T>(
+    config: &Option<C>,
+    name: &str,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+    compile: impl Fn(&C) -> Result<T, (String, String)>,
+) -> Option<Arc<T>> {
+    match compile(config.as_ref()?) {
+        Ok(policy) => Some(Arc::new(policy)),
+        Err((field, message)) => {
+            let at = if field.is_empty() {
+                format!("{path}.{name}")
+            } else {
+                format!("{path}.{name}.{field}")
+            };
+            errors.push(ConfigError::new(at, message));
+            None
         }
     }
 }
