@@ -272,9 +272,9 @@ fn session(
     }
 }
 
-async fn read_body(gateway: &Gateway, request: Request<Incoming>) -> Result<Value, Response<Body>> {
+async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
     let limit = gateway.config.settings.max_body_bytes;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(refuse(
@@ -315,9 +315,9 @@ async fn post(
     peer: SocketAddr,
     claims: Value,
 ) -> Response<Body> {
-    let path = request.uri().path().to_string();
-    let path = path.as_str();
-    let headers = request.headers();
+    // Taken apart, so the headers outlive the body read without a copy.
+    let (parts, body) = request.into_parts();
+    let (path, headers) = (parts.uri.path(), &parts.headers);
     if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
@@ -339,9 +339,8 @@ async fn post(
             "Content-Type must be application/json",
         );
     }
-    let session_header = header(headers, SESSION_HEADER).map(str::to_string);
-    let headers = headers.clone();
-    let message = match read_body(gateway, request).await {
+    let session_header = header(headers, SESSION_HEADER);
+    let message = match read_body(gateway, body).await {
         Ok(message) => message,
         Err(refused) => return refused,
     };
@@ -367,7 +366,7 @@ async fn post(
         let token = headers.get(http::header::AUTHORIZATION).cloned();
         return initialize(gateway, route, message, subject(&claims), token).await;
     }
-    let session = match session(gateway, route, &headers) {
+    let session = match session(gateway, route, headers) {
         Ok(session) => session,
         Err(refused) => return refused,
     };
@@ -382,7 +381,7 @@ async fn post(
             let caller = session
                 .mux
                 .authorizes()
-                .then(|| Caller::new(&headers, "POST", path, peer, claims));
+                .then(|| Caller::new(headers, "POST", path, peer, claims));
             run_request(route, session, message, caller, sub).await
         }
         Kind::Notification => {
