@@ -5,6 +5,7 @@
 //! The `portico` binary embeds it as `portico fixture`.
 
 mod handler;
+mod sigv4;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,11 +53,18 @@ pub struct FixtureArgs {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Refuse (HTTP 403) requests not signed with AWS SigV4 for `REGION/SERVICE` by a key of `--sigv4-key`.
+    #[arg(long, value_name = "REGION/SERVICE", requires = "sigv4_key")]
+    pub sigv4: Option<String>,
+    /// An access key the `--sigv4` check accepts, as `ACCESS_KEY_ID:SECRET` (repeatable).
+    #[arg(long, value_name = "ID:SECRET")]
+    pub sigv4_key: Vec<String>,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
 pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
     let tls = tls_config(&cli)?;
+    let sigv4 = sigv4_verifier(&cli)?;
     let options = Arc::new(FixtureOptions {
         name: cli.name,
         tools: handler::tool_list(cli.extra_tools),
@@ -64,7 +72,7 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
     });
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,
-        Transport::Http => serve_http(options, cli.listen, tls).await,
+        Transport::Http => serve_http(options, cli.listen, tls, sigv4).await,
     }
 }
 
@@ -74,6 +82,29 @@ async fn serve_stdio(options: Arc<FixtureOptions>) -> anyhow::Result<()> {
         .await?;
     service.waiting().await?;
     Ok(())
+}
+
+fn sigv4_verifier(cli: &FixtureArgs) -> anyhow::Result<Option<Arc<sigv4::Verifier>>> {
+    let Some(scope) = &cli.sigv4 else {
+        return Ok(None);
+    };
+    let (region, service) = scope
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--sigv4 takes REGION/SERVICE"))?;
+    let keys = cli
+        .sigv4_key
+        .iter()
+        .map(|key| {
+            key.split_once(':')
+                .map(|(id, secret)| (id.to_string(), secret.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--sigv4-key takes ID:SECRET"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(Arc::new(sigv4::Verifier {
+        region: region.into(),
+        service: service.into(),
+        keys,
+    })))
 }
 
 fn pem_certs(
@@ -113,6 +144,7 @@ async fn serve_http(
     options: Arc<FixtureOptions>,
     listen: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    sigv4: Option<Arc<sigv4::Verifier>>,
 ) -> anyhow::Result<()> {
     // The default allows only loopback Hosts: the MCP DNS-rebinding defence the conformance suite checks.
     // Over TLS the fixture stands in for a remote server, which clients reach by its own name.
@@ -125,7 +157,13 @@ async fn serve_http(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    let mut app = axum::Router::new().nest_service("/mcp", service);
+    if let Some(verifier) = sigv4 {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            verifier,
+            sigv4::require_signature,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{}/mcp", listener.local_addr()?);

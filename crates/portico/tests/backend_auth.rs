@@ -106,20 +106,21 @@ fn explain_and_errors_never_show_secrets() {
         "{}            policies:\n              backendAuth:\n                key: \"{KEY_A}\"\n",
         stdio_target("local", &[])
     );
-    let aws = format!(
-        "{}            policies:\n              backendAuth:\n                aws: {{region: us-east-1}}\n",
+    let half_keys = format!(
+        "{}            policies:\n              backendAuth:\n                aws: {{region: us-east-1, secretAccessKey: \"{KEY_A}\"}}\n",
         http_target("r", "http://127.0.0.1:9/mcp")
     );
-    let sse = format!(
-        "          - name: legacy\n            sse: {{host: \"http://127.0.0.1:9/sse\"}}\n            policies:\n              backendAuth:\n                key: \"{KEY_A}\"\n"
+    let two_identities = format!(
+        "{}            policies:\n              backendAuth:\n                azure:\n                  clientSecret: {{tenantId: t, clientId: c, clientSecret: \"{KEY_A}\"}}\n                  managedIdentity: {{}}\n",
+        http_target("z", "http://127.0.0.1:9/mcp")
     );
     for (yaml, expected) in [
-        (
-            sse,
-            "`backendAuth` (set on this target or inherited) is not supported yet for `sse` targets",
-        ),
         (stdio, "backendAuth does not apply to stdio targets"),
-        (aws, "backendAuth `aws` is not supported yet"),
+        (half_keys, "set both `accessKeyId` and `secretAccessKey`"),
+        (
+            two_identities,
+            "set exactly one of `clientSecret`, `managedIdentity`, `workloadIdentity`",
+        ),
     ] {
         let text = validate_failure(&config_with_targets(&yaml, ""));
         assert!(text.contains(expected), "{text}");

@@ -275,3 +275,62 @@ async fn legacy_sse_target_server_everything() {
     assert!(text(&sum).contains("42"), "{sum}");
     drop(server);
 }
+
+/// `backendAuth` and `requestHeaderModifier` reach a legacy SSE server (the Python SDK's) on the GET
+/// stream and on every POST; the server refuses anything without its token.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_sse_target_gets_its_credentials_and_headers() {
+    let Some(tools) = tools() else { return };
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sse_server.py");
+    let mut server = tokio::process::Command::new(tools.join("venv/bin/python"))
+        .args([script, &port.to_string(), "Bearer sse-target-key"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the Python SSE server starts")
+        .unwrap();
+    // Uvicorn prints its own line once it accepts connections; wait for the port instead.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let target = |name: &str, key: &str| {
+        format!(
+            "          - name: {name}\n            sse:\n              host: http://127.0.0.1:{port}/sse\n            policies:\n              backendAuth:\n                key: {key}\n              requestHeaderModifier:\n                set: {{x-tenant: blue}}\n"
+        )
+    };
+    let targets = [
+        target("legacy", "sse-target-key"),
+        target("refused", "another-key"),
+    ]
+    .concat();
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (listed, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&listed, "name");
+    assert_eq!(listed, vec!["legacy_seen_headers".to_string()]);
+    let result = client
+        .call("legacy_seen_headers", serde_json::json!({}))
+        .await;
+    let seen: serde_json::Value = serde_json::from_str(text(&result)).unwrap();
+    assert_eq!(seen["authorization"], "Bearer sse-target-key");
+    assert_eq!(seen["x-tenant"], "blue");
+    assert!(gateway.log_text().contains("answered HTTP 401"));
+    assert!(!gateway.log_text().contains("sse-target-key"));
+    drop(server);
+}

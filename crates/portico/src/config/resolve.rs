@@ -760,20 +760,6 @@ fn target_rt(
             url: http_url(r, &http.host, &format!("{path}.mcp.host"))?,
         }
     } else if let Some(sse) = &target.sse {
-        let connection_policies = [
-            ("backendAuth", policies.backend_auth.is_some()),
-            ("backendTLS", policies.backend_tls.is_some()),
-            ("requestHeaderModifier", policies.request_headers.is_some()),
-        ];
-        for (policy, set) in connection_policies {
-            if set {
-                r.error(
-                    format!("{path}.sse"),
-                    format!("`{policy}` (set on this target or inherited) is not supported yet for `sse` targets"),
-                )
-                .hint = Some("use an `mcp` (Streamable HTTP) target, or remove the policy".into());
-            }
-        }
         runtime::TargetKind::Sse {
             url: http_url(r, &sse.host, &format!("{path}.sse.host"))?,
         }
@@ -785,17 +771,19 @@ fn target_rt(
         .hint = Some("use a `stdio`, `mcp` (Streamable HTTP) or `sse` target".into());
         return None;
     };
-    let tls_client = match (&kind, &policies.backend_tls) {
-        (runtime::TargetKind::Http { url }, Some(tls)) if url.scheme() == "https" => {
-            match tls.policy.client(url) {
-                Ok(client) => Some(client),
-                Err(message) => {
-                    r.error(format!("{path}.mcp.host"), message);
-                    return None;
-                }
+    let remote_url = match &kind {
+        runtime::TargetKind::Http { url } | runtime::TargetKind::Sse { url } => Some(url),
+        runtime::TargetKind::Stdio(_) => None,
+    };
+    let tls_client = match (remote_url, &policies.backend_tls) {
+        (Some(url), Some(tls)) if url.scheme() == "https" => match tls.policy.client(url) {
+            Ok(client) => Some(client),
+            Err(message) => {
+                r.error(format!("{path}.{}.host", kind.config_key()), message);
+                return None;
             }
-        }
-        (runtime::TargetKind::Http { url }, Some(_)) if own.backend_tls.is_some() => {
+        },
+        (Some(url), Some(_)) if own.backend_tls.is_some() => {
             r.error(
                 format!("{path}.policies.backendTLS"),
                 format!("`{url}` is not an https:// URL"),

@@ -204,6 +204,15 @@ impl TargetKind {
             TargetKind::Sse { url } => format!("sse: {url}"),
         }
     }
+
+    /// The target's field in the config: `stdio`, `mcp`, `sse`.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            TargetKind::Stdio(_) => "stdio",
+            TargetKind::Http { .. } => "mcp",
+            TargetKind::Sse { .. } => "sse",
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -350,3 +350,18 @@ pub fn validate_failure(yaml: &str) -> String {
     );
     stderr
 }
+
+/// `der` in PEM armour under `label` (`PRIVATE KEY`, `PUBLIC KEY`).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}

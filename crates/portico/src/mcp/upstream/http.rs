@@ -8,13 +8,11 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::ClientToken;
-use super::{InboundSink, UpstreamError};
+use super::outbound::Outbound;
+use super::{ClientToken, InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
 use crate::policy::TargetPolicies;
-use crate::policy::backend_auth::BackendAuth;
-use crate::policy::headers::HeaderModifier;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -29,9 +27,7 @@ pub struct HttpUpstream {
     /// The `initialize` request, replayed once if the upstream session expires.
     init_request: RwLock<Option<Value>>,
     listen: CancellationToken,
-    request_headers: Option<Arc<HeaderModifier>>,
-    auth: Option<Arc<BackendAuth>>,
-    client_token: ClientToken,
+    outbound: Arc<Outbound>,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -62,20 +58,20 @@ fn connect_error(e: reqwest::Error) -> UpstreamError {
 }
 
 impl HttpUpstream {
+    /// `configured_url` is the target's URL as written; `url` the one connected to (they differ when
+    /// `backendTLS.sni` names another host).
     pub fn new(
-        url: reqwest::Url,
+        (configured_url, url): (&reqwest::Url, reqwest::Url),
         client: reqwest::Client,
         sink: InboundSink,
         policies: &TargetPolicies,
         client_token: ClientToken,
     ) -> Self {
         Self {
+            outbound: Arc::new(Outbound::new(policies, configured_url, client_token)),
             url,
             client,
             sink,
-            request_headers: policies.request_headers.as_ref().map(|s| s.policy.clone()),
-            auth: policies.backend_auth.as_ref().map(|s| s.policy.clone()),
-            client_token,
             session_id: RwLock::new(None),
             protocol_version: RwLock::new(None),
             init_request: RwLock::new(None),
@@ -87,26 +83,13 @@ impl HttpUpstream {
         write(&self.protocol_version, HeaderValue::from_str(version).ok());
     }
 
-    /// Adds the upstream session headers and applies the target's `requestHeaderModifier`.
-    fn prepare(
+    /// Adds the upstream session headers, then the target's header changes and credentials.
+    async fn prepare(
         &self,
-        mut request: reqwest::RequestBuilder,
+        request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Request, UpstreamError> {
-        if let Some(id) = read(&self.session_id) {
-            request = request.header(SESSION_HEADER, id);
-        }
-        if let Some(version) = read(&self.protocol_version) {
-            request = request.header(VERSION_HEADER, version);
-        }
-        let mut request = request.build().map_err(connect_error)?;
-        if let Some(modifier) = &self.request_headers {
-            modifier.apply(request.headers_mut());
-        }
-        // Last, so that no header modifier can replace the credentials.
-        if let Some(auth) = &self.auth {
-            auth.apply(&mut request, self.client_token.load().as_deref());
-        }
-        Ok(request)
+        let session = (read(&self.session_id), read(&self.protocol_version));
+        self.outbound.finish(with_session(request, &session)).await
     }
 
     async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
@@ -119,7 +102,7 @@ impl HttpUpstream {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         self.client
-            .execute(self.prepare(request)?)
+            .execute(self.prepare(request).await?)
             .await
             .map_err(connect_error)
     }
@@ -232,22 +215,20 @@ impl HttpUpstream {
 
     /// Opens the GET stream on which the target may send notifications and requests at any time.
     pub fn open_listen_stream(&self) {
-        let request = self.prepare(
-            self.client
-                .get(self.url.clone())
-                .header(ACCEPT, "text/event-stream"),
-        );
-        let Ok(request) = request else { return };
+        let session = (read(&self.session_id), read(&self.protocol_version));
         let (sink, cancel, client) = (self.sink.clone(), self.listen.clone(), self.client.clone());
+        let (url, outbound) = (self.url.clone(), self.outbound.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
-                let Some(attempt) = request.try_clone() else {
+                // Built again for every attempt: credentials may have been refreshed since.
+                let request = client.get(url.clone()).header(ACCEPT, "text/event-stream");
+                let Ok(request) = outbound.finish(with_session(request, &session)).await else {
                     return;
                 };
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    outcome = listen_once(&client, attempt, &sink) => outcome,
+                    outcome = listen_once(&client, request, &sink) => outcome,
                 };
                 if !outcome {
                     return;
@@ -266,11 +247,25 @@ impl HttpUpstream {
         if read(&self.session_id).is_none() {
             return;
         }
-        let Ok(request) = self.prepare(self.client.delete(self.url.clone())) else {
+        let Ok(request) = self.prepare(self.client.delete(self.url.clone())).await else {
             return;
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.execute(request)).await;
     }
+}
+
+/// The upstream session's headers: its id and the negotiated protocol version.
+fn with_session(
+    mut request: reqwest::RequestBuilder,
+    (id, version): &(Option<HeaderValue>, Option<HeaderValue>),
+) -> reqwest::RequestBuilder {
+    if let Some(id) = id {
+        request = request.header(SESSION_HEADER, id.clone());
+    }
+    if let Some(version) = version {
+        request = request.header(VERSION_HEADER, version.clone());
+    }
+    request
 }
 
 fn parse_event(event: &sse::Event) -> Option<Incoming> {

@@ -2,6 +2,7 @@
 //! asks which kind of target it talks to.
 
 mod http;
+mod outbound;
 mod sse;
 mod stdio;
 mod waiters;
@@ -101,21 +102,28 @@ impl Upstream {
                 Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)
             }
             TargetKind::Http { url } => {
-                let (client, url) = target
+                let (client, connect_url) = target
                     .tls_client
                     .clone()
                     .unwrap_or_else(|| (http_client.clone(), url.clone()));
                 Transport::Http(http::HttpUpstream::new(
-                    url,
+                    (url, connect_url),
                     client,
                     sink,
                     &target.policies,
                     client_token.clone(),
                 ))
             }
-            TargetKind::Sse { url } => Transport::Sse(
-                sse::SseUpstream::connect(url.clone(), http_client.clone(), sink).await?,
-            ),
+            TargetKind::Sse { url } => {
+                let (client, connect_url) = target
+                    .tls_client
+                    .clone()
+                    .unwrap_or_else(|| (http_client.clone(), url.clone()));
+                let outbound = outbound::Outbound::new(&target.policies, url, client_token.clone());
+                Transport::Sse(
+                    sse::SseUpstream::connect(connect_url, client, outbound, sink).await?,
+                )
+            }
         };
         let mut upstream = Upstream {
             transport,

@@ -7,6 +7,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::outbound::Outbound;
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::Payload;
@@ -17,6 +18,7 @@ const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct SseUpstream {
     client: reqwest::Client,
+    outbound: Outbound,
     /// Where messages are POSTed, from the stream's `endpoint` event.
     endpoint: reqwest::Url,
     waiters: Waiters,
@@ -32,14 +34,13 @@ impl SseUpstream {
     pub async fn connect(
         url: reqwest::Url,
         client: reqwest::Client,
+        outbound: Outbound,
         sink: InboundSink,
     ) -> Result<Self, UpstreamError> {
-        let mut response = client
-            .get(url.clone())
-            .header(ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(failed)?;
+        let request = outbound
+            .finish(client.get(url.clone()).header(ACCEPT, "text/event-stream"))
+            .await?;
+        let mut response = client.execute(request).await.map_err(failed)?;
         if !response.status().is_success() {
             return Err(UpstreamError::Status(response.status().as_u16()));
         }
@@ -71,6 +72,7 @@ impl SseUpstream {
         ));
         Ok(Self {
             client,
+            outbound,
             endpoint,
             waiters,
             stream,
@@ -82,14 +84,16 @@ impl SseUpstream {
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(message.to_string())
-            .send()
-            .await
-            .map_err(failed)?;
+        let request = self.client.post(self.endpoint.clone());
+        let request = self
+            .outbound
+            .finish(
+                request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(message.to_string()),
+            )
+            .await?;
+        let response = self.client.execute(request).await.map_err(failed)?;
         if response.status().is_success() {
             Ok(())
         } else {

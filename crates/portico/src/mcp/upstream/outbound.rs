@@ -1,0 +1,49 @@
+//! What every HTTP request to a target (`mcp` or `sse`) gets once it is built: the target's
+//! `requestHeaderModifier`, then its `backendAuth`. Credentials go last so that no header change can
+//! replace them, and so that a SigV4 signature covers the request as sent.
+
+use std::sync::Arc;
+
+use super::{ClientToken, UpstreamError};
+use crate::policy::TargetPolicies;
+use crate::policy::backend_auth::TargetAuth;
+use crate::policy::headers::HeaderModifier;
+
+pub struct Outbound {
+    request_headers: Option<Arc<HeaderModifier>>,
+    auth: Option<TargetAuth>,
+    client_token: ClientToken,
+}
+
+impl Outbound {
+    /// `url` is the target's URL as configured (before any `backendTLS.sni` rewrite): the default
+    /// audience of its cloud tokens.
+    pub fn new(policies: &TargetPolicies, url: &reqwest::Url, client_token: ClientToken) -> Self {
+        Self {
+            request_headers: policies.request_headers.as_ref().map(|s| s.policy.clone()),
+            auth: policies
+                .backend_auth
+                .as_ref()
+                .map(|s| s.policy.for_target(url)),
+            client_token,
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Request, UpstreamError> {
+        let mut request = request
+            .build()
+            .map_err(|e| UpstreamError::Connect(e.without_url().to_string()))?;
+        if let Some(modifier) = &self.request_headers {
+            modifier.apply(request.headers_mut());
+        }
+        if let Some(auth) = &self.auth {
+            auth.apply(&mut request, self.client_token.load().as_deref())
+                .await
+                .map_err(|e| UpstreamError::Connect(format!("backendAuth: {e}")))?;
+        }
+        Ok(request)
+    }
+}
