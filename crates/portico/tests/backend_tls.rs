@@ -155,6 +155,58 @@ async fn failures_name_the_target_and_the_reason() {
     assert_eq!(insecure, Ok(()), "insecure skips verification");
 }
 
+/// `insecureHost` and `subjectAltNames` relax or replace the name check, never the chain check.
+#[tokio::test(flavor = "multi_thread")]
+async fn name_checks_can_be_relaxed_but_not_the_chain() {
+    let pki = pki();
+    let fixture = https_fixture(&pki, false).await;
+    let root = pki.ca.display().to_string();
+    let with_root = |rest: &str| format!("                root: {root}\n{rest}");
+    let cases = [
+        // The URL's host (127.0.0.1) is not in the certificate; the SAN list names what is.
+        (
+            with_root("                subjectAltNames: [service-a.example.com]\n"),
+            true,
+        ),
+        (
+            with_root("                subjectAltNames: [other.example.com, 10.0.0.1]\n"),
+            false,
+        ),
+        (with_root("                insecureHost: true\n"), true),
+        (
+            with_root("                hostname: service-a.example.com\n"),
+            true,
+        ),
+        // No root: the chain is still checked.
+        ("                insecureHost: true\n".to_string(), false),
+        (
+            "                subjectAltNames: [service-a.example.com]\n".to_string(),
+            false,
+        ),
+    ];
+    for (tls, works) in cases {
+        let outcome = initialize(&fixture.url, &tls).await;
+        assert_eq!(outcome.is_ok(), works, "{tls}: {outcome:?}");
+        if let Err(e) = outcome {
+            assert!(
+                e.contains("not valid for name") || e.contains("UnknownIssuer"),
+                "{e}"
+            );
+        }
+    }
+    let warning = validate_output(&config_with_targets(
+        &target_with_tls(
+            &fixture.url,
+            &with_root("                insecureHost: true\n"),
+        ),
+        "",
+    ));
+    assert!(
+        warning.contains("backendTLS.insecureHost") && warning.contains("not verified"),
+        "{warning}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_needs_the_client_certificate() {
     let pki = pki();

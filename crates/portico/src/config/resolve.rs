@@ -708,13 +708,27 @@ fn target_rt(
             "backendTLS does not apply to stdio targets: there is no connection to secure",
         );
     }
-    if let Some(tls) = &own.backend_tls
-        && tls.insecure
-    {
-        r.warnings.push(ConfigError::warning(
-            format!("{path}.policies.backendTLS.insecure"),
-            "TLS certificates of this target are not verified",
-        ));
+    if let Some(tls) = &own.backend_tls {
+        let relaxed = [
+            (
+                tls.insecure,
+                "insecure",
+                "TLS certificates of this target are not verified",
+            ),
+            (
+                tls.insecure_host && !tls.insecure,
+                "insecureHost",
+                "the server name in this target's TLS certificate is not verified",
+            ),
+        ];
+        for (set, field, message) in relaxed {
+            if set {
+                r.warnings.push(ConfigError::warning(
+                    format!("{path}.policies.backendTLS.{field}"),
+                    message,
+                ));
+            }
+        }
     }
     if target.stdio.is_some() && own.backend_auth.is_some() {
         r.error(

@@ -1,9 +1,10 @@
 //! `backendTLS` (route, backend, target): how Portico connects to an `https://` target.
 //!
-//! Built: `sni` (the server name sent and verified), `root` (a PEM CA bundle; default: the system's
-//! roots), `cert` + `key` (a client certificate, for mutual TLS), `insecure` (no verification; a warning
-//! at load) and `alpn`. `hostname`, `insecureHost` and `subjectAltNames` are refused at load until built.
-//! Each target with a policy gets its own TLS client config, built once at load.
+//! `sni` (or its synonym `hostname`: the server name sent and verified), `root` (a PEM CA bundle;
+//! default: the system's roots), `cert` + `key` (a client certificate, for mutual TLS), `insecure` (no
+//! verification; a warning at load), `insecureHost` (the chain is verified, the name is not),
+//! `subjectAltNames` (the certificate must be valid for one of these names instead of the server name)
+//! and `alpn`. Each target with a policy gets its own TLS client config, built once at load.
 
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The YAML form.
 #[derive(Debug, Deserialize)]
@@ -26,9 +26,11 @@ pub struct Config {
     pub insecure: bool,
     #[serde(default)]
     pub alpn: Vec<String>,
-    pub hostname: Option<IgnoredAny>,
-    pub insecure_host: Option<IgnoredAny>,
-    pub subject_alt_names: Option<IgnoredAny>,
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub insecure_host: bool,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
 }
 
 /// A compiled `backendTLS` policy.
@@ -37,6 +39,7 @@ pub struct BackendTls {
     pub config: Arc<rustls::ClientConfig>,
     pub sni: Option<String>,
     pub insecure: bool,
+    pub insecure_host: bool,
 }
 
 fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
@@ -57,26 +60,48 @@ fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, (S
 impl BackendTls {
     /// `Err` names the field (relative to the policy) and what is wrong.
     pub fn compile(config: &Config) -> Result<Self, (String, String)> {
-        for (field, set) in [
-            ("hostname", config.hostname.is_some()),
-            ("insecureHost", config.insecure_host.is_some()),
-            ("subjectAltNames", config.subject_alt_names.is_some()),
-        ] {
-            if set {
+        let sni = match (&config.sni, &config.hostname) {
+            (Some(sni), Some(hostname)) if sni != hostname => {
                 return Err((
-                    field.into(),
-                    format!("backendTLS `{field}` is not supported yet"),
+                    "hostname".into(),
+                    "`hostname` is another name for `sni`; set one of them".into(),
                 ));
             }
-        }
+            (sni, hostname) => sni.clone().or_else(|| hostname.clone()),
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| (String::new(), e.to_string()))?;
+        let names = config
+            .subject_alt_names
+            .iter()
+            .map(|name| {
+                ServerName::try_from(name.clone()).map_err(|_| {
+                    (
+                        "subjectAltNames".to_string(),
+                        format!("`{name}` is not a DNS name or an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let builder = if config.insecure {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        } else if config.insecure_host || !names.is_empty() {
+            let roots = Arc::new(roots(config.root.as_deref())?);
+            let chain =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| ("root".to_string(), e.to_string()))?;
+            let names = match config.insecure_host {
+                true => NameCheck::None,
+                false => NameCheck::OneOf(names),
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly { chain, names }))
         } else {
             builder.with_root_certificates(roots(config.root.as_deref())?)
         };
@@ -109,15 +134,16 @@ impl BackendTls {
         } else {
             config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
         };
-        if let Some(sni) = &config.sni
+        if let Some(sni) = &sni
             && ServerName::try_from(sni.as_str()).is_err()
         {
             return Err(("sni".into(), format!("`{sni}` is not a server name")));
         }
         Ok(Self {
             config: Arc::new(client),
-            sni: config.sni.clone(),
+            sni,
             insecure: config.insecure,
+            insecure_host: config.insecure_host,
         })
     }
 
@@ -168,6 +194,90 @@ fn roots(root: Option<&str>) -> Result<rustls::RootCertStore, (String, String)> 
         }
     }
     Ok(store)
+}
+
+/// Which names the server certificate must be valid for, beyond a verified chain.
+#[derive(Debug)]
+enum NameCheck {
+    /// `insecureHost: true`.
+    None,
+    /// `subjectAltNames`: any one of them, instead of the server name.
+    OneOf(Vec<ServerName<'static>>),
+}
+
+/// `insecureHost` and `subjectAltNames`: the chain is verified against the roots as usual; the name
+/// check is relaxed or replaced.
+#[derive(Debug)]
+struct ChainOnly {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    names: NameCheck,
+}
+
+fn wrong_name(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }
+        )
+    )
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verify = |name: &ServerName<'_>| {
+            self.chain
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+        };
+        match &self.names {
+            NameCheck::None => match verify(server_name) {
+                Err(e) if wrong_name(&e) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            },
+            NameCheck::OneOf(names) => {
+                let mut last = None;
+                for name in names {
+                    match verify(name) {
+                        Ok(verified) => return Ok(verified),
+                        Err(e) if wrong_name(&e) => last = Some(e),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(last.unwrap_or(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                )))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 /// `insecure: true`: any certificate is accepted (signatures are still checked for the handshake).

@@ -337,18 +337,28 @@ pub fn names(items: &[Value], field: &str) -> Vec<String> {
 
 /// Runs `portico validate` on `yaml` (with `PORT` → 0), expects it to fail, and returns its stderr.
 pub fn validate_failure(yaml: &str) -> String {
-    let path = temp_file("invalid.yaml", &yaml.replace("PORT", "0"));
+    let (code, stderr) = validate(yaml);
+    assert_eq!(code, Some(1), "validate should fail:\n{stderr}");
+    stderr
+}
+
+/// What `portico validate` prints (warnings) for a valid config.
+pub fn validate_output(yaml: &str) -> String {
+    let (code, stderr) = validate(yaml);
+    assert_eq!(code, Some(0), "validate should pass:\n{stderr}");
+    stderr
+}
+
+fn validate(yaml: &str) -> (Option<i32>, String) {
+    let path = temp_file("config.yaml", &yaml.replace("PORT", "0"));
     let output = std::process::Command::new(EXE)
         .args(["validate", "-f", path.to_str().expect("utf-8 temp path")])
         .output()
         .expect("run portico validate");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
+    (
         output.status.code(),
-        Some(1),
-        "validate should fail:\n{stderr}"
-    );
-    stderr
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// `der` in PEM armour under `label` (`PRIVATE KEY`, `PUBLIC KEY`).
