@@ -5,6 +5,7 @@
 //! The `portico` binary embeds it as `portico fixture`.
 
 mod handler;
+pub mod rest;
 mod sigv4;
 
 use std::net::SocketAddr;
@@ -23,6 +24,9 @@ pub enum Transport {
     Stdio,
     /// Streamable HTTP on `--listen`, endpoint `/mcp`.
     Http,
+    /// Not MCP: a REST pet store on `--listen` with its OpenAPI document at `/openapi.json` (for
+    /// `openapi` targets).
+    Rest,
 }
 
 /// Options of the fixture server.
@@ -73,6 +77,7 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,
         Transport::Http => serve_http(options, cli.listen, tls, sigv4).await,
+        Transport::Rest => rest::serve(cli.listen).await,
     }
 }
 

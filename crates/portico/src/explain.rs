@@ -88,7 +88,7 @@ fn line(out: &mut String, indent: &str, name: &str, entry: &Value) {
             },
         ),
     };
-    out.push_str(&format!("{indent}{name:<18} {level:<9} {policy}\n"));
+    out.push_str(&format!("{indent}{name:<22} {level:<9} {policy}\n"));
 }
 
 /// The same, as text for people.

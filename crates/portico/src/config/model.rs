@@ -184,7 +184,7 @@ pub struct Target {
     pub stdio: Option<StdioTarget>,
     pub mcp: Option<HttpTarget>,
     pub sse: Option<HttpTarget>,
-    pub openapi: Option<IgnoredAny>,
+    pub openapi: Option<OpenApiTarget>,
     pub policies: Option<Policies>,
 }
 
@@ -205,6 +205,25 @@ pub struct StdioTarget {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpTarget {
     pub host: String,
+}
+
+/// `openapi: {schema: {file | url | inline}, host}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiTarget {
+    pub schema: OpenApiSchema,
+    /// The service's base URL (`http://h:8080/api`), or `h:port` for plain HTTP.
+    pub host: String,
+}
+
+/// Where the OpenAPI document is: exactly one field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiSchema {
+    pub file: Option<String>,
+    pub url: Option<String>,
+    /// The document itself, as YAML in the config or as a string of JSON or YAML.
+    pub inline: Option<serde_json::Value>,
 }
 
 /// The `policies` object of any level. Each type is checked against the levels where it may appear;

@@ -189,6 +189,11 @@ pub enum TargetKind {
     Sse {
         url: reqwest::Url,
     },
+    /// A REST service: `url` is its base URL, `api` its operations as tools.
+    OpenApi {
+        url: reqwest::Url,
+        api: std::sync::Arc<crate::mcp::upstream::openapi::Api>,
+    },
 }
 
 impl TargetKind {
@@ -202,6 +207,10 @@ impl TargetKind {
             }
             TargetKind::Http { url } => format!("mcp: {url}"),
             TargetKind::Sse { url } => format!("sse: {url}"),
+            TargetKind::OpenApi { url, api } => match api.operations.len() {
+                1 => format!("openapi: {url} (1 operation)"),
+                n => format!("openapi: {url} ({n} operations)"),
+            },
         }
     }
 
@@ -211,6 +220,7 @@ impl TargetKind {
             TargetKind::Stdio(_) => "stdio",
             TargetKind::Http { .. } => "mcp",
             TargetKind::Sse { .. } => "sse",
+            TargetKind::OpenApi { .. } => "openapi",
         }
     }
 }

@@ -33,6 +33,22 @@ impl Source {
 
 /// Parses `text`, expanding `$VAR` references with `env`.
 pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Source, Vec<ConfigError>> {
+    parse_with(text, Some(env))
+}
+
+/// Parses a YAML or JSON document that is not Portico's config (an OpenAPI schema): no `$VAR`
+/// expansion, since `$` is ordinary text there. The error says where the document is malformed.
+pub fn parse_document(text: &str) -> Result<Value, String> {
+    parse_with(text, None).map(|s| s.value).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+fn parse_with(text: &str, env: Option<Env<'_>>) -> Result<Source, Vec<ConfigError>> {
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let marker = e.marker();
         vec![ConfigError::new("", e.info().to_string()).at(Location {
@@ -65,8 +81,12 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Source,
 struct Builder<'a> {
     index: HashMap<String, Location>,
     errors: Vec<ConfigError>,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    /// `None`: strings are kept as written.
+    env: Option<Env<'a>>,
 }
+
+/// Looks up an environment variable (tests pass their own).
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn location_of(node: &MarkedYaml) -> Location {
     Location {
@@ -128,7 +148,8 @@ impl Builder<'_> {
             Scalar::FloatingPoint(f) => {
                 Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number)
             }
-            Scalar::String(s) => match expand_env(s, self.env) {
+            Scalar::String(s) => match self.env.map_or(Ok(s.to_string()), |env| expand_env(s, env))
+            {
                 Ok(expanded) => Value::String(expanded),
                 Err(message) => {
                     self.errors.push(

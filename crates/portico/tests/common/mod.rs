@@ -35,8 +35,17 @@ pub struct HttpFixture {
 
 impl HttpFixture {
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_as("http", args).await
+    }
+
+    /// The fixture's REST pet store (`--transport rest`); `url` is its base URL.
+    pub async fn start_rest() -> Self {
+        Self::start_as("rest", &[]).await
+    }
+
+    async fn start_as(transport: &str, args: &[&str]) -> Self {
         let mut child = Command::new(EXE)
-            .args(["fixture", "--transport", "http"])
+            .args(["fixture", "--transport", transport])
             .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -9,7 +9,7 @@
 mod cursor;
 mod downlink;
 mod items;
-mod merge;
+pub(crate) mod merge;
 pub mod naming;
 
 use std::collections::HashMap;

@@ -9,10 +9,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::outbound::Outbound;
-use super::{ClientToken, InboundSink, UpstreamError};
+use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
-use crate::policy::TargetPolicies;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -58,17 +57,16 @@ fn connect_error(e: reqwest::Error) -> UpstreamError {
 }
 
 impl HttpUpstream {
-    /// `configured_url` is the target's URL as written; `url` the one connected to (they differ when
-    /// `backendTLS.sni` names another host).
+    /// `url` is the one connected to (it differs from the configured one when `backendTLS.sni` names
+    /// another host).
     pub fn new(
-        (configured_url, url): (&reqwest::Url, reqwest::Url),
+        url: reqwest::Url,
         client: reqwest::Client,
         sink: InboundSink,
-        policies: &TargetPolicies,
-        client_token: ClientToken,
+        outbound: Outbound,
     ) -> Self {
         Self {
-            outbound: Arc::new(Outbound::new(policies, configured_url, client_token)),
+            outbound: Arc::new(outbound),
             url,
             client,
             sink,

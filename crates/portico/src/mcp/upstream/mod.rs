@@ -2,6 +2,7 @@
 //! asks which kind of target it talks to.
 
 mod http;
+pub mod openapi;
 mod outbound;
 mod sse;
 mod stdio;
@@ -77,6 +78,7 @@ enum Transport {
     Stdio(stdio::StdioUpstream),
     Http(http::HttpUpstream),
     Sse(sse::SseUpstream),
+    OpenApi(openapi::OpenApiUpstream),
 }
 
 /// One live, initialized connection to one target for one client session.
@@ -97,32 +99,41 @@ impl Upstream {
         http_client: &reqwest::Client,
         client_token: &ClientToken,
     ) -> Result<Arc<Upstream>, UpstreamError> {
+        // A remote target's own TLS client (backendTLS), or the worker's shared one.
+        let remote = |url: &reqwest::Url| {
+            target
+                .tls_client
+                .clone()
+                .unwrap_or_else(|| (http_client.clone(), url.clone()))
+        };
+        let outbound = |url| outbound::Outbound::new(&target.policies, url, client_token.clone());
         let transport = match &target.kind {
             TargetKind::Stdio(spec) => {
                 Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)
             }
             TargetKind::Http { url } => {
-                let (client, connect_url) = target
-                    .tls_client
-                    .clone()
-                    .unwrap_or_else(|| (http_client.clone(), url.clone()));
+                let (client, connect_url) = remote(url);
                 Transport::Http(http::HttpUpstream::new(
-                    (url, connect_url),
+                    connect_url,
                     client,
                     sink,
-                    &target.policies,
-                    client_token.clone(),
+                    outbound(url),
                 ))
             }
             TargetKind::Sse { url } => {
-                let (client, connect_url) = target
-                    .tls_client
-                    .clone()
-                    .unwrap_or_else(|| (http_client.clone(), url.clone()));
-                let outbound = outbound::Outbound::new(&target.policies, url, client_token.clone());
+                let (client, connect_url) = remote(url);
                 Transport::Sse(
-                    sse::SseUpstream::connect(connect_url, client, outbound, sink).await?,
+                    sse::SseUpstream::connect(connect_url, client, outbound(url), sink).await?,
                 )
+            }
+            TargetKind::OpenApi { url, api } => {
+                let (client, connect_url) = remote(url);
+                Transport::OpenApi(openapi::OpenApiUpstream::new(
+                    api.clone(),
+                    connect_url,
+                    client,
+                    outbound(url),
+                ))
             }
         };
         let mut upstream = Upstream {
@@ -183,6 +194,7 @@ impl Upstream {
             Transport::Stdio(t) => t.request(request).await,
             Transport::Http(t) => t.request(request).await,
             Transport::Sse(t) => t.request(request).await,
+            Transport::OpenApi(t) => t.request(request).await,
         }
     }
 
@@ -192,6 +204,8 @@ impl Upstream {
             Transport::Stdio(t) => t.send(&message).await,
             Transport::Http(t) => t.send(message).await,
             Transport::Sse(t) => t.send(&message).await,
+            // Notifications (initialized, cancelled) have nothing to act on: each call is one request.
+            Transport::OpenApi(_) => Ok(()),
         }
     }
 
@@ -201,6 +215,7 @@ impl Upstream {
             Transport::Stdio(t) => t.close().await,
             Transport::Http(t) => t.close().await,
             Transport::Sse(t) => t.close(),
+            Transport::OpenApi(_) => {}
         }
     }
 }

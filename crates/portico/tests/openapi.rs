@@ -1,0 +1,215 @@
+//! `openapi` targets: the fixture's REST pet store (`portico fixture --transport rest`) behind
+//! Portico, its operations called as tools by an MCP client.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn openapi_target(name: &str, schema: &str, host: &str) -> String {
+    format!(
+        "          - name: {name}\n            openapi:\n              schema: {schema}\n              host: {host}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_are_tools_and_calls_are_requests() {
+    let rest = HttpFixture::start_rest().await;
+    let targets = [
+        openapi_target(
+            "pets",
+            &format!("{{url: \"{}/openapi.json\"}}", rest.url),
+            &rest.url,
+        ),
+        stdio_target("mcp", &[]),
+    ]
+    .concat();
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let log = gateway.log_text();
+    assert!(
+        log.contains("upstream=openapi: http://") && log.contains("(5 operations)"),
+        "the start-up line says what is served: {log}"
+    );
+    let mut listed: Vec<String> = names(&tools, "name")
+        .into_iter()
+        .filter(|n| n.starts_with("pets_"))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "pets_createPet",
+            "pets_deletePet",
+            "pets_echoRequest",
+            "pets_getPet",
+            "pets_listPets"
+        ]
+    );
+    let get_pet = tools.iter().find(|t| t["name"] == "pets_getPet").unwrap();
+    assert_eq!(get_pet["inputSchema"]["required"], json!(["path"]));
+    assert_eq!(
+        get_pet["inputSchema"]["properties"]["path"]["required"],
+        json!(["petId"])
+    );
+    let create = tools
+        .iter()
+        .find(|t| t["name"] == "pets_createPet")
+        .unwrap();
+    assert_eq!(
+        create["inputSchema"]["properties"]["body"]["required"],
+        json!(["name"]),
+        "the body schema's $ref is inlined"
+    );
+
+    let created = client
+        .call(
+            "pets_createPet",
+            json!({"body": {"name": "Rex", "tag": "dog"}}),
+        )
+        .await;
+    assert_ne!(created["isError"], true, "{created}");
+    assert_eq!(created["structuredContent"]["name"], "Rex");
+    let id = created["structuredContent"]["id"].as_u64().unwrap();
+    client
+        .call(
+            "pets_createPet",
+            json!({"body": {"name": "Tom", "tag": "cat"}}),
+        )
+        .await;
+
+    let fetched = client
+        .call("pets_getPet", json!({"path": {"petId": id}}))
+        .await;
+    let pet: Value = serde_json::from_str(text(&fetched)).unwrap();
+    assert_eq!(pet["name"], "Rex");
+    let dogs = client
+        .call("pets_listPets", json!({"query": {"tag": "dog"}}))
+        .await;
+    assert_eq!(
+        dogs["structuredContent"]["pets"].as_array().unwrap().len(),
+        1
+    );
+
+    let missing = client
+        .call("pets_getPet", json!({"path": {"petId": 99}}))
+        .await;
+    assert_eq!(missing["isError"], true, "{missing}");
+    assert!(
+        text(&missing).contains("404") && text(&missing).contains("pet 99 not found"),
+        "{missing}"
+    );
+    let no_body = client.call("pets_createPet", json!({})).await;
+    assert_eq!(no_body["isError"], true);
+    assert!(
+        text(&no_body).contains("missing argument `body`"),
+        "{no_body}"
+    );
+
+    let deleted = client
+        .call("pets_deletePet", json!({"path": {"petId": id}}))
+        .await;
+    assert_ne!(deleted["isError"], true, "{deleted}");
+    let gone = client
+        .call("pets_getPet", json!({"path": {"petId": id}}))
+        .await;
+    assert_eq!(gone["isError"], true);
+
+    assert_eq!(
+        text(
+            &client
+                .call("mcp_echo", json!({"message": "still here"}))
+                .await
+        ),
+        "still here",
+        "the MCP target beside it is unaffected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_and_query_inputs_and_backend_auth_reach_the_service() {
+    let rest = HttpFixture::start_rest().await;
+    let document = reqwest::get(format!("{}/openapi.json", rest.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let file = temp_file("openapi.json", &document);
+    let targets = format!(
+        "{}            policies:\n              backendAuth:\n                key: rest-api-key\n",
+        openapi_target("pets", &format!("{{file: {}}}", file.display()), &rest.url)
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let echoed = client
+        .call(
+            "echoRequest",
+            json!({"query": {"q": "a b&c"}, "header": {"x-request-tag": "blue"}}),
+        )
+        .await;
+    let seen = &echoed["structuredContent"];
+    assert_eq!(seen["query"]["q"], "a b&c", "{echoed}");
+    assert_eq!(seen["headers"]["x-request-tag"], "blue");
+    assert_eq!(seen["headers"]["authorization"], "Bearer rest-api-key");
+    assert!(!gateway.log_text().contains("rest-api-key"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inline_schema_is_read_from_the_config() {
+    let rest = HttpFixture::start_rest().await;
+    let inline = "\n                inline:\n                  openapi: 3.1.0\n                  info: {title: Health, version: \"1\"}\n                  paths:\n                    /pets/{petId}:\n                      get:\n                        operationId: fetchPet\n                        parameters:\n                          - {name: petId, in: path, required: true, schema: {type: string}}\n";
+    let targets = openapi_target("inline", inline, &rest.url.replace("http://", ""));
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert_eq!(names(&tools, "name"), ["fetchPet"], "one target: no prefix");
+    let result = client
+        .call("fetchPet", json!({"path": {"petId": "7/../1"}}))
+        .await;
+    assert_eq!(result["isError"], true);
+    assert!(
+        text(&result).contains("HTTP 400") && text(&result).contains("`7/../1`"),
+        "the id reaches the service as one path segment: {result}"
+    );
+}
+
+#[test]
+fn broken_schemas_are_config_errors() {
+    let swagger = temp_file("swagger.json", r#"{"swagger": "2.0", "paths": {}}"#);
+    let cases = [
+        (
+            openapi_target(
+                "a",
+                "{file: /nonexistent/openapi.json}",
+                "http://127.0.0.1:9",
+            ),
+            "mcp.targets[0].openapi.schema.file: cannot read `/nonexistent/openapi.json`",
+        ),
+        (
+            openapi_target(
+                "a",
+                &format!("{{file: {}}}", swagger.display()),
+                "http://127.0.0.1:9",
+            ),
+            "Swagger 2.0 document; Portico reads OpenAPI 3.x",
+        ),
+        (
+            openapi_target(
+                "a",
+                "{url: \"http://127.0.0.1:9/openapi.json\"}",
+                "http://127.0.0.1:9",
+            ),
+            "openapi.schema.url: cannot fetch `http://127.0.0.1:9/openapi.json`",
+        ),
+        (
+            openapi_target("a", "{}", "http://127.0.0.1:9"),
+            "set exactly one of `file`, `url`, `inline`",
+        ),
+    ];
+    for (targets, expected) in cases {
+        let text = validate_failure(&config_with_targets(&targets, ""));
+        assert!(text.contains(expected), "{expected}:\n{text}");
+    }
+}
