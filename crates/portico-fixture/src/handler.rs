@@ -113,8 +113,9 @@ fn tool_definitions(extra: usize) -> Vec<Value> {
         ),
         tool(
             "test_sampling",
-            "Asks the client's LLM",
-            string_arg_schema("prompt"),
+            "Asks the client's LLM (`modelHint`: a model name hint to send along)",
+            json!({"type": "object", "properties": {"prompt": {"type": "string"}, "modelHint": {"type": "string"}},
+                   "required": ["prompt"]}),
         ),
         tool(
             "test_elicitation",
@@ -292,8 +293,13 @@ impl Fixture {
                 Ok(text_result("Progress completed"))
             }
             "test_sampling" => {
-                let params = convert(json!({"messages": [{"role": "user", "content": {"type": "text", "text": arg("prompt")}}],
-                    "maxTokens": 100}))?;
+                let mut params = json!({"messages": [{"role": "user", "content": {"type": "text", "text": arg("prompt")}}],
+                    "maxTokens": 100});
+                let hint = arg("modelHint");
+                if !hint.is_empty() {
+                    params["modelPreferences"] = json!({"hints": [{"name": hint}]});
+                }
+                let params = convert(params)?;
                 let reply = ctx.peer.create_message(params).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
                 let reply = serde_json::to_value(reply).unwrap_or_default();
                 let text = reply["content"]["text"].as_str().unwrap_or_default().to_string();

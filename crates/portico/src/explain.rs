@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::config::runtime::{Route, Target};
-use crate::policy::Sourced;
+use crate::config::runtime::Route;
+use crate::policy::{Sourced, TargetPolicies};
 
 /// Policy types that apply per route, in display order.
 const ROUTE_TYPES: [&str; 2] = ["jwtAuth", "cors"];
@@ -31,16 +31,21 @@ fn route_policies(route: &Route) -> Value {
     })
 }
 
-fn target_policies(target: &Target) -> Value {
+fn target_policies(policies: &TargetPolicies) -> Value {
     let debug = |p: &dyn std::fmt::Debug| json!(format!("{p:?}"));
     json!({
-        "mcpAuthorization": entry(&target.policies.authorization, |authz| {
+        "mcpAuthorization": entry(&policies.authorization, |authz| {
             json!(authz.rules.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>())
         }),
         // Debug of backendAuth redacts the secret.
-        "backendAuth": entry(&target.policies.backend_auth, |auth| debug(auth)),
-        "requestHeaderModifier": entry(&target.policies.request_headers, |m| debug(m)),
-        "responseHeaderModifier": entry(&target.policies.response_headers, |m| debug(m)),
+        "backendAuth": entry(&policies.backend_auth, |auth| debug(auth)),
+        "backendTLS": entry(&policies.backend_tls, |tls| {
+            json!(format!("sni {:?}, insecure {}, insecureHost {}", tls.sni, tls.insecure, tls.insecure_host))
+        }),
+        "requestHeaderModifier": entry(&policies.request_headers, |m| debug(m)),
+        "responseHeaderModifier": entry(&policies.response_headers, |m| debug(m)),
+        "ai": entry(&policies.ai, |ai| debug(ai)),
+        "a2a": entry(&policies.a2a, |_| json!("agent-to-agent")),
     })
 }
 
@@ -62,7 +67,10 @@ pub fn explain(config: &Config, route_filter: Option<&str>, target_filter: Optio
                     .iter()
                     .flat_map(|b| b.mcp.targets.iter())
                     .filter(|t| target_filter.is_none_or(|f| *t.name == *f))
-                    .map(|t| json!({"name": &*t.name, "kind": t.kind.describe(), "policies": target_policies(t)}))
+                    .map(|t| json!({"name": &*t.name, "kind": t.kind.describe(), "policies": target_policies(&t.policies)}))
+                    .chain(route.hosts.iter().map(|h| {
+                        json!({"name": h.name, "kind": format!("host: {}", h.url), "policies": target_policies(&h.policies)})
+                    }))
                     .collect();
                 routes.push(json!({
                     "route": route.name,

@@ -334,3 +334,144 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
     assert!(!gateway.log_text().contains("sse-target-key"));
     drop(server);
 }
+
+/// The seed's "LLM policies per target" example, unchanged but for its two hosts, which both point
+/// at one `server-everything` over Streamable HTTP: `password` is refused on `production-llm` and
+/// echoed on `sandbox-llm`.
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_llm_policies_with_server_everything() {
+    let Some(tools) = tools() else { return };
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let everything =
+        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let mut server = tokio::process::Command::new(node(&tools))
+        .args([everything.to_str().unwrap(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("listening on port") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("server-everything streamableHttp starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed/llm-policies-per-target.yaml"
+    ))
+    .unwrap();
+    let local = format!("http://127.0.0.1:{port}/mcp");
+    let yaml = seed
+        .replace("https://prod-llm.example.com", &local)
+        .replace("https://sandbox-llm.example.com", &local)
+        .replace("port: 3000", "port: PORT")
+        .replace("- port: PORT", "- port: PORT\n  address: 127.0.0.1");
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let refused = client
+        .request(
+            "tools/call",
+            serde_json::json!({"name": "production-llm_echo", "arguments": {"message": "my password is hunter2"}}),
+        )
+        .await;
+    assert_eq!(
+        refused.response["error"]["code"], -32001,
+        "{}",
+        refused.response
+    );
+    let echoed = client
+        .call(
+            "sandbox-llm_echo",
+            serde_json::json!({"message": "my password is hunter2"}),
+        )
+        .await;
+    assert!(text(&echoed).contains("my password is hunter2"), "{echoed}");
+    let fine = client
+        .call(
+            "production-llm_echo",
+            serde_json::json!({"message": "hello"}),
+        )
+        .await;
+    assert!(text(&fine).contains("hello"), "{fine}");
+    drop(server);
+}
+
+/// `a2a` on a `host` backend: the official A2A SDK's client reads the agent card through Portico,
+/// finds the gateway's address in it, and its message reaches the SDK's agent through the gateway;
+/// the access log records the A2A method.
+#[tokio::test(flavor = "multi_thread")]
+async fn a2a_agent_behind_a_host_backend() {
+    let Some(tools) = tools() else { return };
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/");
+    let python = tools.join("venv/bin/python");
+    let mut agent = tokio::process::Command::new(&python)
+        .args([&format!("{scripts}a2a_agent.py"), &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(agent.stdout.take().unwrap()).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the A2A agent starts")
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let yaml = format!(
+        "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: agents\n      backends:\n      - host: 127.0.0.1:{port}\n        policies:\n          a2a: {{}}\n"
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let output = tokio::process::Command::new(&python)
+        .args([
+            &format!("{scripts}a2a_client.py"),
+            &gateway.url(""),
+            "hello agent",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        seen["card_url"],
+        format!("{}/a2a", gateway.url("")),
+        "the card names the gateway, not the agent"
+    );
+    assert_eq!(
+        seen["replies"][0]["message"]["parts"][0]["text"],
+        "echo: hello agent"
+    );
+    let log = gateway.log_with("a2a_method=\"SendMessage\"").await;
+    assert!(log.contains("protocol=\"a2a\""), "{log}");
+    drop(agent);
+}

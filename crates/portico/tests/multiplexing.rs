@@ -222,47 +222,6 @@ async fn progress_reaches_the_callers_stream() {
     assert_eq!(messages[0]["params"]["data"], "Tool execution started");
 }
 
-/// Answers the server-to-client requests that arrive on a POST's SSE stream, as a client would.
-async fn call_answering(
-    client: &Client,
-    tool: &str,
-    arguments: serde_json::Value,
-    answer: serde_json::Value,
-) -> (serde_json::Value, serde_json::Value) {
-    let response = client
-        .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
-        .await;
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response;
-    let mut buffer = String::new();
-    let mut asked = None;
-    loop {
-        let chunk = body
-            .chunk()
-            .await
-            .unwrap()
-            .expect("stream goes on until the response");
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            let message: serde_json::Value = serde_json::from_str(data).unwrap();
-            if message["id"] == 77 {
-                return (asked.expect("the target asked the client first"), message);
-            }
-            if message.get("method").is_some() && message.get("id").is_some() {
-                asked = Some(message.clone());
-                let reply = client
-                    .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
-                    .await;
-                assert_eq!(reply.status(), 202);
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sampling_and_elicitation_round_trip_through_two_targets() {
     let (gateway, _fixture) = stdio_and_http().await;

@@ -47,7 +47,11 @@ fn authentication_example_loads_unchanged_with_its_keys_set() {
 
 #[test]
 fn policy_examples_load_unchanged() {
-    for example in ["authorization-per-target.yaml", "inheritance.yaml"] {
+    for example in [
+        "authorization-per-target.yaml",
+        "inheritance.yaml",
+        "llm-policies-per-target.yaml",
+    ] {
         let output = validate(example);
         assert!(
             output.status.success(),

@@ -102,16 +102,14 @@ mod tests {
 
     #[test]
     fn policies_not_built_yet_are_refused_by_name() {
-        let text = format!(
-            "{BASE}          - name: a\n            stdio: {{cmd: echo}}\n            policies:\n              ai:\n                promptGuard: []\n"
-        );
-        let error = first_error(&text);
-        assert!(error.contains("targets[0].policies.ai"), "{error}");
+        let text = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - policies:\n        timeout: {requestTimeout: 1s}\n      backends:\n      - mcp:\n          targets:\n          - name: a\n            stdio: {cmd: echo}\n";
+        let error = first_error(text);
+        assert!(error.contains("routes[0].policies.timeout"), "{error}");
         assert!(
-            error.contains("policy `ai` is not supported yet"),
+            error.contains("policy `timeout` is not supported yet"),
             "{error}"
         );
-        assert!(error.contains(":11:15:"), "{error}");
+        assert!(error.contains(":6:9:"), "{error}");
     }
 
     #[test]

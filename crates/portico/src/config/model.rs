@@ -240,8 +240,8 @@ pub struct Policies {
     pub backend_tls: Option<crate::policy::backend_tls::Config>,
     pub request_header_modifier: Option<crate::policy::headers::Config>,
     pub response_header_modifier: Option<crate::policy::headers::Config>,
-    pub ai: Option<IgnoredAny>,
-    pub a2a: Option<IgnoredAny>,
+    pub ai: Option<crate::policy::ai::Config>,
+    pub a2a: Option<crate::policy::a2a::Config>,
     pub local_rate_limit: Option<IgnoredAny>,
     pub timeout: Option<IgnoredAny>,
 }

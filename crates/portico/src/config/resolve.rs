@@ -522,7 +522,7 @@ fn route_rt(
         );
         return None;
     }
-    let backends: Vec<_> = route
+    let resolved: Vec<_> = route
         .backends
         .iter()
         .enumerate()
@@ -536,7 +536,28 @@ fn route_rt(
             )
         })
         .collect();
-    if backends.len() > 1 && backends.iter().all(|b| b.weight == 0) {
+    let complete = resolved.len() == route.backends.len();
+    let mut backends = Vec::new();
+    let mut hosts: Vec<Arc<runtime::HostBackend>> = Vec::new();
+    for backend in resolved {
+        match backend {
+            Resolved::Mcp(mcp) => backends.push(mcp),
+            Resolved::Host(host) => hosts.push(Arc::from(host)),
+        }
+    }
+    if !backends.is_empty() && !hosts.is_empty() {
+        r.error(
+            format!("{path}.backends"),
+            "a route's backends are either all `mcp` or all `host`",
+        )
+        .hint = Some("put the `host` backends on a route of their own".into());
+    }
+    let weights: Vec<u32> = backends
+        .iter()
+        .map(|b| b.weight)
+        .chain(hosts.iter().map(|h| h.weight))
+        .collect();
+    if weights.len() > 1 && weights.iter().all(|w| *w == 0) {
         r.error(
             format!("{path}.backends"),
             "every backend has weight 0, so none can be picked",
@@ -550,7 +571,7 @@ fn route_rt(
         Sourced::at(&listener_policies.cors, Level::Listener),
         Sourced::at(&route_policies.cors, Level::Route),
     ]);
-    (backends.len() == route.backends.len()).then(|| runtime::Route {
+    complete.then(|| runtime::Route {
         name: name.to_string(),
         hostnames: route.hostnames.clone(),
         jwt,
@@ -560,7 +581,13 @@ fn route_rt(
         resource_path: resource_path(route),
         scheme: if tls { "https" } else { "http" },
         backends,
+        hosts,
     })
+}
+
+enum Resolved {
+    Mcp(runtime::Backend),
+    Host(Box<runtime::HostBackend>),
 }
 
 fn backend_rt(
@@ -569,7 +596,7 @@ fn backend_rt(
     path: &str,
     name: &str,
     route_policies: &LevelPolicies,
-) -> Option<runtime::Backend> {
+) -> Option<Resolved> {
     let outer = r.policies(
         backend.policies.as_ref(),
         Level::Backend,
@@ -585,18 +612,43 @@ fn backend_rt(
             r.both_backend_spellings(backend.policies.as_ref(), mcp.policies.as_ref(), path);
             let inherited = [route_policies, &outer.or(inner)];
             let mcp = mcp_backend_rt(r, mcp, &format!("{path}.mcp"), name, inherited)?;
-            Some(runtime::Backend {
+            Some(Resolved::Mcp(runtime::Backend {
                 weight: backend.weight.unwrap_or(1),
                 mcp: Arc::new(mcp),
-            })
+            }))
         }
-        (None, Some(_)) => {
-            r.error(
-                format!("{path}.host"),
-                "`host` backends are not supported yet",
-            )
-            .hint = Some("use an `mcp` backend".into());
-            None
+        (None, Some(host)) => {
+            let own = LevelPolicies::default();
+            let policies = TargetPolicies::resolve(route_policies, &outer, &own);
+            if policies.authorization.is_some() || policies.ai.is_some() {
+                r.error(
+                    format!("{path}.policies"),
+                    "`mcpAuthorization` and `ai` apply to MCP traffic, not to a `host` backend",
+                );
+            }
+            let base = if host.contains("://") {
+                host.clone()
+            } else {
+                format!("http://{host}")
+            };
+            let url = http_url(r, &base, &format!("{path}.host"))?;
+            let tls_client = match &policies.backend_tls {
+                Some(tls) if url.scheme() == "https" => match tls.policy.client(&url) {
+                    Ok(client) => Some(client),
+                    Err(message) => {
+                        r.error(format!("{path}.host"), message);
+                        return None;
+                    }
+                },
+                _ => None,
+            };
+            Some(Resolved::Host(Box::new(runtime::HostBackend {
+                name: name.to_string(),
+                weight: backend.weight.unwrap_or(1),
+                url,
+                policies,
+                tls_client,
+            })))
         }
         _ => {
             r.error(path, "a backend needs exactly one of `mcp` or `host`");

@@ -128,7 +128,10 @@ pub struct Route {
     pub resource_path: String,
     /// `https` on TLS listeners, else `http`.
     pub scheme: &'static str,
+    /// MCP backends; empty on a route of `host` backends.
     pub backends: Vec<Backend>,
+    /// Plain HTTP backends (`host:`), proxied as they are; empty on an MCP route.
+    pub hosts: Vec<Arc<HostBackend>>,
 }
 
 impl Route {
@@ -154,6 +157,38 @@ impl Route {
 pub struct Backend {
     pub weight: u32,
     pub mcp: Arc<McpBackend>,
+}
+
+/// A plain HTTP backend: requests are proxied to `url` with their path and query.
+#[derive(Debug)]
+pub struct HostBackend {
+    /// `<route>/<backend index>`, for logs.
+    pub name: String,
+    pub weight: u32,
+    /// The backend's base URL, e.g. `http://127.0.0.1:9999`.
+    pub url: reqwest::Url,
+    /// Effective policies (route over backend): headers, credentials, TLS, `a2a`.
+    pub policies: crate::policy::TargetPolicies,
+    /// With `backendTLS`: the backend's own HTTP client and the URL it calls.
+    pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
+}
+
+impl Route {
+    /// Picks a `host` backend for a request, by weight.
+    pub fn pick_host(&self) -> Option<&Arc<HostBackend>> {
+        let total: u64 = self.hosts.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 || self.hosts.len() <= 1 {
+            return self.hosts.first();
+        }
+        let mut pick = rand::random_range(0..total);
+        for backend in &self.hosts {
+            if pick < u64::from(backend.weight) {
+                return Some(backend);
+            }
+            pick -= u64::from(backend.weight);
+        }
+        self.hosts.first()
+    }
 }
 
 /// An MCP backend: the targets multiplexed behind one endpoint.

@@ -218,7 +218,10 @@ pub fn base_url(route: &Route, headers: &HeaderMap) -> String {
 
 /// Validates the bearer token when the route has `mcpAuthentication` or `jwtAuth`: `Ok(claims)`
 /// (`Null` when anonymous), or the 401 to answer.
-async fn authenticate(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
+pub(crate) async fn authenticate(
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<Value, Response<Body>> {
     let (validator, metadata) = match (&route.authentication, &route.jwt) {
         (Some(authn), _) => (
             &*authn.jwt,
@@ -583,6 +586,8 @@ fn access_log(
         target = field(|o| o.target.as_deref()),
         tool = field(|o| o.item.as_deref()),
         authz = field(|o| o.authz.as_deref()),
+        guard = field(|o| o.guard.as_deref()),
+        protocol = outcome.map_or("mcp", |o| o.protocol),
         sub = sub.unwrap_or("-"),
         error_code = error.unwrap_or(0),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -3,6 +3,8 @@
 //! Levels, least to most specific: listener → route → backend → target. For each type the most specific
 //! level that sets it wins, whole; [`resolve`] computes that once per config load.
 
+pub mod a2a;
+pub mod ai;
 pub mod authz;
 pub mod backend_auth;
 pub mod backend_tls;
@@ -86,6 +88,8 @@ pub struct LevelPolicies {
     pub mcp_authentication: Option<Arc<mcp_authn::McpAuthentication>>,
     pub backend_auth: Option<Arc<backend_auth::BackendAuth>>,
     pub backend_tls: Option<Arc<backend_tls::BackendTls>>,
+    pub ai: Option<Arc<ai::Ai>>,
+    pub a2a: Option<Arc<a2a::A2a>>,
 }
 
 impl LevelPolicies {
@@ -173,6 +177,8 @@ impl LevelPolicies {
             errors,
             headers::HeaderModifier::compile,
         );
+        compiled.ai = compile(&policies.ai, "ai", path, errors, ai::Ai::compile);
+        compiled.a2a = compile(&policies.a2a, "a2a", path, errors, a2a::A2a::compile);
         if policies.mcp_authentication.is_some() && policies.jwt_auth.is_some() {
             errors.push(
                 ConfigError::new(
@@ -197,6 +203,8 @@ impl LevelPolicies {
             mcp_authentication: self.mcp_authentication.or(other.mcp_authentication),
             backend_auth: self.backend_auth.or(other.backend_auth),
             backend_tls: self.backend_tls.or(other.backend_tls),
+            ai: self.ai.or(other.ai),
+            a2a: self.a2a.or(other.a2a),
         }
     }
 }
@@ -233,6 +241,8 @@ const IMPLEMENTED: &[&str] = &[
     "mcpAuthentication",
     "backendAuth",
     "backendTLS",
+    "ai",
+    "a2a",
 ];
 
 /// A target's effective policies: per type, the most specific level that sets it.
@@ -243,6 +253,8 @@ pub struct TargetPolicies {
     pub response_headers: Option<Sourced<headers::HeaderModifier>>,
     pub backend_auth: Option<Sourced<backend_auth::BackendAuth>>,
     pub backend_tls: Option<Sourced<backend_tls::BackendTls>>,
+    pub ai: Option<Sourced<ai::Ai>>,
+    pub a2a: Option<Sourced<a2a::A2a>>,
 }
 
 impl TargetPolicies {
@@ -264,6 +276,8 @@ impl TargetPolicies {
             response_headers: pick(|l| &l.response_headers, levels),
             backend_auth: pick(|l| &l.backend_auth, levels),
             backend_tls: pick(|l| &l.backend_tls, levels),
+            ai: pick(|l| &l.ai, levels),
+            a2a: pick(|l| &l.a2a, levels),
         }
     }
 }

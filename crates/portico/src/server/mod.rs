@@ -1,5 +1,6 @@
 //! Listeners: sockets, TLS, HTTP/1.1 and HTTP/2, and the hand-off of each request to its route.
 
+mod host;
 mod router;
 
 use std::net::SocketAddr;
@@ -218,6 +219,15 @@ fn announce(bind: &Bind, addr: SocketAddr) {
                         upstream = %upstream, prefix = backend.mcp.prefixed, "target");
                 }
             }
+            for host in &matcher.route.hosts {
+                let protocol = if host.policies.a2a.is_some() {
+                    "a2a"
+                } else {
+                    "http"
+                };
+                tracing::info!(target: "portico::server", route = %matcher.route.name, backend = %host.name,
+                    upstream = %format!("host: {}", host.url), protocol, "backend");
+            }
         }
     }
 }
@@ -346,5 +356,8 @@ async fn route(
         return response;
     };
     let route = route.clone();
+    if !route.hosts.is_empty() {
+        return host::proxy(gateway, &route, request, peer).await;
+    }
     streamable_http::handle(gateway, &route, request, peer).await
 }

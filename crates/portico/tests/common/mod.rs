@@ -124,6 +124,19 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// The log once it contains `needle` (log lines arrive a moment after the replies they describe);
+    /// panics with the whole log after 5 s.
+    pub async fn log_with(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("`{needle}` never reached the log:\n{}", self.log_text());
+    }
+
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -383,4 +396,45 @@ pub fn pem(label: &str, der: &[u8]) -> String {
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
+}
+
+/// Answers the server-to-client requests that arrive on a POST's SSE stream, as a client would.
+pub async fn call_answering(
+    client: &Client,
+    tool: &str,
+    arguments: Value,
+    answer: Value,
+) -> (Value, Value) {
+    let response = client
+        .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+        .await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response;
+    let mut buffer = String::new();
+    let mut asked = None;
+    loop {
+        let chunk = body
+            .chunk()
+            .await
+            .unwrap()
+            .expect("stream goes on until the response");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(data).unwrap();
+            if message["id"] == 77 {
+                return (asked.expect("the target asked the client first"), message);
+            }
+            if message.get("method").is_some() && message.get("id").is_some() {
+                asked = Some(message.clone());
+                let reply = client
+                    .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
+                    .await;
+                assert_eq!(reply.status(), 202);
+            }
+        }
+    }
 }

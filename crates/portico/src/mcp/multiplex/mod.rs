@@ -32,9 +32,9 @@ use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
-use crate::policy::Level;
 use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
+use crate::policy::{Level, ai};
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,6 +52,10 @@ pub struct Outcome {
     pub authz: Option<String>,
     /// The answering target's own `responseHeaderModifier` (backend or target level).
     pub response_headers: Option<Arc<HeaderModifier>>,
+    /// The prompt-guard rule that refused the request or its response (never the matched text).
+    pub guard: Option<String>,
+    /// `a2a` when the target's traffic is marked agent-to-agent, else `mcp`.
+    pub protocol: &'static str,
 }
 
 impl Outcome {
@@ -62,6 +66,8 @@ impl Outcome {
             item: None,
             authz: None,
             response_headers: None,
+            guard: None,
+            protocol: "mcp",
         }
     }
 }
@@ -419,9 +425,18 @@ impl Mux {
         if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
             return denied;
         }
+        let guarded_result = matches!(method, "tools/call" | "prompts/get" | "resources/read");
         request["params"][field] = Value::String(own_name.clone());
+        if kind != ListKind::Resources
+            && let Some(denied) = self.guard_request(t, &mut request["params"]["arguments"])
+        {
+            return self.refused_by_guard(t, request["id"].clone(), denied, Some(own_name));
+        }
         let mut outcome = self.forward(t, request, stream).await;
         outcome.authz = verdict.map(|v| v.describe());
+        if guarded_result {
+            self.guard_response(t, &mut outcome);
+        }
         if self.backend.prefixed {
             match kind {
                 ListKind::Resources => self.prefix_contents(&mut outcome.response, t),
@@ -455,6 +470,11 @@ impl Mux {
             return denied;
         }
         request["params"]["ref"][field] = Value::String(own_name.clone());
+        for part in ["argument", "context"] {
+            if let Some(denied) = self.guard_request(t, &mut request["params"][part]) {
+                return self.refused_by_guard(t, request["id"].clone(), denied, Some(own_name));
+            }
+        }
         let mut outcome = self.forward(t, request, stream).await;
         outcome.authz = verdict.map(|v| v.describe());
         outcome.item = Some(own_name);
@@ -798,6 +818,73 @@ impl Mux {
         ambiguous
     }
 
+    /// Runs target `t`'s request guards over `value` (arguments); masks in place.
+    fn guard_request(&self, t: usize, value: &mut Value) -> Option<ai::Denied> {
+        let guards = self.slots[t]
+            .target
+            .policies
+            .ai
+            .as_ref()?
+            .policy
+            .request
+            .as_ref()?;
+        if value.is_null() {
+            return None;
+        }
+        guards.apply(value, ai::Scope::All).err()
+    }
+
+    /// Runs target `t`'s response guards over a result: masks it, or replaces it with the denial.
+    fn guard_response(&self, t: usize, outcome: &mut Outcome) {
+        let Some(guards) = self.slots[t]
+            .target
+            .policies
+            .ai
+            .as_ref()
+            .and_then(|ai| ai.policy.response.as_ref())
+        else {
+            return;
+        };
+        let Some(raw) = outcome.response.result_raw() else {
+            return;
+        };
+        let Ok(mut result) = serde_json::from_str::<Value>(raw.get()) else {
+            return;
+        };
+        match guards.apply(&mut result, ai::Scope::Text) {
+            Ok(false) => {}
+            Ok(true) => {
+                outcome.response = Reply::result(outcome.response.id.clone(), &result);
+            }
+            Err(denied) => {
+                tracing::warn!(target: "portico::guard", target = %self.slots[t].target.name, rule = %denied.rule, "response refused by prompt guard");
+                outcome.response =
+                    Reply::error(outcome.response.id.clone(), ai::DENIED, denied.message);
+                outcome.guard = Some(denied.rule);
+            }
+        }
+    }
+
+    fn refused_by_guard(
+        &self,
+        t: usize,
+        id: Value,
+        denied: ai::Denied,
+        item: Option<String>,
+    ) -> Outcome {
+        let target = &self.slots[t].target;
+        tracing::warn!(target: "portico::guard", target = %target.name, rule = %denied.rule, "request refused by prompt guard");
+        Outcome {
+            response: Reply::error(id, ai::DENIED, denied.message),
+            target: Some(target.name.clone()),
+            item,
+            authz: None,
+            response_headers: None,
+            guard: Some(denied.rule),
+            protocol: protocol(target),
+        }
+    }
+
     /// Sends one request to target `t` under a fresh id and maps the response back to the client's id.
     async fn forward(
         self: &Arc<Self>,
@@ -816,6 +903,8 @@ impl Mux {
                 item: None,
                 authz: None,
                 response_headers: None,
+                guard: None,
+                protocol: protocol(&slot.target),
             };
         };
         let upstream_id = upstream.next_id();
@@ -854,6 +943,8 @@ impl Mux {
             item: None,
             authz: None,
             response_headers,
+            guard: None,
+            protocol: protocol(&slot.target),
         }
     }
 
@@ -980,6 +1071,11 @@ impl Mux {
                     }
                     return;
                 }
+                if jsonrpc::method(&message) == "sampling/createMessage"
+                    && !self.shape_sampling(t, &mut message)
+                {
+                    return;
+                }
                 let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
                 let original = std::mem::replace(&mut message["id"], json!(gateway_id));
                 lock(&self.server_requests).insert(gateway_id, (t, original));
@@ -1009,6 +1105,30 @@ impl Mux {
             }
             Kind::Response | Kind::Invalid => {}
         }
+    }
+
+    /// Applies target `t`'s `ai` policy to a `sampling/createMessage` it sends: the request guards
+    /// over its messages (a denial is answered to the target, and the client never sees the request),
+    /// then defaults, overrides and model aliases. `false` when the request was refused.
+    fn shape_sampling(&self, t: usize, message: &mut Value) -> bool {
+        let target = &self.slots[t].target;
+        let Some(ai) = target.policies.ai.as_ref().map(|s| &s.policy) else {
+            return true;
+        };
+        if let Some(guards) = &ai.request
+            && let Err(denied) = guards.apply(&mut message["params"], ai::Scope::Text)
+        {
+            tracing::warn!(target: "portico::guard", target = %target.name, method = "sampling/createMessage", rule = %denied.rule, "sampling request refused by prompt guard");
+            if let Some(upstream) = self.slots[t].upstream.load_full() {
+                let refusal = jsonrpc::error(message["id"].clone(), ai::DENIED, denied.message);
+                tokio::spawn(async move { upstream.notify(refusal).await });
+            }
+            return false;
+        }
+        if let Some(sampling) = &ai.sampling {
+            sampling.apply(&mut message["params"]);
+        }
+        true
     }
 
     /// Sends a target's message on the stream of the request it belongs to, else on the GET stream.
@@ -1081,6 +1201,14 @@ impl Verdict {
             Some(rule) => format!("{effect} ({} rule `{rule}`)", self.level.name()),
             None => format!("{effect} ({} policy, no rule matched)", self.level.name()),
         }
+    }
+}
+
+/// `a2a` when the target's traffic is marked agent-to-agent (`a2a: {}` at any level), else `mcp`.
+fn protocol(target: &Target) -> &'static str {
+    match target.policies.a2a {
+        Some(_) => "a2a",
+        None => "mcp",
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod http;
 pub mod openapi;
-mod outbound;
+pub mod outbound;
 mod sse;
 mod stdio;
 mod waiters;
