@@ -41,6 +41,9 @@ struct Cli {
     /// Idle sessions opened for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
+    /// Only the in-process costs (policies measured without the network): seconds, not minutes.
+    #[arg(long)]
+    micro: bool,
 }
 
 struct Proc(Child);
@@ -428,15 +431,74 @@ async fn micro(signer: &jwt::Signer) -> anyhow::Result<()> {
     }
     let per_list = started.elapsed().as_secs_f64() * 1e3 / lists as f64;
     let (sigv4, bearer) = backend_auth_costs().await?;
+    let (guard_request, guard_response) = prompt_guard_costs()?;
     println!("| operation | cost |\n|---|---|");
     println!("| backendAuth aws: SigV4-sign a 200-byte tools/call POST | {sigv4:.2} µs |");
     println!("| backendAuth gcp: add a cached token to a request | {bearer:.2} µs |");
+    println!(
+        "| ai promptGuard: 10 deny patterns + 4 builtin masks over 4 KiB of tool arguments | {guard_request:.1} µs |"
+    );
+    println!(
+        "| ai promptGuard: the same over a 4 KiB tool result (parse, guard, re-serialize) | {guard_response:.1} µs |"
+    );
     println!("| ES256 token, first use (signature verified) | {first:.1} µs |");
     println!("| ES256 token, seen before (remembered until it expires) | {again:.2} µs |");
     println!(
         "| 10 per-tool rules over a 500-tool list, first time for a caller | {per_list:.2} ms |\n"
     );
     Ok(())
+}
+
+/// Per-call cost of a prompt guard with 10 deny patterns and the 4 builtins as masks, over 4 KiB of
+/// arguments in nested objects and arrays (nothing matches the deny patterns, so every rule runs on
+/// every string), and over a 4 KiB tool result as the gateway sees it (raw JSON in, raw JSON out).
+fn prompt_guard_costs() -> anyhow::Result<(f64, f64)> {
+    use portico::policy::ai::{Guards, Scope, guard::GuardConfig};
+    let deny: Vec<Value> = [
+        "(?i)password",
+        "(?i)secret",
+        "(?i)api[_-]?key",
+        "BEGIN [A-Z ]*PRIVATE KEY",
+        "AKIA[0-9A-Z]{16}",
+        "(?i)ssh-rsa ",
+        "xox[bp]-[0-9a-z-]+",
+        "(?i)bearer [a-z0-9._-]{20,}",
+        "ghp_[A-Za-z0-9]{36}",
+        "(?i)confidential",
+    ]
+    .iter()
+    .map(|p| json!({"pattern": p}))
+    .collect();
+    let mask: Vec<Value> = ["email", "phoneNumber", "ssn", "creditCard"]
+        .iter()
+        .map(|b| json!({"builtin": b}))
+        .collect();
+    let configs: Vec<GuardConfig> =
+        serde_json::from_value(json!([{"regex": {"deny": deny, "mask": mask}}]))?;
+    let guards = Guards::compile("request", "promptGuard", &configs)
+        .map_err(|(at, e)| anyhow::anyhow!("{at}: {e}"))?;
+    let sentence =
+        "The quarterly report covers revenue, churn and the roadmap for the next release. ";
+    let mut arguments = json!({"query": sentence.repeat(10), "options": {"notes": [sentence.repeat(8), sentence.repeat(8)], "limit": 20},
+        "history": (0..12).map(|i| json!({"turn": i, "text": sentence.repeat(2)})).collect::<Vec<_>>()});
+    let size = arguments.to_string().len();
+    anyhow::ensure!((4000..4600).contains(&size), "arguments are {size} bytes");
+    let n = 5_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(guards.apply(&mut arguments, Scope::All).ok());
+    }
+    let request = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let result = json!({"content": [{"type": "text", "text": sentence.repeat(50)}]}).to_string();
+    let started = Instant::now();
+    for _ in 0..n {
+        let mut parsed: Value = serde_json::from_str(&result)?;
+        if guards.apply(&mut parsed, Scope::Text) == Ok(true) {
+            std::hint::black_box(serde_json::to_string(&parsed)?);
+        }
+    }
+    let response = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    Ok((request, response))
 }
 
 /// Per-request costs of `backendAuth`: SigV4 signing, and reading a cached cloud token (fetched once
@@ -650,6 +712,9 @@ fn route(name: &str, path: &str, targets: &str) -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.micro {
+        return micro(&jwt::Signer::new()).await;
+    }
     let portico = match &cli.portico {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("portico"),

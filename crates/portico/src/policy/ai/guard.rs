@@ -64,12 +64,13 @@ impl Builtin {
         match self {
             Builtin::Email => r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
             // North American numbers with optional +1, and international ones with a + prefix.
+            // ASCII word boundaries (`(?-u:\b)`) keep these on the regex crate's fast DFA.
             Builtin::PhoneNumber => {
-                r"(?:\+1[ .-]?)?\(?\b[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4}\b|\+[1-9][0-9]{0,2}[ .-]?(?:[0-9][ .-]?){6,12}[0-9]\b"
+                r"(?:\+1[ .-]?)?\(?(?-u:\b)[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4}(?-u:\b)|\+[1-9][0-9]{0,2}[ .-]?(?:[0-9][ .-]?){6,12}[0-9](?-u:\b)"
             }
-            Builtin::Ssn => r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
+            Builtin::Ssn => r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
             // 13 to 19 digits, optionally grouped by spaces or dashes; confirmed by the Luhn check.
-            Builtin::CreditCard => r"\b[0-9](?:[ -]?[0-9]){12,18}\b",
+            Builtin::CreditCard => r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
         }
     }
 }
@@ -132,6 +133,10 @@ impl Rules {
 
     /// The first rule that really matches `text` (a card number must pass the Luhn check).
     fn first_match(&self, text: &str) -> Option<usize> {
+        // Most text matches nothing: `is_match` stops early and skips finding which rules matched.
+        if !self.set.is_match(text) {
+            return None;
+        }
         self.set
             .matches(text)
             .iter()
@@ -148,6 +153,9 @@ impl Rules {
 
     /// `text` with every match of every matching rule replaced by `<masked>`; `None` if none matched.
     fn mask(&self, text: &str) -> Option<String> {
+        if !self.set.is_match(text) {
+            return None;
+        }
         let matched = self.set.matches(text);
         if !matched.matched_any() {
             return None;
