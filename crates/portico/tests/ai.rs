@@ -149,6 +149,24 @@ async fn response_guards_mask_and_deny_results_prompts_and_resources() {
         "only text is guarded, not the protocol's fields"
     );
 
+    let templated = client
+        .request(
+            "resources/read",
+            json!({"uri": "guarded+test://template/4111111111111111,+14155550134/data"}),
+        )
+        .await;
+    let contents = &templated.response["result"]["contents"][0];
+    let text = contents["text"].as_str().unwrap();
+    assert!(
+        !text.contains("4111111111111111") && !text.contains("+14155550134"),
+        "{text}"
+    );
+    assert!(text.contains("Data for ID: <masked>,<masked>"), "{text}");
+    assert_eq!(
+        contents["uri"], "guarded+test://template/4111111111111111,+14155550134/data",
+        "the URI is the protocol's, not text"
+    );
+
     let withheld = error_of(
         &mut client,
         "tools/call",
