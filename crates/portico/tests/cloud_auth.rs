@@ -134,6 +134,42 @@ async fn imds_credentials(
     .into_response()
 }
 
+// STS: AssumeRoleWithWebIdentity (query protocol, XML answer).
+async fn sts(State(cloud): Shared, Form(form): Form<HashMap<String, String>>) -> Response {
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("Action") != "AssumeRoleWithWebIdentity"
+        || field("RoleArn") != "arn:aws:iam::123456789012:role/portico"
+        || field("WebIdentityToken") != "k8s-projected-token"
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "<ErrorResponse><Error><Message>Not authorized</Message></Error></ErrorResponse>",
+        )
+            .into_response();
+    }
+    cloud.hit("sts");
+    let expiration =
+        aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(3600))
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap();
+    format!(
+        "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAWEB1</AccessKeyId><SecretAccessKey>web-secret-1</SecretAccessKey><SessionToken>web-session</SessionToken><Expiration>{expiration}</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+    )
+    .into_response()
+}
+
+// ECS / EKS Pod Identity container credentials.
+async fn container_credentials(State(cloud): Shared, headers: HeaderMap) -> Response {
+    if headers.get("authorization").map(|v| v.as_bytes()) != Some(b"ecs-auth-token") {
+        return (StatusCode::UNAUTHORIZED, "").into_response();
+    }
+    cloud.hit("container");
+    axum::Json(json!({"AccessKeyId": "ASIAECS1", "SecretAccessKey": "ecs-secret-1", "Token": "ecs-session",
+        "Expiration": aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(3600))
+            .fmt(aws_smithy_types::date_time::Format::DateTime).unwrap()}))
+    .into_response()
+}
+
 // GCE metadata server.
 async fn gce_token(State(cloud): Shared, headers: HeaderMap) -> Response {
     if headers.get("metadata-flavor").map(|v| v.as_bytes()) != Some(b"Google") {
@@ -161,9 +197,25 @@ async fn gce_identity(
 
 // Google's OAuth token endpoint: a service account trades a signed assertion (RFC 7523).
 async fn google_token(State(cloud): Shared, Form(form): Form<HashMap<String, String>>) -> Response {
-    if form.get("grant_type").map(String::as_str)
-        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-    {
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("grant_type") == "refresh_token" {
+        // gcloud's user credentials (`authorized_user`).
+        if (
+            field("client_id"),
+            field("client_secret"),
+            field("refresh_token"),
+        ) != ("user-client", "user-client-secret", "user-refresh-token")
+        {
+            return oauth_error("invalid_grant");
+        }
+        let serial = cloud.hit("google-user");
+        return axum::Json(
+            json!({"access_token": format!("ya29.user-{serial}"), "expires_in": 3600,
+            "id_token": token_jwt("user-client", 3600, serial), "token_type": "Bearer"}),
+        )
+        .into_response();
+    }
+    if field("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
         return oauth_error("unsupported_grant_type");
     }
     let key = cloud.service_account_key.lock().unwrap().clone().unwrap();
@@ -282,6 +334,8 @@ async fn start_cloud(lifetime: u64) -> (String, Arc<Cloud>) {
             get(gce_identity),
         )
         .route("/token", post(google_token))
+        .route("/sts", post(sts))
+        .route("/ecs-credentials", get(container_credentials))
         .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
         .route("/metadata/identity/oauth2/token", get(azure_imds))
         .with_state(cloud.clone());
@@ -345,18 +399,19 @@ fn jwt_claims(token: &str) -> Value {
 }
 
 async fn wait_for(mut condition: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if condition() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("condition not met in 10 s");
+    panic!("condition not met in 20 s");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_sigv4_with_explicit_keys_and_refreshed_instance_credentials() {
-    let (cloud_url, cloud) = start_cloud(4).await;
+    // 8 s credentials: refreshed at 4 s, long after the calls below even on a loaded machine.
+    let (cloud_url, cloud) = start_cloud(8).await;
     let sigv4 = [
         "--sigv4",
         "us-east-1/bedrock-agentcore",
@@ -430,7 +485,7 @@ async fn aws_sigv4_with_explicit_keys_and_refreshed_instance_credentials() {
         fetched,
         "cached credentials: no fetch per request"
     );
-    // Refreshed in the background before they expire (4 s lifetime: at 2 s), without a request.
+    // Refreshed in the background before they expire (at half their lifetime), without a request.
     wait_for(|| cloud.hits("imds-credentials") > fetched).await;
     let refreshed = seen_headers(&mut client, "instance").await;
     assert!(
@@ -669,4 +724,113 @@ async fn azure_client_secret_managed_and_workload_identity() {
     ] {
         assert!(!log.contains(secret), "{secret} reached the log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_web_identity_and_container_credentials() {
+    let (cloud_url, cloud) = start_cloud(3600).await;
+    let sigv4 = [
+        "--sigv4",
+        "eu-west-1/bedrock-agentcore",
+        "--sigv4-key",
+        "ASIAWEB1:web-secret-1",
+        "--sigv4-key",
+        "ASIAECS1:ecs-secret-1",
+    ];
+    let fixture = HttpFixture::start(&sigv4).await;
+    // A sibling target, so that tool names carry the target's prefix.
+    let targets = [
+        target_with_auth(
+            "agent",
+            &fixture.url,
+            "                aws: {region: eu-west-1}\n",
+        ),
+        stdio_target("local", &[]),
+    ]
+    .concat();
+    let token_file = temp_file("web-identity-token", "k8s-projected-token\n");
+
+    let mut web = isolated_env();
+    web.extend([
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/portico".to_string(),
+        ),
+        ("AWS_ENDPOINT_URL_STS", format!("{cloud_url}/sts")),
+    ]);
+    let gateway = start_gateway(&targets, &web).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let seen = seen_headers(&mut client, "agent").await;
+    assert!(
+        seen["authorization"]
+            .as_str()
+            .unwrap()
+            .contains("Credential=ASIAWEB1/"),
+        "{seen}"
+    );
+    assert_eq!(seen["x-amz-security-token"], "web-session");
+    assert_eq!(cloud.hits("sts"), 1);
+    drop(gateway);
+
+    let mut container = isolated_env();
+    container.extend([
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{cloud_url}/ecs-credentials"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "ecs-auth-token".to_string(),
+        ),
+    ]);
+    let gateway = start_gateway(&targets, &container).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let seen = seen_headers(&mut client, "agent").await;
+    assert!(
+        seen["authorization"]
+            .as_str()
+            .unwrap()
+            .contains("Credential=ASIAECS1/"),
+        "{seen}"
+    );
+    assert_eq!(cloud.hits("container"), 1);
+    let log = gateway.log_text();
+    assert!(!log.contains("ecs-secret-1") && !log.contains("ecs-auth-token"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcp_user_credentials_from_gcloud() {
+    let (cloud_url, cloud) = start_cloud(3600).await;
+    let user = temp_file(
+        "application_default_credentials.json",
+        &json!({"type": "authorized_user", "client_id": "user-client", "client_secret": "user-client-secret",
+                "refresh_token": "user-refresh-token", "token_uri": format!("{cloud_url}/token")})
+        .to_string(),
+    );
+    let fixture = HttpFixture::start(&[]).await;
+    // A sibling target, so that tool names carry the target's prefix.
+    let targets = [
+        target_with_auth(
+            "api",
+            &fixture.url,
+            "                gcp: {type: accessToken}\n",
+        ),
+        stdio_target("local", &[]),
+    ]
+    .concat();
+    let mut env = isolated_env();
+    env.retain(|(name, _)| *name != "GOOGLE_APPLICATION_CREDENTIALS");
+    env.push(("GOOGLE_APPLICATION_CREDENTIALS", user.display().to_string()));
+    let gateway = start_gateway(&targets, &env).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    assert_eq!(
+        bearer(&seen_headers(&mut client, "api").await),
+        "ya29.user-1"
+    );
+    assert_eq!(cloud.hits("google-user"), 1);
+    assert!(!gateway.log_text().contains("user-refresh-token"));
 }
