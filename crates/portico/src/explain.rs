@@ -10,11 +10,14 @@ use crate::policy::{Sourced, TargetPolicies};
 /// Policy types that apply per route, in display order.
 const ROUTE_TYPES: [&str; 2] = ["jwtAuth", "cors"];
 /// Policy types that apply per target, in display order.
-const TARGET_TYPES: [&str; 4] = [
+const TARGET_TYPES: [&str; 7] = [
     "mcpAuthorization",
     "backendAuth",
+    "backendTLS",
     "requestHeaderModifier",
     "responseHeaderModifier",
+    "ai",
+    "a2a",
 ];
 
 fn entry<T>(sourced: &Option<Sourced<T>>, detail: impl Fn(&T) -> Value) -> Value {

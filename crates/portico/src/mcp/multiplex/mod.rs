@@ -430,7 +430,9 @@ impl Mux {
         if kind != ListKind::Resources
             && let Some(denied) = self.guard_request(t, &mut request["params"]["arguments"])
         {
-            return self.refused_by_guard(t, request["id"].clone(), denied, Some(own_name));
+            let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
+            refused.authz = verdict.map(|v| v.describe());
+            return refused;
         }
         let mut outcome = self.forward(t, request, stream).await;
         outcome.authz = verdict.map(|v| v.describe());
@@ -472,7 +474,9 @@ impl Mux {
         request["params"]["ref"][field] = Value::String(own_name.clone());
         for part in ["argument", "context"] {
             if let Some(denied) = self.guard_request(t, &mut request["params"][part]) {
-                return self.refused_by_guard(t, request["id"].clone(), denied, Some(own_name));
+                let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
+                refused.authz = verdict.map(|v| v.describe());
+                return refused;
             }
         }
         let mut outcome = self.forward(t, request, stream).await;
@@ -865,19 +869,13 @@ impl Mux {
         }
     }
 
-    fn refused_by_guard(
-        &self,
-        t: usize,
-        id: Value,
-        denied: ai::Denied,
-        item: Option<String>,
-    ) -> Outcome {
+    fn refused_by_guard(&self, t: usize, id: Value, denied: ai::Denied, item: String) -> Outcome {
         let target = &self.slots[t].target;
         tracing::warn!(target: "portico::guard", target = %target.name, rule = %denied.rule, "request refused by prompt guard");
         Outcome {
             response: Reply::error(id, ai::DENIED, denied.message),
             target: Some(target.name.clone()),
-            item,
+            item: Some(item),
             authz: None,
             response_headers: None,
             guard: Some(denied.rule),

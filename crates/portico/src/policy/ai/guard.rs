@@ -208,11 +208,14 @@ impl std::fmt::Debug for Guards {
             .iter()
             .map(|g| g.deny.each.len() + g.mask.each.len())
             .sum();
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let guards = self.guards.len();
         write!(
             f,
-            "{} {} guard(s), {rules} rule(s)",
-            self.guards.len(),
-            self.side
+            "{} guard{}: {guards} with {rules} rule{}",
+            self.side,
+            plural(guards),
+            plural(rules)
         )
     }
 }

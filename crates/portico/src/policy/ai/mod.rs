@@ -74,11 +74,24 @@ pub struct SidesConfig {
 }
 
 /// A compiled `ai` policy.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Ai {
     pub request: Option<Guards>,
     pub response: Option<Guards>,
     pub sampling: Option<sampling::Sampling>,
+}
+
+impl std::fmt::Debug for Ai {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for guards in [&self.request, &self.response].into_iter().flatten() {
+            parts.push(format!("{guards:?}"));
+        }
+        if let Some(sampling) = &self.sampling {
+            parts.push(format!("{sampling:?}"));
+        }
+        f.write_str(&parts.join("; "))
+    }
 }
 
 impl Ai {

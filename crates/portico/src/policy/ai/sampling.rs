@@ -20,11 +20,22 @@ const PARAMETERS: [&str; 7] = [
     "metadata",
 ];
 
-#[derive(Debug)]
 pub struct Sampling {
     defaults: Map<String, Value>,
     overrides: Map<String, Value>,
     aliases: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Sampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sampling: defaults {}, overrides {}, aliases {:?}",
+            serde_json::Value::Object(self.defaults.clone()),
+            serde_json::Value::Object(self.overrides.clone()),
+            self.aliases
+        )
+    }
 }
 
 impl Sampling {
