@@ -369,6 +369,12 @@ fn target_with_auth(name: &str, url: &str, auth: &str) -> String {
     )
 }
 
+fn assert_no_secrets(log: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
+}
+
 /// The headers the fixture behind `target` received with the call.
 async fn seen_headers(client: &mut Client, target: &str) -> Value {
     let result = client
@@ -497,14 +503,15 @@ async fn aws_sigv4_with_explicit_keys_and_refreshed_instance_credentials() {
     );
 
     let log = gateway.log_text();
-    for secret in [
-        "policy-secret",
-        "not-the-secret",
-        "imds-secret",
-        "session-token-",
-    ] {
-        assert!(!log.contains(secret), "{secret} reached the log");
-    }
+    assert_no_secrets(
+        &log,
+        &[
+            "policy-secret",
+            "not-the-secret",
+            "imds-secret",
+            "session-token-",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -716,14 +723,15 @@ async fn azure_client_secret_managed_and_workload_identity() {
         log.contains("invalid_client"),
         "the refusal is logged: {log}"
     );
-    for secret in [
-        "app-1-secret",
-        "wrong-secret-value",
-        "federated-k8s-token",
-        "entra-",
-    ] {
-        assert!(!log.contains(secret), "{secret} reached the log");
-    }
+    assert_no_secrets(
+        &log,
+        &[
+            "app-1-secret",
+            "wrong-secret-value",
+            "federated-k8s-token",
+            "entra-",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

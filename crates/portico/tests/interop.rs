@@ -33,14 +33,47 @@ fn tools() -> Option<PathBuf> {
 
 /// Two stdio targets: `fixture` (Portico's) and `everything` (the reference server).
 fn fixture_and_everything(tools: &std::path::Path) -> String {
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     format!(
         "{}          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
         stdio_target("fixture", &[]),
         node(tools).display(),
-        everything.display()
+        everything(tools)
     )
+}
+
+/// A loopback port nobody listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn everything(tools: &std::path::Path) -> String {
+    tools
+        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+/// Starts a service (its output discarded) and waits until it accepts connections on `port`.
+async fn start_service(mut command: tokio::process::Command, port: u16) -> tokio::process::Child {
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the service");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{command:?} did not listen on port {port} within 30 s");
 }
 
 fn node(tools: &std::path::Path) -> PathBuf {
@@ -137,8 +170,7 @@ async fn conformance_through_portico_matches_the_fixture_directly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_authorization_example_with_server_everything() {
     let Some(tools) = tools() else { return };
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let everything = everything(&tools);
     let seed = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/seed/authorization-per-target.yaml"
@@ -153,7 +185,7 @@ async fn seed_authorization_example_with_server_everything() {
         )
         .replace(
             r#"args: ["@modelcontextprotocol/server-everything"]"#,
-            &format!(r#"args: ["{}", "stdio"]"#, everything.display()),
+            &format!(r#"args: ["{everything}", "stdio"]"#),
         )
         .replace("cmd: npx", &format!("cmd: \"{EXE}\""))
         .replace(
@@ -226,32 +258,12 @@ async fn resource_links_in_results_point_back_through_portico() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_server_everything() {
     let Some(tools) = tools() else { return };
-    use tokio::io::AsyncBufReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let mut server = tokio::process::Command::new(node(&tools))
-        .args([everything.to_str().unwrap(), "sse"])
-        .env("PORT", port.to_string())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("running on port") {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("server-everything sse starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port = free_port();
+    let mut command = tokio::process::Command::new(node(&tools));
+    command
+        .args([everything(&tools).as_str(), "sse"])
+        .env("PORT", port.to_string());
+    let server = start_service(command, port).await;
 
     let targets = format!(
         "{}          - name: legacy\n            sse:\n              host: http://127.0.0.1:{port}/sse\n",
@@ -281,34 +293,11 @@ async fn legacy_sse_target_server_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_gets_its_credentials_and_headers() {
     let Some(tools) = tools() else { return };
-    use tokio::io::AsyncBufReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sse_server.py");
-    let mut server = tokio::process::Command::new(tools.join("venv/bin/python"))
-        .args([script, &port.to_string(), "Bearer sse-target-key"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the Python SSE server starts")
-        .unwrap();
-    // Uvicorn prints its own line once it accepts connections; wait for the port instead.
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
+    command.args([script, &port.to_string(), "Bearer sse-target-key"]);
+    let server = start_service(command, port).await;
     let target = |name: &str, key: &str| {
         format!(
             "          - name: {name}\n            sse:\n              host: http://127.0.0.1:{port}/sse\n            policies:\n              backendAuth:\n                key: {key}\n              requestHeaderModifier:\n                set: {{x-tenant: blue}}\n"
@@ -341,32 +330,12 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_llm_policies_with_server_everything() {
     let Some(tools) = tools() else { return };
-    use tokio::io::AsyncBufReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let everything =
-        tools.join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let mut server = tokio::process::Command::new(node(&tools))
-        .args([everything.to_str().unwrap(), "streamableHttp"])
-        .env("PORT", port.to_string())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("listening on port") {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("server-everything streamableHttp starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port = free_port();
+    let mut command = tokio::process::Command::new(node(&tools));
+    command
+        .args([everything(&tools).as_str(), "streamableHttp"])
+        .env("PORT", port.to_string());
+    let server = start_service(command, port).await;
 
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -415,34 +384,12 @@ async fn seed_llm_policies_with_server_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a2a_agent_behind_a_host_backend() {
     let Some(tools) = tools() else { return };
-    use tokio::io::AsyncBufReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/");
     let python = tools.join("venv/bin/python");
-    let mut agent = tokio::process::Command::new(&python)
-        .args([&format!("{scripts}a2a_agent.py"), &port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(agent.stdout.take().unwrap()).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the A2A agent starts")
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let mut command = tokio::process::Command::new(&python);
+    command.args([&format!("{scripts}a2a_agent.py"), &port.to_string()]);
+    let agent = start_service(command, port).await;
     let yaml = format!(
         "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: agents\n      backends:\n      - host: 127.0.0.1:{port}\n        policies:\n          a2a: {{}}\n"
     );
