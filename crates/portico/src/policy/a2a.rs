@@ -19,8 +19,13 @@ impl A2a {
     }
 }
 
-/// Paths of the agent card: the current name and the one of A2A before 0.3.
-pub const AGENT_CARD_PATHS: [&str; 2] = ["/.well-known/agent-card.json", "/.well-known/agent.json"];
+/// Whether `path` asks for an agent card: `/.well-known/agent-card.json`, or `agent.json` (A2A before
+/// 0.3), at the root or under the path an agent is served at.
+pub fn is_agent_card(path: &str) -> bool {
+    ["/.well-known/agent-card.json", "/.well-known/agent.json"]
+        .iter()
+        .any(|card| path.ends_with(card))
+}
 
 /// The A2A JSON-RPC method of a request body (`message/send`, `tasks/get`, ...), for the log.
 pub fn method(body: &[u8]) -> Option<String> {

@@ -163,7 +163,7 @@ async fn respond(
             headers.append(name.clone(), value.clone());
         }
     }
-    let body = if a2a && status.is_success() && a2a::AGENT_CARD_PATHS.contains(&path) {
+    let body = if a2a && status.is_success() && a2a::is_agent_card(path) {
         let card = response.bytes().await.unwrap_or_default();
         let rewritten = a2a::rewrite_card(&card, &backend.url, public_origin);
         streamable_http::full(rewritten.unwrap_or_else(|| card.to_vec()))
