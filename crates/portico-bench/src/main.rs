@@ -749,21 +749,21 @@ async fn main() -> anyhow::Result<()> {
     let mut list_urls = Vec::new();
     let mut list_targets = Vec::new();
     for i in 0..10 {
-        // 19 built-in tools + 31 generated = 50 tools per target.
+        // 20 built-in tools + 30 generated = 50 tools per target.
         let (proc, url) = fixture(
             &portico,
-            &["--name", &format!("list{i}"), "--extra-tools", "31"],
+            &["--name", &format!("list{i}"), "--extra-tools", "30"],
         )
         .await?;
         list_fixtures.push(proc);
         list_targets.push(http_target(&format!("t{i}"), &url));
         list_urls.push(url);
     }
-    // Two targets of 250 tools (19 built-in + 231 generated) for the authorization comparison.
+    // Two targets of 250 tools (20 built-in + 230 generated) for the authorization comparison.
     let (_half_a, half_a) =
-        fixture(&portico, &["--name", "half-a", "--extra-tools", "231"]).await?;
+        fixture(&portico, &["--name", "half-a", "--extra-tools", "230"]).await?;
     let (_half_b, half_b) =
-        fixture(&portico, &["--name", "half-b", "--extra-tools", "231"]).await?;
+        fixture(&portico, &["--name", "half-b", "--extra-tools", "230"]).await?;
     let halves = format!("{}{}", http_target("a", &half_a), http_target("b", &half_b));
     let signer = jwt::Signer::new();
     let config = format!(

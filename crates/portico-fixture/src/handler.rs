@@ -158,6 +158,11 @@ fn tool_definitions(extra: usize) -> Vec<Value> {
         tool("crash", "Exits the server process at once", empty_schema()),
         tool("whoami", "Returns the server's --name", empty_schema()),
         tool(
+            "nested",
+            "Returns structuredContent nested `depth` objects deep (for depth limits)",
+            json!({"type": "object", "properties": {"depth": {"type": "integer"}}, "required": ["depth"]}),
+        ),
+        tool(
             "get_env",
             "Returns an environment variable",
             string_arg_schema("name"),
@@ -336,6 +341,16 @@ impl Fixture {
             }
             "crash" => std::process::exit(3),
             "whoami" => Ok(text_result(self.options.name.clone())),
+            "nested" => {
+                let depth = args.get("depth").and_then(Value::as_u64).unwrap_or(1);
+                let mut value = json!("bottom");
+                for _ in 0..depth {
+                    value = json!({"a": value});
+                }
+                let mut result = text_result(format!("nested {depth}"));
+                result.structured_content = Some(value);
+                Ok(result)
+            }
             "get_env" => Ok(text_result(std::env::var(arg("name")).unwrap_or_default())),
             generated if generated.starts_with("tool_") => Ok(text_result(format!("{generated}: {}", arg("message")))),
             unknown => Err(McpError::invalid_params(format!("Unknown tool: {unknown}"), None)),

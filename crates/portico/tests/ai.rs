@@ -156,12 +156,12 @@ async fn response_guards_mask_and_deny_results_prompts_and_resources() {
         )
         .await;
     let contents = &templated.response["result"]["contents"][0];
-    let text = contents["text"].as_str().unwrap();
+    let data = contents["text"].as_str().unwrap();
     assert!(
-        !text.contains("4111111111111111") && !text.contains("+14155550134"),
-        "{text}"
+        !data.contains("4111111111111111") && !data.contains("+14155550134"),
+        "{data}"
     );
-    assert!(text.contains("Data for ID: <masked>,<masked>"), "{text}");
+    assert!(data.contains("Data for ID: <masked>,<masked>"), "{data}");
     assert_eq!(
         contents["uri"], "guarded+test://template/4111111111111111,+14155550134/data",
         "the URI is the protocol's, not text"
@@ -176,6 +176,24 @@ async fn response_guards_mask_and_deny_results_prompts_and_resources() {
     assert_eq!(withheld["code"], -32001);
     assert_eq!(withheld["message"], "This answer was withheld");
     gateway.log_with("guard=\"response[1].deny[0]\"").await;
+
+    // A result too deep to read cannot slip past the guard unread.
+    let deep = error_of(
+        &mut client,
+        "tools/call",
+        json!({"name": "guarded_nested", "arguments": {"depth": 200}}),
+    )
+    .await;
+    assert_eq!(deep["code"], -32603, "{deep}");
+    assert!(
+        deep["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be checked by the prompt guard"),
+        "{deep}"
+    );
+    let shallow = client.call("guarded_nested", json!({"depth": 20})).await;
+    assert_eq!(text(&shallow), "nested 20");
 }
 
 #[tokio::test(flavor = "multi_thread")]

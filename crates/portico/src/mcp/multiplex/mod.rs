@@ -853,6 +853,16 @@ impl Mux {
             return;
         };
         let Ok(mut result) = serde_json::from_str::<Value>(raw.get()) else {
+            // Too deep to read is too deep to check: refused rather than let through unguarded.
+            tracing::warn!(target: "portico::guard", target = %self.slots[t].target.name, "a result the prompt guard cannot read was refused");
+            outcome.response = Reply::error(
+                outcome.response.id.clone(),
+                code::INTERNAL_ERROR,
+                format!(
+                    "target {}: the reply could not be checked by the prompt guard",
+                    self.slots[t].target.name
+                ),
+            );
             return;
         };
         match guards.apply(&mut result, ai::Scope::Text) {

@@ -42,6 +42,10 @@ pub struct Cache<T> {
 }
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// Longer lifetimes are taken as this: an endpoint's number is not trusted to be sane, and a
+/// credential is worth re-checking at least this often.
+const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 impl<T: Clone + Send + Sync + 'static> Cache<T> {
     pub fn new(label: String, source: impl Source<T>) -> Arc<Self> {
@@ -84,10 +88,15 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> {
             .await
             .map_err(|e| format!("{}: {e}", self.label))?;
         let now = Instant::now();
-        let (usable_until, refresh_at) = match fetched.lifetime {
+        let (usable_until, refresh_at) = match fetched.lifetime.map(|l| l.min(MAX_LIFETIME)) {
             Some(lifetime) => (
                 Some(now + lifetime - (lifetime / 10).min(Duration::from_secs(60))),
-                Some(now + lifetime - (lifetime / 2).min(Duration::from_secs(300))),
+                // Never sooner than a second: an endpoint that hands out instantly expiring
+                // credentials must not turn the refresh into a busy loop.
+                Some(
+                    now + (lifetime - (lifetime / 2).min(Duration::from_secs(300)))
+                        .max(MIN_REFRESH),
+                ),
             ),
             None => (None, None),
         };
@@ -213,4 +222,65 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .timeout(Duration::from_secs(15))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counting(std::sync::atomic::AtomicUsize, Option<Duration>);
+
+    impl Cache<usize> {
+        fn source_fetches(&self) -> usize {
+            self.current.load().as_ref().map_or(0, |e| e.value)
+        }
+    }
+
+    impl Source<usize> for Counting {
+        fn fetch(&self) -> BoxFuture<'_, Result<Fetched<usize>, String>> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                Ok(Fetched {
+                    value: n,
+                    lifetime: self.1,
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn one_fetch_serves_every_request_until_refresh() {
+        let cache = Cache::new(
+            "test".into(),
+            Counting(Default::default(), Some(Duration::from_secs(3600))),
+        );
+        let firsts = futures::future::join_all((0..10).map(|_| cache.get())).await;
+        assert!(firsts.iter().all(|v| v == &Ok(1)), "{firsts:?}");
+    }
+
+    #[tokio::test]
+    async fn an_absurd_lifetime_is_capped_not_a_panic() {
+        let cache = Cache::new(
+            "test".into(),
+            Counting(Default::default(), Some(Duration::from_secs(u64::MAX))),
+        );
+        assert_eq!(cache.get().await, Ok(1));
+        assert_eq!(cache.get().await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn an_expired_credential_is_fetched_again_but_not_in_a_loop() {
+        let cache = Cache::new(
+            "test".into(),
+            Counting(Default::default(), Some(Duration::ZERO)),
+        );
+        assert_eq!(cache.get().await, Ok(1));
+        assert_eq!(cache.get().await, Ok(2));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            cache.source_fetches(),
+            2,
+            "the background refresh waits at least a second"
+        );
+    }
 }
