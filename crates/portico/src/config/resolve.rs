@@ -642,12 +642,14 @@ fn backend_rt(
                 },
                 _ => None,
             };
+            let outbound = crate::mcp::upstream::outbound::Outbound::new(&policies, &url, None);
             Some(Resolved::Host(Box::new(runtime::HostBackend {
                 name: name.to_string(),
                 weight: backend.weight.unwrap_or(1),
                 url,
                 policies,
                 tls_client,
+                outbound,
             })))
         }
         _ => {

@@ -171,6 +171,8 @@ pub struct HostBackend {
     pub policies: crate::policy::TargetPolicies,
     /// With `backendTLS`: the backend's own HTTP client and the URL it calls.
     pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
+    /// Header changes and credentials, bound to this backend once.
+    pub outbound: crate::mcp::upstream::outbound::Outbound,
 }
 
 impl Route {

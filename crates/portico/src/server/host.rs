@@ -15,7 +15,6 @@ use hyper::body::{Frame, Incoming};
 use super::Gateway;
 use crate::config::runtime::{HostBackend, Route};
 use crate::mcp::streamable_http::{self, Body};
-use crate::mcp::upstream::outbound::Outbound;
 use crate::policy::a2a;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and the ones the
@@ -115,15 +114,11 @@ async fn forward(
     url.set_query(parts.uri.query());
     let mut request = client.request(parts.method.clone(), url).body(body);
     request = request.headers(forwarded_headers(&parts.headers, peer));
-    let client_token = Arc::new(arc_swap::ArcSwapOption::from(
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .cloned()
-            .map(Arc::new),
-    ));
-    let outbound = Outbound::new(&backend.policies, &backend.url, client_token);
-    let request = outbound.finish(request).await.map_err(|e| e.to_string())?;
+    let request = backend
+        .outbound
+        .finish_with(request, parts.headers.get(header::AUTHORIZATION))
+        .await
+        .map_err(|e| e.to_string())?;
     client
         .execute(request)
         .await

@@ -106,7 +106,8 @@ impl Upstream {
                 .clone()
                 .unwrap_or_else(|| (http_client.clone(), url.clone()))
         };
-        let outbound = |url| outbound::Outbound::new(&target.policies, url, client_token.clone());
+        let outbound =
+            |url| outbound::Outbound::new(&target.policies, url, Some(client_token.clone()));
         let transport = match &target.kind {
             TargetKind::Stdio(spec) => {
                 Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)

@@ -12,13 +12,25 @@ use crate::policy::headers::HeaderModifier;
 pub struct Outbound {
     request_headers: Option<Arc<HeaderModifier>>,
     auth: Option<TargetAuth>,
-    client_token: ClientToken,
+    /// The session's current client token (`backendAuth: passthrough`); `None` where each request
+    /// brings its own (`host` backends).
+    client_token: Option<ClientToken>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbound")
+    }
 }
 
 impl Outbound {
     /// `url` is the target's URL as configured (before any `backendTLS.sni` rewrite): the default
     /// audience of its cloud tokens.
-    pub fn new(policies: &TargetPolicies, url: &reqwest::Url, client_token: ClientToken) -> Self {
+    pub fn new(
+        policies: &TargetPolicies,
+        url: &reqwest::Url,
+        client_token: Option<ClientToken>,
+    ) -> Self {
         Self {
             request_headers: policies.request_headers.as_ref().map(|s| s.policy.clone()),
             auth: policies
@@ -29,9 +41,20 @@ impl Outbound {
         }
     }
 
+    /// Finishes a request of the session, with the session's client token.
     pub async fn finish(
         &self,
         request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Request, UpstreamError> {
+        let token = self.client_token.as_ref().and_then(|t| t.load_full());
+        self.finish_with(request, token.as_deref()).await
+    }
+
+    /// Finishes a request whose client token (for `passthrough`) is `client_token`.
+    pub async fn finish_with(
+        &self,
+        request: reqwest::RequestBuilder,
+        client_token: Option<&http::HeaderValue>,
     ) -> Result<reqwest::Request, UpstreamError> {
         let mut request = request
             .build()
@@ -40,7 +63,7 @@ impl Outbound {
             modifier.apply(request.headers_mut());
         }
         if let Some(auth) = &self.auth {
-            auth.apply(&mut request, self.client_token.load().as_deref())
+            auth.apply(&mut request, client_token)
                 .await
                 .map_err(|e| UpstreamError::Connect(format!("backendAuth: {e}")))?;
         }

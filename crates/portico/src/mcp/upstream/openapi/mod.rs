@@ -58,7 +58,7 @@ impl OpenApiUpstream {
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": self.api.title, "version": self.api.version},
             })),
-            "tools/list" => result(&self.api.tools),
+            "tools/list" => Payload::Result(self.api.tools.clone()),
             "tools/call" => self.call(params).await,
             "ping" => result(&json!({})),
             method => {

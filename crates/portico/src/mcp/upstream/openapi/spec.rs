@@ -50,8 +50,8 @@ pub struct Operation {
 pub struct Api {
     pub title: String,
     pub version: String,
-    /// The `tools/list` result, built once.
-    pub tools: Value,
+    /// The `tools/list` result, built and serialized once.
+    pub tools: Box<serde_json::value::RawValue>,
     pub operations: HashMap<String, Operation>,
 }
 
@@ -109,7 +109,8 @@ pub fn read(document: &Value) -> Result<Api, String> {
     Ok(Api {
         title: text("title"),
         version: text("version"),
-        tools: json!({ "tools": tools }),
+        tools: serde_json::value::to_raw_value(&json!({ "tools": tools }))
+            .map_err(|e| e.to_string())?,
         operations,
     })
 }
@@ -353,7 +354,8 @@ mod tests {
     fn operations_with_an_id_become_tools_with_their_inputs() {
         let api = read(&petstore()).unwrap();
         assert_eq!(api.title, "Pets");
-        let tools = api.tools["tools"].as_array().unwrap();
+        let listed: Value = serde_json::from_str(api.tools.get()).unwrap();
+        let tools = listed["tools"].as_array().unwrap();
         assert_eq!(tools.len(), 2);
         let get = tools.iter().find(|t| t["name"] == "getPet").unwrap();
         assert_eq!(get["inputSchema"]["required"], json!(["path"]));
