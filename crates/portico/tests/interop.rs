@@ -422,3 +422,27 @@ async fn a2a_agent_behind_a_host_backend() {
     assert!(log.contains("protocol=\"a2a\""), "{log}");
     drop(agent);
 }
+
+/// The Python SDK's legacy HTTP+SSE client (`mcp.client.sse`) through Portico: listing, calls on two
+/// targets, and a sampling request answered over the same stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_legacy_sse_client() {
+    let Some(tools) = tools() else { return };
+    let targets = [stdio_target("a", &[]), stdio_target("b", &[])].concat();
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python_sse_client.py"
+    );
+    let output = tokio::process::Command::new(tools.join("venv/bin/python"))
+        .args([script, &gateway.url("/mcp/sse")])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("python sse client: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

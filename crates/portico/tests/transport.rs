@@ -335,3 +335,106 @@ async fn https_listener_serves_mcp() {
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["result"]["serverInfo"]["name"], "portico");
 }
+
+/// Reads SSE events from `response` until `count` have arrived: `(event, data)` pairs.
+async fn sse_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            };
+            if let (Some(event), Some(data)) = (field("event"), field("data")) {
+                events.push((event, data));
+            }
+        }
+    }
+    events
+}
+
+/// The legacy HTTP+SSE transport: the endpoint event, 202 for POSTs, replies on the stream, errors
+/// for unknown ids, and the session (and its stdio processes) ended when the stream closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_sse_clients_get_the_endpoint_and_their_replies_on_the_stream() {
+    let gateway = Gateway::start(&config_with_targets(&stdio_target("a", &[]), "")).await;
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(gateway.url("/mcp/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let (event, endpoint) = sse_events(&mut stream, 1).await.remove(0);
+    assert_eq!(event, "endpoint");
+    assert!(
+        endpoint.starts_with("/mcp/message?sessionId="),
+        "{endpoint}"
+    );
+
+    let post = |message: serde_json::Value| {
+        http.post(gateway.url(&endpoint))
+            .header("content-type", "application/json")
+            .body(message.to_string())
+            .send()
+    };
+    let early = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 400, "initialize comes first");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "legacy", "version": "1"}}});
+    assert_eq!(post(init).await.unwrap().status(), 202);
+    let (_, initialized) = sse_events(&mut stream, 1).await.remove(0);
+    let initialized: serde_json::Value = serde_json::from_str(&initialized).unwrap();
+    assert_eq!(initialized["result"]["protocolVersion"], "2024-11-05");
+    let notified = post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    assert_eq!(notified.status(), 202);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "legacy"}}});
+    assert_eq!(post(call).await.unwrap().status(), 202);
+    let (event, reply) = sse_events(&mut stream, 1).await.remove(0);
+    assert_eq!(event, "message");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["id"], 2);
+    assert_eq!(reply["result"]["content"][0]["text"], "legacy");
+
+    let unknown = http
+        .post(gateway.url("/mcp/message?sessionId=not-a-session"))
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    assert!(!gateway.children().is_empty(), "the stdio target runs");
+    drop(stream);
+    for _ in 0..100 {
+        if gateway.children().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gateway.children().is_empty(),
+        "closing the stream ends the session and stops its processes"
+    );
+    let gone = post(json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}

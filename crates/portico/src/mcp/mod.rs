@@ -2,6 +2,7 @@
 //! connections to targets.
 
 pub mod jsonrpc;
+pub mod legacy_sse;
 pub mod multiplex;
 pub mod session;
 pub mod sse;

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
 use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::legacy_sse;
 use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -35,13 +36,13 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// A comment on idle GET streams, so proxies and clients do not time them out.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed_unsync()
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
@@ -61,7 +62,7 @@ fn json_text_response(status: StatusCode, json: String) -> Response<Body> {
 }
 
 /// A refusal with a JSON-RPC error body (`id: null`): the request never reached a session.
-fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response<Body> {
     json_response(status, &jsonrpc::error(Value::Null, code, message))
 }
 
@@ -192,6 +193,25 @@ async fn dispatch(
         Ok(claims) => claims,
         Err(refused) => return refused,
     };
+    if *request.method() == Method::POST
+        && !request.headers().contains_key(SESSION_HEADER)
+        && let Some(id) = legacy_sse::message_session(request.uri())
+    {
+        let parts = request.into_parts();
+        return legacy_sse::message(gateway, route, &id, parts, peer, claims).await;
+    }
+    if *request.method() == Method::GET
+        && legacy_sse::opens_stream(request.uri().path(), request.headers())
+    {
+        if !accepts(request.headers(), "text/event-stream") {
+            return refuse(
+                StatusCode::NOT_ACCEPTABLE,
+                code::INVALID_REQUEST,
+                "Accept must allow text/event-stream",
+            );
+        }
+        return legacy_sse::open(gateway, route, request.uri().path());
+    }
     match *request.method() {
         Method::POST => post(gateway, route, request, peer, claims).await,
         Method::GET => get(gateway, route, request.headers()),
@@ -275,7 +295,7 @@ fn session(
     }
 }
 
-async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
+pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
     let limit = gateway.config.settings.max_body_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -402,7 +422,7 @@ async fn post(
 }
 
 /// The caller's `sub` claim, for the access log.
-fn subject(claims: &Value) -> Option<String> {
+pub(crate) fn subject(claims: &Value) -> Option<String> {
     claims
         .get("sub")
         .and_then(Value::as_str)
@@ -523,7 +543,7 @@ fn sse_body(messages: impl futures::Stream<Item = String> + Send + 'static) -> B
     StreamBody::new(frames).boxed_unsync()
 }
 
-fn sse_response(body: Body) -> Response<Body> {
+pub(crate) fn sse_response(body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -568,7 +588,7 @@ async fn delete(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap)
     empty(StatusCode::OK)
 }
 
-fn access_log(
+pub(crate) fn access_log(
     route: &Route,
     session: &str,
     method: &str,

@@ -24,6 +24,8 @@ use crate::policy::mcp_authn::WELL_KNOWN;
 pub struct Gateway {
     pub config: Arc<Config>,
     pub sessions: Arc<Sessions>,
+    /// Open event streams of the legacy HTTP+SSE transport.
+    pub legacy: crate::mcp::legacy_sse::Connections,
 }
 
 thread_local! {
@@ -109,6 +111,7 @@ pub fn run(
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         sessions: Sessions::new(config.settings.session_ttl),
+        legacy: Default::default(),
     });
     // Accepting stops first; runtimes stay up until the sessions they host are closed.
     let accepting = CancellationToken::new();

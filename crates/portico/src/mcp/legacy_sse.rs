@@ -1,0 +1,270 @@
+//! The legacy HTTP+SSE transport (MCP 2024-11-05), for clients that predate Streamable HTTP.
+//!
+//! `GET <prefix>/sse` opens an event stream whose first event, `endpoint`, names where to POST
+//! messages: `<prefix>/message?sessionId=ID`. Each POST is answered `202 Accepted`; responses, and
+//! everything the targets send, come on the event stream. Behind it are the same session and
+//! multiplexer as Streamable HTTP. The session ends when the event stream closes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Response, StatusCode, Uri};
+use http_body_util::StreamBody;
+use hyper::body::{Frame, Incoming};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::jsonrpc::{self, Kind, code};
+use super::multiplex::{Mux, STREAM_CAPACITY};
+use super::session::{Session, new_session_id};
+use super::sse;
+use super::streamable_http::{
+    Body, KEEP_ALIVE, access_log, empty, read_body, refuse, sse_response, subject,
+};
+use crate::config::runtime::Route;
+use crate::policy::authz::Caller;
+use crate::server::Gateway;
+
+/// Where the event stream's messages go, and the session once `initialize` made one.
+struct Connection {
+    stream: mpsc::Sender<String>,
+    route: Arc<str>,
+    session: OnceLock<Arc<Session>>,
+}
+
+/// The open event streams, by the id their `endpoint` event carries.
+#[derive(Default)]
+pub struct Connections {
+    map: Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Connections {
+    fn get(&self, id: &str) -> Option<Arc<Connection>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, id: String, connection: Arc<Connection>) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, connection);
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Connection>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+}
+
+/// A GET that opens a legacy event stream: its path ends in `/sse` and it names no session.
+pub fn opens_stream(path: &str, headers: &HeaderMap) -> bool {
+    path.ends_with("/sse") && !headers.contains_key("mcp-session-id")
+}
+
+/// The `sessionId` of a POST to a legacy message endpoint.
+pub fn message_session(uri: &Uri) -> Option<String> {
+    if !uri.path().ends_with("/message") {
+        return None;
+    }
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(name, _)| name == "sessionId")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Ends the session when the client goes away (the event stream's body is dropped).
+struct OnClose {
+    gateway: Arc<Gateway>,
+    id: String,
+}
+
+impl Drop for OnClose {
+    fn drop(&mut self) {
+        let Some(connection) = self.gateway.legacy.remove(&self.id) else {
+            return;
+        };
+        let Some(session) = connection.session.get() else {
+            return;
+        };
+        tracing::info!(target: "portico::session", session = %session.tag, "legacy SSE stream closed by the client; session ended");
+        let (sessions, id) = (self.gateway.sessions.clone(), session.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { sessions.remove(&id).await });
+        }
+    }
+}
+
+pub fn open(gateway: &Arc<Gateway>, route: &Route, path: &str) -> Response<Body> {
+    let id = new_session_id();
+    let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+    let connection = Arc::new(Connection {
+        stream: tx,
+        route: route.name.as_str().into(),
+        session: OnceLock::new(),
+    });
+    gateway.legacy.insert(id.clone(), connection);
+    let base = path.strip_suffix("sse").unwrap_or(path);
+    let endpoint = format!("event: endpoint\ndata: {base}message?sessionId={id}\n\n");
+    tracing::info!(target: "portico::session", route = %route.name, "legacy SSE stream opened");
+    let closing = OnClose {
+        gateway: gateway.clone(),
+        id,
+    };
+    let messages = futures::stream::unfold((rx, closing), |(mut rx, closing)| async move {
+        let frame = tokio::select! {
+            message = rx.recv() => sse::message_frame(&message?),
+            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((frame, (rx, closing)))
+    });
+    let frames = futures::stream::once(async move { Bytes::from(endpoint) })
+        .chain(messages)
+        .map(|frame| Ok::<_, Infallible>(Frame::data(frame)));
+    sse_response(http_body_util::BodyExt::boxed_unsync(StreamBody::new(
+        frames,
+    )))
+}
+
+/// A POST to `<prefix>/message?sessionId=ID`: accepted at once (202); what it leads to goes on the
+/// event stream.
+pub async fn message(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    id: &str,
+    (parts, body): (http::request::Parts, Incoming),
+    peer: SocketAddr,
+    claims: Value,
+) -> Response<Body> {
+    let connection = match gateway.legacy.get(id) {
+        Some(c) if *c.route == *route.name => c,
+        _ => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                "unknown sessionId; open the event stream (GET .../sse) again",
+            );
+        }
+    };
+    let message = match read_body(gateway, body).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
+    };
+    let kind = jsonrpc::kind(&message);
+    if message.is_array() || kind == Kind::Invalid {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "not a single JSON-RPC 2.0 message",
+        );
+    }
+    let initializing = kind == Kind::Request && jsonrpc::method(&message) == "initialize";
+    let session = match connection.session.get() {
+        None if initializing => {
+            let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
+            initialize(gateway, route, connection, message, subject(&claims), token).await;
+            return empty(StatusCode::ACCEPTED);
+        }
+        None => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "send `initialize` first",
+            );
+        }
+        Some(session) => session.clone(),
+    };
+    if gateway.sessions.get(&session.id).is_none() {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "the session has ended; open the event stream (GET .../sse) again",
+        );
+    }
+    match kind {
+        Kind::Request => {
+            if session.mux.passes_token_through() {
+                let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
+                session.mux.set_client_token(token);
+            }
+            let sub = subject(&claims);
+            let caller = session
+                .mux
+                .authorizes()
+                .then(|| Caller::new(&parts.headers, "POST", parts.uri.path(), peer, claims));
+            let route = route.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let method = jsonrpc::method(&message).to_string();
+                let outcome = session
+                    .mux
+                    .request(message, &connection.stream, caller.as_ref())
+                    .await;
+                let error = outcome.response.error_code();
+                access_log(
+                    &route,
+                    &session.tag,
+                    &method,
+                    Some(&outcome),
+                    sub.as_deref(),
+                    error,
+                    started,
+                );
+                let _ = connection.stream.send(outcome.response.to_json()).await;
+            });
+        }
+        Kind::Notification => session.mux.client_notification(message).await,
+        Kind::Response => {
+            session.mux.client_response(message).await;
+        }
+        Kind::Invalid => {}
+    }
+    empty(StatusCode::ACCEPTED)
+}
+
+async fn initialize(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    connection: Arc<Connection>,
+    message: Value,
+    sub: Option<String>,
+    token: Option<http::HeaderValue>,
+) {
+    let started = Instant::now();
+    let backend = route.pick_backend().mcp.clone();
+    let reply = match gateway.http_client() {
+        None => jsonrpc::error(
+            message["id"].clone(),
+            code::INTERNAL_ERROR,
+            "no HTTP client",
+        ),
+        Some(http) => match Mux::start(backend, &message, http, token).await {
+            Ok((mux, response)) => {
+                let session = gateway.sessions.insert(route.name.as_str().into(), mux);
+                session.mux.downlink.attach(connection.stream.clone());
+                access_log(
+                    route,
+                    &session.tag,
+                    "initialize",
+                    None,
+                    sub.as_deref(),
+                    None,
+                    started,
+                );
+                let _ = connection.session.set(session);
+                response
+            }
+            Err(error) => error,
+        },
+    };
+    let _ = connection.stream.send(reply.to_string()).await;
+}
