@@ -524,7 +524,11 @@ async fn run_request(
                 return reply;
             }
             messages.push(response.to_json());
-            sse_response(sse_body(futures::stream::iter(messages)))
+            let mut reply = sse_response(sse_body(futures::stream::iter(messages)));
+            if let Some(modifier) = target_headers {
+                reply.extensions_mut().insert(TargetHeaders(modifier));
+            }
+            reply
         }
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
