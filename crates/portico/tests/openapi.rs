@@ -213,3 +213,35 @@ fn broken_schemas_are_config_errors() {
         assert!(text.contains(expected), "{expected}:\n{text}");
     }
 }
+
+/// mcpAuthorization treats an OpenAPI target's operations like any tools: a denied one is neither
+/// listed nor callable.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_rules_apply_to_operations() {
+    let rest = HttpFixture::start_rest().await;
+    let targets = format!(
+        "{}            policies:\n              mcpAuthorization:\n                rules:\n                - 'true'\n                - deny: 'mcp.tool.name == \"deletePet\"'\n",
+        openapi_target(
+            "pets",
+            &format!("{{url: \"{}/openapi.json\"}}", rest.url),
+            &rest.url
+        )
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&tools, "name");
+    assert!(listed.contains(&"getPet".to_string()), "{listed:?}");
+    assert!(!listed.contains(&"deletePet".to_string()), "{listed:?}");
+    let refused = client
+        .request(
+            "tools/call",
+            json!({"name": "deletePet", "arguments": {"path": {"petId": 1}}}),
+        )
+        .await;
+    assert_eq!(
+        refused.response["error"]["code"], -32602,
+        "{}",
+        refused.response
+    );
+}
