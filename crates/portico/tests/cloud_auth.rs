@@ -305,6 +305,13 @@ async fn azure_imds(
         .lock()
         .unwrap()
         .push(format!("resource={resource}"));
+    if let Some(client_id) = query.get("client_id") {
+        cloud
+            .scopes
+            .lock()
+            .unwrap()
+            .push(format!("client_id={client_id}"));
+    }
     let serial = cloud.hit("azure-imds");
     // IMDS sends its numbers as strings.
     axum::Json(json!({"access_token": format!("entra-managed-{serial}"), "expires_in": cloud.lifetime().to_string(), "resource": resource, "token_type": "Bearer"}))
@@ -841,4 +848,50 @@ async fn gcp_user_credentials_from_gcloud() {
     );
     assert_eq!(cloud.hits("google-user"), 1);
     assert!(!gateway.log_text().contains("user-refresh-token"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_tokens_are_refreshed_before_they_expire() {
+    // 6 s tokens: refreshed at 3 s, in the background.
+    let (cloud_url, cloud) = start_cloud(6).await;
+    let fixture = HttpFixture::start(&[]).await;
+    let targets = [
+        target_with_auth(
+            "managed",
+            &fixture.url,
+            "                azure: {managedIdentity: {clientId: mi-1}, scope: \"api://mcp/.default\"}\n",
+        ),
+        stdio_target("local", &[]),
+    ]
+    .concat();
+    let mut env = isolated_env();
+    env.push(("AZURE_POD_IDENTITY_AUTHORITY_HOST", cloud_url.clone()));
+    let gateway = start_gateway(&targets, &env).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    assert_eq!(
+        bearer(&seen_headers(&mut client, "managed").await),
+        "entra-managed-1"
+    );
+    assert!(
+        cloud
+            .scopes
+            .lock()
+            .unwrap()
+            .contains(&"resource=api://mcp".to_string()),
+        "managed identity asks for the scope's resource"
+    );
+    assert!(
+        cloud
+            .scopes
+            .lock()
+            .unwrap()
+            .contains(&"client_id=mi-1".to_string()),
+        "a user-assigned identity is named"
+    );
+    wait_for(|| cloud.hits("azure-imds") > 1).await;
+    assert_eq!(
+        bearer(&seen_headers(&mut client, "managed").await),
+        "entra-managed-2",
+        "the refreshed token is used"
+    );
 }
