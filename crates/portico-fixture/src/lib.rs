@@ -35,8 +35,8 @@ pub struct FixtureArgs {
     /// How clients reach the server.
     #[arg(long, value_enum, default_value = "stdio")]
     pub transport: Transport,
-    /// Address to listen on with `--transport http` (port 0 picks a free port; the chosen address is
-    /// printed on stdout as `listening on http://ADDR/mcp`).
+    /// Address to listen on with `--transport http` or `rest` (port 0 picks a free port; the chosen
+    /// address is printed on stdout as `listening on http://ADDR/mcp`, or `http://ADDR` for `rest`).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Name reported by the `whoami` tool and in `serverInfo`.

@@ -30,7 +30,8 @@ enum Command {
     Validate,
     /// Run the built-in test MCP server (the one Portico's own tests and quickstart use): the MCP
     /// conformance tools, prompts and resources, plus `echo`, `echo_headers`, `sleep`, `crash`,
-    /// `whoami`. In a config, start it with `cmd: $PORTICO_EXE` and `args: [fixture]`.
+    /// `whoami`, `nested`. In a config, start it with `cmd: $PORTICO_EXE` and `args: [fixture]`.
+    /// `--transport rest` serves a REST pet store with its OpenAPI document instead.
     Fixture(portico_fixture::FixtureArgs),
     /// Print, for every route and target, the effective policy of each type and the level it came
     /// from (target, backend, route, listener).
