@@ -70,7 +70,7 @@ impl Signer {
         Ok(Self {
             region: config.region.clone(),
             service,
-            credentials: source.into_cache(label),
+            credentials: Cache::new(label, source),
             origin,
         })
     }
@@ -139,36 +139,21 @@ fn sign_at(
     Ok(())
 }
 
-enum CredentialSource {
-    Static(Credentials),
-    Dynamic(Box<dyn Source<Credentials>>),
-}
+/// Keys that do not expire: the policy's, the environment's, the shared credentials file's.
+struct Fixed(Credentials);
 
-impl CredentialSource {
-    fn into_cache(self, label: String) -> Arc<Cache<Credentials>> {
-        struct Fixed(Credentials);
-        impl Source<Credentials> for Fixed {
-            fn fetch(&self) -> BoxFuture<'_, Result<Fetched<Credentials>, String>> {
-                Box::pin(async {
-                    Ok(Fetched {
-                        value: self.0.clone(),
-                        lifetime: None,
-                    })
-                })
-            }
-        }
-        struct Boxed(Box<dyn Source<Credentials>>);
-        impl Source<Credentials> for Boxed {
-            fn fetch(&self) -> BoxFuture<'_, Result<Fetched<Credentials>, String>> {
-                self.0.fetch()
-            }
-        }
-        match self {
-            CredentialSource::Static(credentials) => Cache::new(label, Fixed(credentials)),
-            CredentialSource::Dynamic(source) => Cache::new(label, Boxed(source)),
-        }
+impl Source<Credentials> for Fixed {
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched<Credentials>, String>> {
+        Box::pin(async {
+            Ok(Fetched {
+                value: self.0.clone(),
+                lifetime: None,
+            })
+        })
     }
 }
+
+type CredentialSource = Box<dyn Source<Credentials>>;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -188,7 +173,7 @@ fn credential_source(
         (Some(key), Some(secret)) => {
             let static_keys =
                 credentials(key.clone(), secret.clone(), config.session_token.clone());
-            return Ok(("the policy", CredentialSource::Static(static_keys)));
+            return Ok(("the policy", Box::new(Fixed(static_keys))));
         }
         (None, None) if config.session_token.is_none() => {}
         _ => {
@@ -200,7 +185,7 @@ fn credential_source(
     }
     if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         let from_env = credentials(key, secret, env("AWS_SESSION_TOKEN"));
-        return Ok(("the environment", CredentialSource::Static(from_env)));
+        return Ok(("the environment", Box::new(Fixed(from_env))));
     }
     let client = cache::http_client().map_err(|e| ("aws".to_string(), e))?;
     if let (Some(token_file), Some(role_arn)) =
@@ -216,19 +201,13 @@ fn credential_source(
             role_arn,
             session_name: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "portico".into()),
         };
-        return Ok(("web identity", CredentialSource::Dynamic(Box::new(source))));
+        return Ok(("web identity", Box::new(source)));
     }
     if let Some(found) = shared_credentials_file()? {
-        return Ok((
-            "the shared credentials file",
-            CredentialSource::Static(found),
-        ));
+        return Ok(("the shared credentials file", Box::new(Fixed(found))));
     }
     if let Some(source) = ContainerCredentials::from_env(client.clone()) {
-        return Ok((
-            "the container credentials endpoint",
-            CredentialSource::Dynamic(Box::new(source)),
-        ));
+        return Ok(("the container credentials endpoint", Box::new(source)));
     }
     if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err((
@@ -242,10 +221,7 @@ fn credential_source(
         client,
         endpoint: endpoint.trim_end_matches('/').to_string(),
     };
-    Ok((
-        "the EC2 instance metadata service",
-        CredentialSource::Dynamic(Box::new(source)),
-    ))
+    Ok(("the EC2 instance metadata service", Box::new(source)))
 }
 
 /// `[profile]` of the shared credentials file, if the file exists.

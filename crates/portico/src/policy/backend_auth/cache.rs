@@ -21,6 +21,12 @@ pub trait Source<T>: Send + Sync + 'static {
     fn fetch(&self) -> BoxFuture<'_, Result<Fetched<T>, String>>;
 }
 
+impl<T, S: Source<T> + ?Sized> Source<T> for Box<S> {
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched<T>, String>> {
+        (**self).fetch()
+    }
+}
+
 struct Entry<T> {
     value: T,
     /// Past this, the entry is not handed out (a margin before the real expiry covers clock skew and
