@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -20,11 +19,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::jsonrpc::{self, Kind, code};
-use super::multiplex::{Mux, STREAM_CAPACITY};
+use super::multiplex::STREAM_CAPACITY;
 use super::session::{Session, new_session_id};
 use super::sse;
 use super::streamable_http::{
-    Body, KEEP_ALIVE, access_log, empty, read_body, refuse, sse_response, subject,
+    Body, KEEP_ALIVE, empty, handle_request, read_body, refuse, sse_response, start_session,
+    subject,
 };
 use crate::config::runtime::Route;
 use crate::policy::authz::Caller;
@@ -203,22 +203,15 @@ pub async fn message(
                 .then(|| Caller::new(&parts.headers, "POST", parts.uri.path(), peer, claims));
             let route = route.clone();
             tokio::spawn(async move {
-                let started = Instant::now();
-                let method = jsonrpc::method(&message).to_string();
-                let outcome = session
-                    .mux
-                    .request(message, &connection.stream, caller.as_ref())
-                    .await;
-                let error = outcome.response.error_code();
-                access_log(
+                let outcome = handle_request(
                     &route,
-                    &session.tag,
-                    &method,
-                    Some(&outcome),
+                    &session,
+                    message,
+                    &connection.stream,
+                    caller.as_ref(),
                     sub.as_deref(),
-                    error,
-                    started,
-                );
+                )
+                .await;
                 let _ = connection.stream.send(outcome.response.to_json()).await;
             });
         }
@@ -239,32 +232,13 @@ async fn initialize(
     sub: Option<String>,
     token: Option<http::HeaderValue>,
 ) {
-    let started = Instant::now();
-    let backend = route.pick_backend().mcp.clone();
-    let reply = match gateway.http_client() {
-        None => jsonrpc::error(
-            message["id"].clone(),
-            code::INTERNAL_ERROR,
-            "no HTTP client",
-        ),
-        Some(http) => match Mux::start(backend, &message, http, token).await {
-            Ok((mux, response)) => {
-                let session = gateway.sessions.insert(route.name.as_str().into(), mux);
-                session.mux.downlink.attach(connection.stream.clone());
-                access_log(
-                    route,
-                    &session.tag,
-                    "initialize",
-                    None,
-                    sub.as_deref(),
-                    None,
-                    started,
-                );
-                let _ = connection.session.set(session);
-                response
-            }
-            Err(error) => error,
-        },
+    let reply = match start_session(gateway, route, &message, sub.as_deref(), token).await {
+        Ok((session, result)) => {
+            session.mux.downlink.attach(connection.stream.clone());
+            let _ = connection.session.set(session);
+            result
+        }
+        Err(error) => error,
     };
     let _ = connection.stream.send(reply.to_string()).await;
 }

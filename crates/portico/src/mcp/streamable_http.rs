@@ -436,47 +436,74 @@ async fn initialize(
     sub: Option<String>,
     token: Option<HeaderValue>,
 ) -> Response<Body> {
-    let started = Instant::now();
-    let backend = route.pick_backend().mcp.clone();
-    let Some(http) = gateway.http_client() else {
-        let error = jsonrpc::error(
-            message["id"].clone(),
-            code::INTERNAL_ERROR,
-            "no HTTP client",
-        );
-        return json_response(StatusCode::OK, &error);
-    };
-    match Mux::start(backend, &message, http, token).await {
-        Ok((mux, response)) => {
-            let session = gateway.sessions.insert(route.name.as_str().into(), mux);
-            access_log(
-                route,
-                &session.tag,
-                "initialize",
-                None,
-                sub.as_deref(),
-                jsonrpc::error_code(&response),
-                started,
-            );
-            let mut reply = json_response(StatusCode::OK, &response);
+    match start_session(gateway, route, &message, sub.as_deref(), token).await {
+        Ok((session, result)) => {
+            let mut reply = json_response(StatusCode::OK, &result);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
                 reply.headers_mut().insert(SESSION_HEADER, id);
             }
             reply
         }
+        Err(error) => json_response(StatusCode::OK, &error),
+    }
+}
+
+/// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
+/// the session and the `initialize` reply, or the JSON-RPC error to answer.
+pub(crate) async fn start_session(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    message: &Value,
+    sub: Option<&str>,
+    token: Option<HeaderValue>,
+) -> Result<(Arc<Session>, Value), Value> {
+    let started = Instant::now();
+    let backend = route.pick_backend().mcp.clone();
+    let Some(http) = gateway.http_client() else {
+        return Err(jsonrpc::error(
+            message["id"].clone(),
+            code::INTERNAL_ERROR,
+            "no HTTP client",
+        ));
+    };
+    match Mux::start(backend, message, http, token).await {
+        Ok((mux, response)) => {
+            let session = gateway.sessions.insert(route.name.as_str().into(), mux);
+            let error = jsonrpc::error_code(&response);
+            access_log(route, &session.tag, "initialize", None, sub, error, started);
+            Ok((session, response))
+        }
         Err(error) => {
-            access_log(
-                route,
-                "-",
-                "initialize",
-                None,
-                sub.as_deref(),
-                jsonrpc::error_code(&error),
-                started,
-            );
-            json_response(StatusCode::OK, &error)
+            let code = jsonrpc::error_code(&error);
+            access_log(route, "-", "initialize", None, sub, code, started);
+            Err(error)
         }
     }
+}
+
+/// Runs one client request in `session` (either transport) and writes its access-log line.
+pub(crate) async fn handle_request(
+    route: &Route,
+    session: &Session,
+    message: Value,
+    stream: &mpsc::Sender<String>,
+    caller: Option<&Caller>,
+    sub: Option<&str>,
+) -> Outcome {
+    let started = Instant::now();
+    let method = jsonrpc::method(&message).to_string();
+    let outcome = session.mux.request(message, stream, caller).await;
+    let error = outcome.response.error_code();
+    access_log(
+        route,
+        &session.tag,
+        &method,
+        Some(&outcome),
+        sub,
+        error,
+        started,
+    );
+    outcome
 }
 
 /// Runs a client request. The reply is plain JSON when nothing else came first, else an SSE stream
@@ -491,19 +518,15 @@ async fn run_request(
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let route = route.clone();
     let mut handling = Box::pin(async move {
-        let started = Instant::now();
-        let method = jsonrpc::method(&message).to_string();
-        let outcome = session.mux.request(message, &tx, caller.as_ref()).await;
-        let error = outcome.response.error_code();
-        access_log(
+        let outcome = handle_request(
             &route,
-            &session.tag,
-            &method,
-            Some(&outcome),
+            &session,
+            message,
+            &tx,
+            caller.as_ref(),
             sub.as_deref(),
-            error,
-            started,
-        );
+        )
+        .await;
         (outcome.response, outcome.response_headers, tx)
     });
     // Most requests finish before anything else is sent for them: those are answered in place, as JSON,
@@ -592,7 +615,7 @@ async fn delete(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap)
     empty(StatusCode::OK)
 }
 
-pub(crate) fn access_log(
+fn access_log(
     route: &Route,
     session: &str,
     method: &str,
