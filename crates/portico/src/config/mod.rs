@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod model;
+pub mod pem;
 mod resolve;
 pub mod runtime;
 mod source;

@@ -351,43 +351,19 @@ fn load_tls(
     tls: &model::ListenerTls,
     path: &str,
 ) -> Option<Arc<rustls::ServerConfig>> {
-    let certs = match std::fs::read(&tls.cert)
-        .map(|pem| rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>())
-    {
-        Ok(Ok(certs)) if !certs.is_empty() => certs,
-        Ok(_) => {
-            r.error(
-                format!("{path}.cert"),
-                format!("`{}` holds no PEM certificate", tls.cert),
-            );
-            return None;
-        }
-        Err(e) => {
-            r.error(
-                format!("{path}.cert"),
-                format!("cannot read `{}`: {e}", tls.cert),
-            );
+    let certs = super::pem::certificates(&tls.cert);
+    let key = super::pem::private_key(&tls.key);
+    let (certs, key) = match (certs, key) {
+        (Ok(certs), Ok(key)) => (certs, key),
+        (certs, key) => {
+            for (field, error) in [("cert", certs.err()), ("key", key.err())] {
+                if let Some(error) = error {
+                    r.error(format!("{path}.{field}"), error);
+                }
+            }
             return None;
         }
     };
-    let key =
-        match std::fs::read(&tls.key).map(|pem| rustls_pemfile::private_key(&mut pem.as_slice())) {
-            Ok(Ok(Some(key))) => key,
-            Ok(_) => {
-                r.error(
-                    format!("{path}.key"),
-                    format!("`{}` holds no PEM private key", tls.key),
-                );
-                return None;
-            }
-            Err(e) => {
-                r.error(
-                    format!("{path}.key"),
-                    format!("cannot read `{}`: {e}", tls.key),
-                );
-                return None;
-            }
-        };
     match rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

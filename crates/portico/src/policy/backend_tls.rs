@@ -43,18 +43,7 @@ pub struct BackendTls {
 }
 
 fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
-    let pem = std::fs::read(path)
-        .map_err(|e| (field.to_string(), format!("cannot read `{path}`: {e}")))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| (field.to_string(), format!("`{path}`: {e}")))?;
-    if certs.is_empty() {
-        return Err((
-            field.to_string(),
-            format!("`{path}` holds no PEM certificate"),
-        ));
-    }
-    Ok(certs)
+    crate::config::pem::certificates(path).map_err(|e| (field.to_string(), e))
 }
 
 impl BackendTls {
@@ -108,17 +97,8 @@ impl BackendTls {
         let mut client = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => {
                 let certs = pem_certs("cert", cert)?;
-                let pem = std::fs::read(key)
-                    .map_err(|e| ("key".to_string(), format!("cannot read `{key}`: {e}")))?;
-                let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| {
-                        (
-                            "key".to_string(),
-                            format!("`{key}` holds no PEM private key"),
-                        )
-                    })?;
+                let key =
+                    crate::config::pem::private_key(key).map_err(|e| ("key".to_string(), e))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
                     (
                         "cert".to_string(),
