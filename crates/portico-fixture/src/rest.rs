@@ -140,6 +140,11 @@ async fn echo(headers: HeaderMap, Query(query): Query<BTreeMap<String, String>>)
     Json(json!({"headers": headers, "query": query}))
 }
 
+/// Any other path: 404 naming the path as received, so a proxy's path handling can be checked.
+async fn unknown_path(uri: axum::http::Uri) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"path": uri.path()}))).into_response()
+}
+
 /// Serves until the process ends; prints `listening on http://ADDR` once it accepts connections.
 pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new()
@@ -148,6 +153,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .route("/pets/{petId}", get(get_pet).delete(delete_pet))
         .route("/echo", get(echo))
         .route("/health", get(|| async { "ok" }))
+        .fallback(unknown_path)
         .with_state(Arc::new(Mutex::new(Store::default())));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on http://{}", listener.local_addr()?);

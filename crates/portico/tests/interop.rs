@@ -446,3 +446,73 @@ async fn python_sdk_legacy_sse_client() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A call without `arguments` reaches the target without them (issue #9): the reference server
+/// refuses `"arguments": null`, so every one of its tools that takes no arguments, called without the
+/// field, must succeed through Portico as it does directly. The same for `completion/complete`
+/// without `context`.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_reach_the_target_as_the_client_sent_them() {
+    let Some(tools) = tools() else { return };
+    let target = format!(
+        "          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
+        node(&tools).display(),
+        everything(&tools)
+    );
+    let gateway = Gateway::start(&config_with_targets(&target, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (listed, _) = client.list_all("tools/list", "tools").await;
+    let argumentless: Vec<String> = listed
+        .iter()
+        .filter(|tool| {
+            let schema = &tool["inputSchema"];
+            schema["properties"]
+                .as_object()
+                .is_none_or(|p| p.is_empty())
+                && schema["required"].as_array().is_none_or(|r| r.is_empty())
+        })
+        .filter_map(|tool| tool["name"].as_str().map(str::to_string))
+        // These wait for the client to answer a request of their own; this client answers none.
+        .filter(|name| {
+            !["elicitation", "sampling", "roots"]
+                .iter()
+                .any(|w| name.contains(w))
+        })
+        .collect();
+    assert!(
+        argumentless.iter().any(|name| name == "get-env"),
+        "{argumentless:?}"
+    );
+    for name in &argumentless {
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            client.request("tools/call", serde_json::json!({"name": name})),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer in 20 s"));
+        let response = &reply.response;
+        assert!(
+            response.get("result").is_some() && response["result"]["isError"] != true,
+            "{name} called without `arguments`: {response}"
+        );
+    }
+    let (prompts, _) = client.list_all("prompts/list", "prompts").await;
+    let with_arguments = prompts
+        .iter()
+        .find(|p| p["arguments"].as_array().is_some_and(|a| !a.is_empty()))
+        .expect("a prompt with arguments");
+    let completion = client
+        .request(
+            "completion/complete",
+            serde_json::json!({
+                "ref": {"type": "ref/prompt", "name": with_arguments["name"]},
+                "argument": {"name": with_arguments["arguments"][0]["name"], "value": ""}
+            }),
+        )
+        .await;
+    assert!(
+        completion.response.get("result").is_some(),
+        "{}",
+        completion.response
+    );
+}

@@ -32,6 +32,9 @@ pub struct Bind {
 pub struct Listener {
     pub name: Option<String>,
     pub hostname: Option<String>,
+    /// The origin clients reach this listener at (`https://mcp.example.com`), used in every URL
+    /// Portico writes for clients (RFC 9728 metadata, `WWW-Authenticate`, A2A agent cards).
+    pub public_url: Option<String>,
     #[serde(default)]
     pub protocol: Protocol,
     pub tls: Option<ListenerTls>,

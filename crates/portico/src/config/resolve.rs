@@ -87,7 +87,7 @@ pub fn resolve(file: File) -> Result<Config, Vec<ConfigError>> {
             .iter()
             .enumerate()
             .filter_map(|(l, listener)| {
-                listener_rt(&mut r, listener, &format!("{path}.listeners[{l}]"), l)
+                listener_rt(&mut r, listener, &format!("{path}.listeners[{l}]"), l, addr)
             })
             .collect();
         binds.push(runtime::Bind { addr, listeners });
@@ -120,6 +120,7 @@ fn with_shorthand(
         listeners: vec![model::Listener {
             name: None,
             hostname: None,
+            public_url: None,
             protocol: Protocol::HTTP,
             tls: None,
             policies: None,
@@ -273,6 +274,7 @@ fn listener_rt(
     listener: &model::Listener,
     path: &str,
     index: usize,
+    addr: SocketAddr,
 ) -> Option<runtime::Listener> {
     let listener_policies = r.policies(
         listener.policies.as_ref(),
@@ -301,6 +303,7 @@ fn listener_rt(
             "a listener needs at least one route",
         );
     }
+    let origin = public_origin(r, listener, path, addr, tls.is_some());
     let mut matchers = Vec::new();
     for (i, route) in listener.routes.iter().enumerate() {
         let route_path = format!("{path}.routes[{i}]");
@@ -311,7 +314,7 @@ fn listener_rt(
             &route_path,
             &name,
             &listener_policies,
-            tls.is_some(),
+            origin.clone(),
         ) else {
             continue;
         };
@@ -344,6 +347,50 @@ fn listener_rt(
         tls,
         matchers,
     })
+}
+
+/// Where the listener's client-facing URLs point: `publicUrl`, else the `Host` when the listener
+/// names its host, else its own address (see [`runtime::PublicOrigin`]).
+fn public_origin(
+    r: &mut Resolver,
+    listener: &model::Listener,
+    path: &str,
+    addr: SocketAddr,
+    tls: bool,
+) -> runtime::PublicOrigin {
+    let scheme = if tls { "https" } else { "http" };
+    if let Some(url) = &listener.public_url {
+        let origin = url.trim_end_matches('/');
+        match reqwest::Url::parse(origin) {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https")
+                    && parsed.host().is_some()
+                    && parsed.path() == "/"
+                    && parsed.query().is_none() =>
+            {
+                return runtime::PublicOrigin::Configured(origin.to_string());
+            }
+            _ => {
+                r.error(
+                    format!("{path}.publicUrl"),
+                    format!("`{url}` is not an origin (scheme://host[:port], no path)"),
+                )
+                .hint = Some("e.g. `publicUrl: https://mcp.example.com`".into());
+            }
+        }
+    }
+    if listener.hostname.is_some() {
+        return runtime::PublicOrigin::FromHost { scheme };
+    }
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    runtime::PublicOrigin::Local {
+        scheme,
+        fallback: format!("{scheme}://{host}:{}", addr.port()),
+    }
 }
 
 fn load_tls(
@@ -484,7 +531,7 @@ fn route_rt(
     path: &str,
     name: &str,
     listener_policies: &LevelPolicies,
-    tls: bool,
+    origin: runtime::PublicOrigin,
 ) -> Option<runtime::Route> {
     let route_policies = r.policies(
         route.policies.as_ref(),
@@ -547,6 +594,20 @@ fn route_rt(
         Sourced::at(&listener_policies.cors, Level::Listener),
         Sourced::at(&route_policies.cors, Level::Route),
     ]);
+    let origin = match origin {
+        runtime::PublicOrigin::Local { scheme, .. } if !route.hostnames.is_empty() => {
+            runtime::PublicOrigin::FromHost { scheme }
+        }
+        origin => origin,
+    };
+    let writes_urls = route_policies.mcp_authentication.is_some()
+        || hosts.iter().any(|h| h.policies.a2a.is_some());
+    if writes_urls && let runtime::PublicOrigin::Local { fallback, .. } = &origin {
+        r.warnings.push(ConfigError::warning(
+            path.to_string(),
+            format!("this route writes URLs for clients (resource metadata, agent cards) but its listener has no `publicUrl` or `hostname` and the route no `hostnames`: clients that do not call it as localhost get `{fallback}`"),
+        ));
+    }
     complete.then(|| runtime::Route {
         name: name.to_string(),
         hostnames: route.hostnames.clone(),
@@ -555,7 +616,7 @@ fn route_rt(
         response_headers: route_policies.response_headers.clone(),
         authentication: route_policies.mcp_authentication.clone(),
         resource_path: resource_path(route),
-        scheme: if tls { "https" } else { "http" },
+        origin,
         backends,
         hosts,
     })

@@ -126,12 +126,56 @@ pub struct Route {
     pub authentication: Option<Arc<crate::policy::mcp_authn::McpAuthentication>>,
     /// The path clients call, e.g. `/mcp` (the first `matches[].path`), for the resource metadata.
     pub resource_path: String,
-    /// `https` on TLS listeners, else `http`.
-    pub scheme: &'static str,
+    /// Where URLs written for clients point: never simply the client's `Host` header.
+    pub origin: PublicOrigin,
     /// MCP backends; empty on a route of `host` backends.
     pub backends: Vec<Backend>,
     /// Plain HTTP backends (`host:`), proxied as they are; empty on an MCP route.
     pub hosts: Vec<Arc<HostBackend>>,
+}
+
+/// The `scheme://host[:port]` that URLs written for clients (resource metadata, `WWW-Authenticate`,
+/// agent cards) start with. A client's `Host` header is only used where the config vouches for it,
+/// so a forged one cannot point other clients (or a shared cache) elsewhere.
+#[derive(Debug, Clone)]
+pub enum PublicOrigin {
+    /// The listener's `publicUrl`.
+    Configured(String),
+    /// The route or listener lists its host names, so a request reached it only with one of them.
+    FromHost { scheme: &'static str },
+    /// Neither: a loopback `Host` is used (local development), anything else gets the listener's
+    /// own address.
+    Local {
+        scheme: &'static str,
+        fallback: String,
+    },
+}
+
+impl PublicOrigin {
+    /// The origin for a request carrying `host` (its `Host` header).
+    pub fn resolve(&self, host: Option<&str>) -> String {
+        match (self, host) {
+            (PublicOrigin::Configured(origin), _) => origin.clone(),
+            (PublicOrigin::FromHost { scheme }, Some(host)) => format!("{scheme}://{host}"),
+            (PublicOrigin::Local { scheme, .. }, Some(host)) if is_loopback_authority(host) => {
+                format!("{scheme}://{host}")
+            }
+            (PublicOrigin::FromHost { scheme }, None) => format!("{scheme}://localhost"),
+            (PublicOrigin::Local { fallback, .. }, _) => fallback.clone(),
+        }
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with an optional port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let Ok(authority) = authority.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let host = authority.host().trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Route {

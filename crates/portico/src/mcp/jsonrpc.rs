@@ -52,6 +52,18 @@ pub fn method(message: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// The message's `params`, when they are an object: the only shape the gateway writes into.
+pub fn params_mut(message: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    message.get_mut("params")?.as_object_mut()
+}
+
+/// Sets `message.id` (a no-op on a message that is not an object).
+pub fn set_id(message: &mut Value, id: Value) {
+    if let Some(message) = message.as_object_mut() {
+        message.insert("id".to_string(), id);
+    }
+}
+
 /// A response carrying `result`.
 pub fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})

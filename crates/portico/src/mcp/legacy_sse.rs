@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::jsonrpc::{self, Kind, code};
 use super::multiplex::STREAM_CAPACITY;
-use super::session::{Session, new_session_id};
+use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use super::streamable_http::{
     Body, KEEP_ALIVE, empty, handle_request, read_body, refuse, sse_response, start_session,
@@ -34,6 +34,8 @@ use crate::server::Gateway;
 struct Connection {
     stream: mpsc::Sender<String>,
     route: Arc<str>,
+    /// The caller that opened the stream; messages from any other caller are refused.
+    owner: Owner,
     session: OnceLock<Arc<Session>>,
 }
 
@@ -104,12 +106,13 @@ impl Drop for OnClose {
     }
 }
 
-pub fn open(gateway: &Arc<Gateway>, route: &Route, path: &str) -> Response<Body> {
+pub fn open(gateway: &Arc<Gateway>, route: &Route, path: &str, claims: &Value) -> Response<Body> {
     let id = new_session_id();
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
     let connection = Arc::new(Connection {
         stream: tx,
         route: route.name.as_str().into(),
+        owner: session::owner(claims),
         session: OnceLock::new(),
     });
     gateway.legacy.insert(id.clone(), connection);
@@ -146,7 +149,7 @@ pub async fn message(
     claims: Value,
 ) -> Response<Body> {
     let connection = match gateway.legacy.get(id) {
-        Some(c) if *c.route == *route.name => c,
+        Some(c) if *c.route == *route.name && c.owner == session::owner(&claims) => c,
         _ => {
             return refuse(
                 StatusCode::NOT_FOUND,
@@ -171,7 +174,7 @@ pub async fn message(
     let session = match connection.session.get() {
         None if initializing => {
             let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
-            initialize(gateway, route, connection, message, subject(&claims), token).await;
+            initialize(gateway, route, connection, message, &claims, token).await;
             return empty(StatusCode::ACCEPTED);
         }
         None => {
@@ -229,10 +232,10 @@ async fn initialize(
     route: &Arc<Route>,
     connection: Arc<Connection>,
     message: Value,
-    sub: Option<String>,
+    claims: &Value,
     token: Option<http::HeaderValue>,
 ) {
-    let reply = match start_session(gateway, route, &message, sub.as_deref(), token).await {
+    let reply = match start_session(gateway, route, &message, claims, token).await {
         Ok((session, result)) => {
             session.mux.downlink.attach(connection.stream.clone());
             let _ = connection.session.set(session);

@@ -4,6 +4,7 @@
 pub mod jsonrpc;
 pub mod legacy_sse;
 pub mod multiplex;
+pub mod params;
 pub mod session;
 pub mod sse;
 pub mod streamable_http;

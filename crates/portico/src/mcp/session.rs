@@ -29,11 +29,28 @@ fn log_tag(id: &str) -> String {
     format!("{:08x}", hasher.finish() as u32)
 }
 
+/// Who a session belongs to: the validated token's `iss` and `sub`, or `None` for an anonymous caller.
+/// A session answers only to requests of the same caller (the MCP spec's session-hijacking defence).
+pub type Owner = Option<Arc<str>>;
+
+/// The owner a request's claims (`Null` when anonymous) make.
+pub fn owner(claims: &serde_json::Value) -> Owner {
+    let iss = claims.get("iss").and_then(serde_json::Value::as_str);
+    let sub = claims.get("sub").and_then(serde_json::Value::as_str);
+    if iss.is_none() && sub.is_none() {
+        return None;
+    }
+    // NUL cannot appear in either claim's JSON string unescaped, so the pair is unambiguous.
+    Some(format!("{}\0{}", iss.unwrap_or_default(), sub.unwrap_or_default()).into())
+}
+
 /// One client session.
 pub struct Session {
     pub id: Arc<str>,
     /// The name of the route that created it; the session is only valid there.
     pub route: Arc<str>,
+    /// The caller that created it; requests of any other caller are answered as for an unknown id.
+    pub owner: Owner,
     pub mux: Arc<Mux>,
     /// For logs in place of the id.
     pub tag: String,
@@ -61,12 +78,13 @@ impl Sessions {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub fn insert(&self, route: Arc<str>, mux: Arc<Mux>) -> Arc<Session> {
+    pub fn insert(&self, route: Arc<str>, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
         let id: Arc<str> = new_session_id().into();
         let session = Arc::new(Session {
             tag: log_tag(&id),
             id: id.clone(),
             route,
+            owner,
             mux,
             last_active: AtomicU64::new(self.now_ms()),
         });

@@ -23,7 +23,8 @@ use crate::config::runtime::Route;
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::legacy_sse;
 use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
-use crate::mcp::session::Session;
+use crate::mcp::params;
+use crate::mcp::session::{self, Session};
 use crate::mcp::sse;
 use crate::policy::authz::Caller;
 use crate::policy::headers::HeaderModifier;
@@ -210,12 +211,12 @@ async fn dispatch(
                 "Accept must allow text/event-stream",
             );
         }
-        return legacy_sse::open(gateway, route, request.uri().path());
+        return legacy_sse::open(gateway, route, request.uri().path(), &claims);
     }
     match *request.method() {
         Method::POST => post(gateway, route, request, peer, claims).await,
-        Method::GET => get(gateway, route, request.headers()),
-        Method::DELETE => delete(gateway, route, request.headers()).await,
+        Method::GET => get(gateway, route, request.headers(), &claims),
+        Method::DELETE => delete(gateway, route, request.headers(), &claims).await,
         _ => {
             let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
             response.headers_mut().insert(
@@ -227,13 +228,10 @@ async fn dispatch(
     }
 }
 
-/// `scheme://host` of the request, as the client addressed it.
+/// `scheme://host[:port]` that URLs written for this request's client start with
+/// ([`crate::config::runtime::PublicOrigin`]).
 pub fn base_url(route: &Route, headers: &HeaderMap) -> String {
-    format!(
-        "{}://{}",
-        route.scheme,
-        header(headers, HOST).unwrap_or("localhost")
-    )
+    route.origin.resolve(header(headers, HOST))
 }
 
 /// Validates the bearer token when the route has `mcpAuthentication` or `jwtAuth`: `Ok(claims)`
@@ -272,11 +270,14 @@ pub(crate) async fn authenticate(
     })
 }
 
-/// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one.
+/// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one, and
+/// 404 as well for another caller's (`claims` are the request's; the owner is not told apart from a
+/// missing id, so ids cannot be probed).
 fn session(
     gateway: &Gateway,
     route: &Route,
     headers: &HeaderMap,
+    claims: &Value,
 ) -> Result<Arc<Session>, Response<Body>> {
     let Some(id) = header(headers, SESSION_HEADER) else {
         return Err(refuse(
@@ -286,7 +287,11 @@ fn session(
         ));
     };
     match gateway.sessions.get(id) {
-        Some(session) if *session.route == *route.name => Ok(session),
+        Some(session)
+            if *session.route == *route.name && session.owner == session::owner(claims) =>
+        {
+            Ok(session)
+        }
         _ => Err(refuse(
             StatusCode::NOT_FOUND,
             code::INVALID_REQUEST,
@@ -387,9 +392,9 @@ async fn post(
         && jsonrpc::method(&message) == "initialize"
     {
         let token = headers.get(http::header::AUTHORIZATION).cloned();
-        return initialize(gateway, route, message, subject(&claims), token).await;
+        return initialize(gateway, route, message, &claims, token).await;
     }
-    let session = match session(gateway, route, headers) {
+    let session = match session(gateway, route, headers, &claims) {
         Ok(session) => session,
         Err(refused) => return refused,
     };
@@ -433,10 +438,10 @@ async fn initialize(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     message: Value,
-    sub: Option<String>,
+    claims: &Value,
     token: Option<HeaderValue>,
 ) -> Response<Body> {
-    match start_session(gateway, route, &message, sub.as_deref(), token).await {
+    match start_session(gateway, route, &message, claims, token).await {
         Ok((session, result)) => {
             let mut reply = json_response(StatusCode::OK, &result);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
@@ -449,15 +454,34 @@ async fn initialize(
 }
 
 /// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
-/// the session and the `initialize` reply, or the JSON-RPC error to answer.
+/// the session and the `initialize` reply, or the JSON-RPC error to answer. The session belongs to
+/// the caller whose `claims` (`Null` when anonymous) made it.
 pub(crate) async fn start_session(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     message: &Value,
-    sub: Option<&str>,
+    claims: &Value,
     token: Option<HeaderValue>,
 ) -> Result<(Arc<Session>, Value), Value> {
     let started = Instant::now();
+    let sub = subject(claims);
+    let sub = sub.as_deref();
+    if let Err(invalid) = params::check("initialize", message.get("params")) {
+        access_log(
+            route,
+            "-",
+            "initialize",
+            None,
+            sub,
+            Some(code::INVALID_PARAMS),
+            started,
+        );
+        return Err(jsonrpc::error(
+            message["id"].clone(),
+            code::INVALID_PARAMS,
+            invalid,
+        ));
+    }
     let backend = route.pick_backend().mcp.clone();
     let Some(http) = gateway.http_client() else {
         return Err(jsonrpc::error(
@@ -468,7 +492,10 @@ pub(crate) async fn start_session(
     };
     match Mux::start(backend, message, http, token).await {
         Ok((mux, response)) => {
-            let session = gateway.sessions.insert(route.name.as_str().into(), mux);
+            let owner = session::owner(claims);
+            let session = gateway
+                .sessions
+                .insert(route.name.as_str().into(), owner, mux);
             let error = jsonrpc::error_code(&response);
             access_log(route, &session.tag, "initialize", None, sub, error, started);
             Ok((session, response))
@@ -581,7 +608,12 @@ pub(crate) fn sse_response(body: Body) -> Response<Body> {
     response
 }
 
-fn get(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Response<Body> {
+fn get(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    headers: &HeaderMap,
+    claims: &Value,
+) -> Response<Body> {
     if !accepts(headers, "text/event-stream") {
         return refuse(
             StatusCode::NOT_ACCEPTABLE,
@@ -589,7 +621,7 @@ fn get(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Respo
             "Accept must allow text/event-stream",
         );
     }
-    let session = match session(gateway, route, headers) {
+    let session = match session(gateway, route, headers, claims) {
         Ok(session) => session,
         Err(refused) => return refused,
     };
@@ -605,8 +637,13 @@ fn get(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Respo
     sse_response(StreamBody::new(frames).boxed_unsync())
 }
 
-async fn delete(gateway: &Arc<Gateway>, route: &Arc<Route>, headers: &HeaderMap) -> Response<Body> {
-    let session = match session(gateway, route, headers) {
+async fn delete(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    headers: &HeaderMap,
+    claims: &Value,
+) -> Response<Body> {
+    let session = match session(gateway, route, headers, claims) {
         Ok(session) => session,
         Err(refused) => return refused,
     };

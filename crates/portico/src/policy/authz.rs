@@ -3,7 +3,8 @@
 //! Rules are CEL, compiled once at load. The decision for one item (SPEC §3): no rules → allow; any
 //! `deny` true → deny; any `require` not true → deny; any `allow` true → allow; otherwise deny when there
 //! are allow rules, allow when there are only deny/require rules. A rule that fails to evaluate or does
-//! not give a bool counts as false.
+//! not give a bool never opens access: it counts as false for `allow`, and as true for `deny` and
+//! `require` (it denies), and is logged with its error.
 
 use std::collections::HashMap;
 
@@ -59,6 +60,25 @@ pub struct Rule {
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.effect.name(), self.source)
+    }
+}
+
+impl Rule {
+    /// The rule's boolean value, or `None` (logged) when it fails or gives something else.
+    fn evaluate(&self, context: &cel::Context) -> Option<bool> {
+        let error = match self.program.execute(context) {
+            Ok(cel::Value::Bool(value)) => return Some(value),
+            Ok(other) => format!("gave {other:?}, not a bool"),
+            Err(e) => e.to_string(),
+        };
+        let counted_as = if self.effect == Effect::Allow {
+            "false"
+        } else {
+            "true (denied)"
+        };
+        tracing::warn!(target: "portico::authz", rule = %self.source, effect = self.effect.name(),
+            error = %error, counted_as, "authorization rule could not be evaluated");
+        None
     }
 }
 
@@ -123,24 +143,24 @@ impl Authorization {
 
     /// Decides for one item in `context` (which holds `jwt`, `mcp`, `request`, `source`).
     pub fn decide(&self, context: &cel::Context) -> Decision {
-        let holds =
-            |rule: &Rule| matches!(rule.program.execute(context), Ok(cel::Value::Bool(true)));
         let mut allowed_by = None;
         for (i, rule) in self.rules.iter().enumerate() {
             match rule.effect {
-                Effect::Deny if holds(rule) => {
+                Effect::Deny if rule.evaluate(context) != Some(false) => {
                     return Decision {
                         allowed: false,
                         rule: Some(i),
                     };
                 }
-                Effect::Require if !holds(rule) => {
+                Effect::Require if rule.evaluate(context) != Some(true) => {
                     return Decision {
                         allowed: false,
                         rule: Some(i),
                     };
                 }
-                Effect::Allow if allowed_by.is_none() && holds(rule) => allowed_by = Some(i),
+                Effect::Allow if allowed_by.is_none() && rule.evaluate(context) == Some(true) => {
+                    allowed_by = Some(i)
+                }
                 _ => {}
             }
         }
@@ -319,6 +339,29 @@ mod tests {
             }
         );
         assert!(!decide(&authz, json!({"sub": "bob", "roles": ["dev"]}), "add").allowed);
+    }
+
+    #[test]
+    fn a_rule_that_fails_never_opens_access() {
+        // `jwt.sub` does not exist for an anonymous caller: evaluating it is an error.
+        let deny = rules(&[r#"{"deny": "jwt.sub == 'mallory'"}"#]);
+        assert!(
+            !decide(&deny, json!({}), "echo").allowed,
+            "deny + error = deny"
+        );
+        assert!(decide(&deny, json!({"sub": "ada"}), "echo").allowed);
+        let require = rules(&[r#"{"require": "jwt.sub != ''"}"#]);
+        assert!(
+            !decide(&require, json!({}), "echo").allowed,
+            "require + error = deny"
+        );
+        let allow = rules(&[r#""jwt.sub == 'ada'""#]);
+        assert!(
+            !decide(&allow, json!({}), "echo").allowed,
+            "allow + error = not allowed"
+        );
+        let not_bool = rules(&[r#"{"deny": "'yes'"}"#]);
+        assert!(!decide(&not_bool, json!({}), "echo").allowed);
     }
 
     #[test]

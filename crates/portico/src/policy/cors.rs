@@ -62,6 +62,14 @@ impl Cors {
                 ));
             }
         }
+        if config.allow_credentials && config.allow_origins.iter().any(|o| o == "*") {
+            // Browsers refuse the pair, and echoing any origin instead would hand every site the
+            // caller's cookies and credentials.
+            return Err((
+                "allowCredentials".to_string(),
+                "`allowCredentials: true` cannot go with `allowOrigins: [\"*\"]`; list the origins that may send credentials".to_string(),
+            ));
+        }
         Ok(Self {
             origins: config
                 .allow_origins
@@ -101,8 +109,8 @@ impl Cors {
     }
 
     fn allow_origin(&self, origin: &str) -> HeaderValue {
-        let wildcard = self.origins.iter().any(|o| o == "*");
-        if wildcard && !self.credentials {
+        // `*` never goes with credentials (refused at load), so it can be answered as is.
+        if self.origins.iter().any(|o| o == "*") {
             return HeaderValue::from_static("*");
         }
         HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null"))

@@ -37,7 +37,39 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-pub async fn proxy(
+/// Serves one request on a route of `host` backends: the route's `cors` (preflights answered here,
+/// allowed origins' responses decorated; other origins get no CORS headers, so browsers block them),
+/// then the proxy.
+pub async fn serve(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let cors = route.cors.as_ref().map(|c| &c.policy);
+    let Some((cors, origin)) = cors.zip(origin).filter(|(cors, o)| cors.allows(o)) else {
+        return proxy(gateway, route, request, peer).await;
+    };
+    if request.method() == http::Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut response = plain(StatusCode::NO_CONTENT, Bytes::new());
+        *response.headers_mut() = cors.preflight(&origin, request.headers());
+        return response;
+    }
+    let mut response = proxy(gateway, route, request, peer).await;
+    cors.decorate(&origin, response.headers_mut());
+    response
+}
+
+async fn proxy(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     request: Request<Incoming>,
@@ -170,6 +202,10 @@ async fn respond(
             .filter_map(|chunk| std::future::ready(chunk.ok().map(|c| Ok(Frame::data(c)))));
         StreamBody::new(frames).boxed_unsync()
     };
+    // The effective `responseHeaderModifier` (backend over route), as on MCP routes.
+    if let Some(modifier) = &backend.policies.response_headers {
+        modifier.policy.apply(&mut headers);
+    }
     let mut out = Response::new(body);
     *out.status_mut() = status;
     *out.headers_mut() = headers;

@@ -1,6 +1,7 @@
 //! Listeners: sockets, TLS, HTTP/1.1 and HTTP/2, and the hand-off of each request to its route.
 
 mod host;
+pub mod path;
 mod router;
 
 use std::net::SocketAddr;
@@ -344,6 +345,16 @@ async fn route(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let request = match with_normalized_path(request) {
+        Ok(request) => request,
+        Err(refused) => {
+            return streamable_http::refuse(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                format!("{refused}; send the plain path"),
+            );
+        }
+    };
     let listeners = &gateway.config.binds[bind].listeners;
     if let Some(resource) = request.uri().path().strip_prefix(WELL_KNOWN) {
         return protected_resource_metadata(listeners, &request, resource);
@@ -360,7 +371,29 @@ async fn route(
     };
     let route = route.clone();
     if !route.hosts.is_empty() {
-        return host::proxy(gateway, &route, request, peer).await;
+        return host::serve(gateway, &route, request, peer).await;
     }
     streamable_http::handle(gateway, &route, request, peer).await
+}
+
+/// The request with its path in canonical form ([`path::normalize`]): routes are matched on it, and
+/// `host` backends receive it.
+fn with_normalized_path(request: Request<Incoming>) -> Result<Request<Incoming>, path::Refused> {
+    let normalized = path::normalize(request.uri().path())?;
+    if normalized == request.uri().path() {
+        return Ok(request);
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| path::Refused::BadEscape)?,
+    );
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| path::Refused::BadEscape)?;
+    Ok(Request::from_parts(parts, body))
 }

@@ -31,6 +31,7 @@ use naming::ListKind;
 use crate::config::model::{FailureMode, PrefixMode};
 use crate::config::runtime::{McpBackend, Target};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
+use crate::mcp::params;
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
 use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
@@ -323,6 +324,13 @@ impl Mux {
         caller: Option<&Caller>,
     ) -> Outcome {
         let method = jsonrpc::method(&request);
+        if let Err(invalid) = params::check(method, request.get("params")) {
+            return Outcome::of(Reply::error(
+                request["id"].clone(),
+                code::INVALID_PARAMS,
+                invalid,
+            ));
+        }
         if let Some(kind) = ListKind::from_method(method) {
             return self.list(kind, request, stream, caller).await;
         }
@@ -426,10 +434,15 @@ impl Mux {
             return denied;
         }
         let guarded_result = matches!(method, "tools/call" | "prompts/get" | "resources/read");
-        request["params"][field] = Value::String(own_name.clone());
-        if kind != ListKind::Resources
-            && let Some(denied) = self.guard_request(t, &mut request["params"]["arguments"])
-        {
+        // `params` is an object (checked in `request`); only the name changes, nothing is added.
+        let Some(params) = jsonrpc::params_mut(&mut request) else {
+            return Outcome::of(unknown(request["id"].clone(), kind, &name));
+        };
+        params.insert(field.to_string(), Value::String(own_name.clone()));
+        let arguments = params
+            .get_mut("arguments")
+            .filter(|_| kind != ListKind::Resources);
+        if let Some(denied) = arguments.and_then(|arguments| self.guard_request(t, arguments)) {
             let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
             refused.authz = verdict.map(|v| v.describe());
             return refused;
@@ -471,13 +484,21 @@ impl Mux {
         if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
             return denied;
         }
-        request["params"]["ref"][field] = Value::String(own_name.clone());
-        for part in ["argument", "context"] {
-            if let Some(denied) = self.guard_request(t, &mut request["params"][part]) {
-                let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
-                refused.authz = verdict.map(|v| v.describe());
-                return refused;
-            }
+        // `params.ref` is an object (checked in `request`); only its name changes.
+        let Some(params) = jsonrpc::params_mut(&mut request) else {
+            return Outcome::of(unknown(request["id"].clone(), kind, &name));
+        };
+        if let Some(reference) = params.get_mut("ref").and_then(Value::as_object_mut) {
+            reference.insert(field.to_string(), Value::String(own_name.clone()));
+        }
+        let denied = params
+            .iter_mut()
+            .filter(|(key, _)| matches!(key.as_str(), "argument" | "context"))
+            .find_map(|(_, part)| self.guard_request(t, part));
+        if let Some(denied) = denied {
+            let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
+            refused.authz = verdict.map(|v| v.describe());
+            return refused;
         }
         let mut outcome = self.forward(t, request, stream).await;
         outcome.authz = verdict.map(|v| v.describe());
@@ -573,13 +594,11 @@ impl Mux {
             .collect();
         let calls = asked.iter().map(|(t, page)| {
             let mut request = request.clone();
-            match page {
-                Some(page) => request["params"]["cursor"] = Value::String(page.clone()),
-                None => {
-                    if let Some(params) = request.get_mut("params").and_then(Value::as_object_mut) {
-                        params.remove("cursor");
-                    }
-                }
+            if let Some(params) = jsonrpc::params_mut(&mut request) {
+                match page {
+                    Some(page) => params.insert("cursor".to_string(), Value::String(page.clone())),
+                    None => params.remove("cursor"),
+                };
             }
             self.forward(*t, request, stream)
         });
@@ -916,7 +935,7 @@ impl Mux {
             };
         };
         let upstream_id = upstream.next_id();
-        request["id"] = json!(upstream_id);
+        jsonrpc::set_id(&mut request, json!(upstream_id));
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
         let cancel = self.track(t, upstream_id, &client_id, stream, progress_token);
         let reply = tokio::select! {
@@ -1015,7 +1034,10 @@ impl Mux {
                     owners
                 };
                 for (t, upstream_id) in owners {
-                    message["params"]["requestId"] = json!(upstream_id);
+                    let Some(params) = jsonrpc::params_mut(&mut message) else {
+                        return;
+                    };
+                    params.insert("requestId".to_string(), json!(upstream_id));
                     if let Some(upstream) = self.slots[t].upstream.load_full() {
                         let _ = upstream.notify(message.clone()).await;
                     }
@@ -1040,7 +1062,7 @@ impl Mux {
         let Some((t, original_id)) = lock(&self.server_requests).remove(&gateway_id) else {
             return false;
         };
-        message["id"] = original_id;
+        jsonrpc::set_id(&mut message, original_id);
         if let Some(upstream) = self.slots[t].upstream.load_full()
             && let Err(e) = upstream.notify(message).await
         {
@@ -1085,18 +1107,21 @@ impl Mux {
                     return;
                 }
                 let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
-                let original = std::mem::replace(&mut message["id"], json!(gateway_id));
+                let original = message["id"].clone();
+                jsonrpc::set_id(&mut message, json!(gateway_id));
                 lock(&self.server_requests).insert(gateway_id, (t, original));
                 self.deliver(t, related, message);
             }
             Kind::Notification => {
                 match jsonrpc::method(&message) {
                     "notifications/resources/updated" if self.backend.prefixed => {
-                        naming::prefix_item(
-                            &mut message["params"],
-                            ListKind::Resources,
-                            &self.slots[t].target.name,
-                        );
+                        if let Some(params) = message.get_mut("params") {
+                            naming::prefix_item(
+                                params,
+                                ListKind::Resources,
+                                &self.slots[t].target.name,
+                            );
+                        }
                     }
                     "notifications/cancelled" => {
                         let original = &message["params"]["requestId"];
@@ -1104,8 +1129,12 @@ impl Mux {
                             .iter()
                             .find(|(_, (target, id))| *target == t && id == original)
                             .map(|(gid, _)| *gid);
-                        let Some(gateway_id) = gateway_id else { return };
-                        message["params"]["requestId"] = json!(gateway_id);
+                        let (Some(gateway_id), Some(params)) =
+                            (gateway_id, jsonrpc::params_mut(&mut message))
+                        else {
+                            return;
+                        };
+                        params.insert("requestId".to_string(), json!(gateway_id));
                     }
                     _ => {}
                 }
@@ -1123,8 +1152,11 @@ impl Mux {
         let Some(ai) = target.policies.ai.as_ref().map(|s| &s.policy) else {
             return true;
         };
+        let Some(params) = message.get_mut("params") else {
+            return true;
+        };
         if let Some(guards) = &ai.request
-            && let Err(denied) = guards.apply(&mut message["params"], ai::Scope::Text)
+            && let Err(denied) = guards.apply(params, ai::Scope::Text)
         {
             tracing::warn!(target: "portico::guard", target = %target.name, method = "sampling/createMessage", rule = %denied.rule, "sampling request refused by prompt guard");
             if let Some(upstream) = self.slots[t].upstream.load_full() {
@@ -1134,7 +1166,7 @@ impl Mux {
             return false;
         }
         if let Some(sampling) = &ai.sampling {
-            sampling.apply(&mut message["params"]);
+            sampling.apply(params);
         }
         true
     }

@@ -1,0 +1,418 @@
+//! Issue #9's defences, each against the attack that found its absence: paths that try to reach a
+//! route their plain form would not, requests altered on the way through, malformed params.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `request` as written (no client-side path clean-up) and returns the status and body.
+async fn raw_http(base: &str, request: &str) -> (u16, String) {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+async fn get_raw(base: &str, path: &str) -> (u16, String) {
+    raw_http(
+        base,
+        &format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n"),
+    )
+    .await
+}
+
+/// `/public` is open, `/admin` needs a token: no spelling of `/admin` may reach it through `/public`.
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_escapes_cannot_walk_past_a_route() {
+    let rest = HttpFixture::start_rest().await;
+    let host = rest.url.replace("http://", "");
+    let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+    let yaml = format!(
+        "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: public\n      matches: [{{path: {{pathPrefix: /public}}}}]\n      backends:\n      - host: {host}\n    - name: admin\n      matches: [{{path: {{pathPrefix: /admin}}}}]\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: https://issuer.test\n          jwks:\n            inline: '{jwks}'\n      backends:\n      - host: {host}\n"
+    );
+    let gateway = Gateway::start(&yaml).await;
+    for path in [
+        "/public/../admin/secret",
+        "/public/%2e%2e/admin/secret",
+        "/public/%2E%2E/admin/secret",
+        "/public/.%2e/admin/secret",
+        "//admin/secret",
+        "/%61dmin/secret",
+    ] {
+        let (status, body) = get_raw(&gateway.base, path).await;
+        assert_eq!(status, 401, "{path} must be the admin route's: {body}");
+    }
+    for path in [
+        "/public/..%2Fadmin/secret",
+        "/public%5c..%5cadmin",
+        "/public/a\\b",
+        "/public/%zz",
+    ] {
+        let (status, body) = get_raw(&gateway.base, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    // The backend receives the same normalised path the route was chosen by.
+    let (status, body) = get_raw(&gateway.base, "/public/./a//b/../c%7e").await;
+    assert_eq!(status, 404, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["path"], "/public/a/c~");
+}
+
+const METHODS: [&str; 13] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "tools/call",
+    "prompts/get",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// `params` of every JSON type, and objects whose fields have the wrong types.
+fn params_shapes() -> Vec<Value> {
+    vec![
+        Value::Null,
+        json!(true),
+        json!(7),
+        json!("x"),
+        json!([1]),
+        json!({}),
+        json!({"name": 7, "uri": []}),
+        json!({"name": "one_echo", "arguments": "x"}),
+        json!({"ref": "x"}),
+        json!({"ref": {"type": "ref/prompt", "name": 1}}),
+        json!({"ref": {"type": "ref/other"}, "argument": 3}),
+        json!({"cursor": 5}),
+        json!({"level": {}, "_meta": 1}),
+    ]
+}
+
+/// Every method the gateway reads, with every shape of `params`, on one and on two targets: each
+/// gets an answer (non-object `params` a `-32602`), and the session keeps working afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_params_are_answered_never_dropped() {
+    for (targets, echo) in [
+        (stdio_target("one", &[]), "echo"),
+        (
+            format!("{}{}", stdio_target("one", &[]), stdio_target("two", &[])),
+            "one_echo",
+        ),
+    ] {
+        let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+        let mut client = Client::connect(gateway.url("/mcp")).await;
+        for method in METHODS {
+            for params in params_shapes() {
+                let id = client.next_id();
+                let message =
+                    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+                let sent = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    client.send(message.clone()),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("no answer in 5 s to {message}"));
+                let reply = read_reply(sent).await;
+                assert_eq!(reply.status, 200, "{message}");
+                assert_eq!(reply.response["id"], id, "{message} → {:?}", reply.response);
+                let must_refuse = match &params {
+                    Value::Object(_) => false,
+                    Value::Null => !(method == "ping" || method.ends_with("/list")),
+                    _ => true,
+                };
+                if must_refuse {
+                    assert_eq!(
+                        reply.response["error"]["code"], -32602,
+                        "{message} → {}",
+                        reply.response
+                    );
+                }
+            }
+        }
+        let echoed = client.call(echo, json!({"message": "still here"})).await;
+        assert!(text(&echoed).contains("still here"), "{echoed}");
+        assert!(
+            !gateway.log_text().contains("panicked"),
+            "{}",
+            gateway.log_text()
+        );
+    }
+}
+
+/// An ES256 key, its JWKS, and tokens it signs for `https://issuer.test`.
+struct Issuer {
+    key: jsonwebtoken::EncodingKey,
+    jwks: String,
+}
+
+impl Issuer {
+    fn new() -> Self {
+        use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk, jwk::JwkSet};
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+        Self { key, jwks }
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 300;
+        let claims =
+            json!({"iss": "https://issuer.test", "aud": "portico", "sub": sub, "exp": exp});
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+
+    /// A `jwtAuth` policy block (indented for a route's `policies:`).
+    fn policy(&self, mode: &str) -> String {
+        format!(
+            "        jwtAuth:\n          mode: {mode}\n          issuer: https://issuer.test\n          audiences: [portico]\n          jwks:\n            inline: '{}'\n",
+            self.jwks
+        )
+    }
+}
+
+/// A session made with one caller's token is an unknown session to any other caller, anonymous
+/// included; its owner keeps using it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_answer_only_to_the_caller_that_made_them() {
+    let issuer = Issuer::new();
+    let yaml = config_with_targets(&stdio_target("one", &[]), "").replace(
+        "    - name: test\n",
+        &format!(
+            "    - name: test\n      policies:\n{}",
+            issuer.policy("optional")
+        ),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let (ada, bob) = (issuer.token("ada"), issuer.token("bob"));
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let http = reqwest::Client::new();
+    let created = http
+        .post(gateway.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .bearer_auth(&ada)
+        .body(initialize.to_string())
+        .send()
+        .await
+        .unwrap();
+    let session = created.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    let status_as = |token: Option<&str>| {
+        let mut request = http
+            .post(gateway.url("/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &session)
+            .body(ping.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_as(Some(&bob)).await, 404, "another caller's session");
+    assert_eq!(status_as(None).await, 404, "an anonymous caller");
+    assert_eq!(status_as(Some(&ada)).await, 200, "its owner");
+    let stolen_delete = http
+        .delete(gateway.url("/mcp"))
+        .header("mcp-session-id", &session)
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen_delete.status(), 404);
+    assert_eq!(
+        status_as(Some(&ada)).await,
+        200,
+        "not ended by another caller"
+    );
+}
+
+/// URLs written for clients never come from a forged `Host`: without `publicUrl` a non-loopback Host
+/// gets the listener's own address; with it, the configured origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_facing_urls_do_not_trust_the_host_header() {
+    let issuer = Issuer::new();
+    let authn = format!(
+        "        mcpAuthentication:\n          issuer: https://issuer.test\n          audiences: [portico]\n          jwks:\n            inline: '{}'\n",
+        issuer.jwks
+    );
+    let base = config_with_targets(&stdio_target("one", &[]), "").replace(
+        "    - name: test\n",
+        &format!("    - name: test\n      policies:\n{authn}"),
+    );
+    let gateway = Gateway::start(&base).await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let reply = raw_http_headers(&gateway.base, "evil.example.com").await;
+    assert!(!reply.contains("evil.example.com"), "{reply}");
+    // The listener's configured address (port 0 here: the test lets the kernel pick).
+    assert!(
+        reply.contains("resource_metadata=\"http://127.0.0.1:0/.well-known/"),
+        "{reply}"
+    );
+    let local = raw_http_headers(&gateway.base, &address).await;
+    assert!(
+        local.contains(&format!("resource_metadata=\"http://{address}/.well-known")),
+        "{local}"
+    );
+
+    let public = base.replace(
+        "  - routes:\n",
+        "  - publicUrl: https://mcp.example.com\n    routes:\n",
+    );
+    let gateway = Gateway::start(&public).await;
+    let reply = raw_http_headers(&gateway.base, "evil.example.com").await;
+    assert!(
+        reply.contains(
+            "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        ),
+        "{reply}"
+    );
+    let (status, metadata) = raw_http(
+        &gateway.base,
+        "GET /.well-known/oauth-protected-resource/mcp HTTP/1.0\r\nHost: evil.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["resource"], "https://mcp.example.com/mcp");
+
+    let text = validate_failure(&base.replace(
+        "  - routes:\n",
+        "  - publicUrl: https://mcp.example.com/base\n    routes:\n",
+    ));
+    assert!(
+        text.contains("publicUrl") && text.contains("is not an origin"),
+        "{text}"
+    );
+}
+
+/// The response head of an unauthenticated POST carrying `Host: host`.
+async fn raw_http_headers(base: &str, host: &str) -> String {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.0\r\nHost: {host}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    reply
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A deny rule that cannot be evaluated denies, and says why in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_deny_rule_denies() {
+    let target = format!(
+        "{}            policies:\n              mcpAuthorization:\n                rules:\n                - deny: \"jwt.sub == 'mallory'\"\n",
+        stdio_target("one", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&target, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert!(
+        tools.is_empty(),
+        "anonymous callers have no `sub`: {tools:?}"
+    );
+    let reply = client
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        reply.response["error"]["code"], -32602,
+        "{}",
+        reply.response
+    );
+    let log = gateway.log_with("could not be evaluated").await;
+    assert!(log.contains("jwt.sub == 'mallory'"), "{log}");
+}
+
+/// `cors` and `responseHeaderModifier` act on `host` routes; `*` with credentials is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_and_response_headers_apply_to_host_routes() {
+    let rest = HttpFixture::start_rest().await;
+    let yaml = format!(
+        "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: api\n      policies:\n        cors:\n          allowOrigins: [https://app.example]\n        responseHeaderModifier:\n          set: {{x-served-by: portico}}\n      backends:\n      - host: {}\n",
+        rest.url.replace("http://", "")
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, gateway.url("/echo"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = http
+        .get(gateway.url("/echo"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(allowed.headers()["x-served-by"], "portico");
+    let other = http
+        .get(gateway.url("/echo"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let wildcard = yaml.replace(
+        "allowOrigins: [https://app.example]",
+        "allowOrigins: [\"*\"]\n          allowCredentials: true",
+    );
+    let text = validate_failure(&wildcard);
+    assert!(
+        text.contains("allowCredentials") && text.contains("cannot go with"),
+        "{text}"
+    );
+}
