@@ -336,7 +336,11 @@ impl Fixture {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text_result(format!("slept {ms} ms"))),
-                    _ = ctx.ct.cancelled() => Err(McpError::internal_error("cancelled", None)),
+                    _ = ctx.ct.cancelled() => {
+                        // On stderr, which a gateway logs for its stdio targets: tests read it there.
+                        eprintln!("fixture {}: sleep cancelled", self.options.name);
+                        Err(McpError::internal_error("cancelled", None))
+                    }
                 }
             }
             "crash" => std::process::exit(3),

@@ -8,9 +8,9 @@ use crate::config::runtime::Route;
 use crate::policy::{Sourced, TargetPolicies};
 
 /// Policy types that apply per route, in display order.
-const ROUTE_TYPES: [&str; 2] = ["jwtAuth", "cors"];
+const ROUTE_TYPES: [&str; 3] = ["jwtAuth", "cors", "localRateLimit"];
 /// Policy types that apply per target, in display order.
-const TARGET_TYPES: [&str; 7] = [
+const TARGET_TYPES: [&str; 9] = [
     "mcpAuthorization",
     "backendAuth",
     "backendTLS",
@@ -18,6 +18,8 @@ const TARGET_TYPES: [&str; 7] = [
     "responseHeaderModifier",
     "ai",
     "a2a",
+    "timeout",
+    "localRateLimit",
 ];
 
 fn entry<T>(sourced: &Option<Sourced<T>>, detail: impl Fn(&T) -> Value) -> Value {
@@ -31,6 +33,9 @@ fn route_policies(route: &Route) -> Value {
     json!({
         "jwtAuth": entry(&route.jwt, |jwt| json!(format!("{jwt:?}"))),
         "cors": entry(&route.cors, |cors| json!(format!("{cors:?}"))),
+        "localRateLimit": route.rate_limit.as_ref().map_or(Value::Null, |limit| {
+            json!({"level": "route", "policy": format!("{limit:?}")})
+        }),
     })
 }
 
@@ -49,6 +54,8 @@ fn target_policies(policies: &TargetPolicies) -> Value {
         "responseHeaderModifier": entry(&policies.response_headers, |m| debug(m)),
         "ai": entry(&policies.ai, |ai| debug(ai)),
         "a2a": entry(&policies.a2a, |_| json!("agent-to-agent")),
+        "timeout": entry(&policies.timeout, |t| json!(format!("{:?} ({})", t.limit, t.field))),
+        "localRateLimit": entry(&policies.rate_limit, |limit| debug(limit)),
     })
 }
 

@@ -90,7 +90,7 @@ binds:
     );
     let yaml = yaml.replace(
         "backendAuth: {key: '$UNSET_PORTICO_TEST_KEY'}",
-        "localRateLimit: {}",
+        "cors: {}",
     );
     let path = temp_file("bad.yaml", &yaml);
     let text = stderr(&portico(&["validate", "-f", path.to_str().unwrap()]));
@@ -104,7 +104,7 @@ binds:
     );
     assert!(
         text.contains(":13:15: error:")
-            && text.contains("policy `localRateLimit` cannot be set on a target"),
+            && text.contains("policy `cors` cannot be set on a target"),
         "{text}"
     );
     assert!(text.contains("3 error(s)"), "{text}");

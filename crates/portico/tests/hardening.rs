@@ -416,3 +416,136 @@ async fn cors_and_response_headers_apply_to_host_routes() {
         "{text}"
     );
 }
+
+/// A target with a `timeout` policy that does not answer in time: the client gets `-32603` naming the
+/// target and the limit, the target is told to cancel, and the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_timeout_is_answered_and_cancelled_at_the_target() {
+    let target = format!(
+        "{}            policies:\n              timeout:\n                requestTimeout: 30s\n                backendRequestTimeout: 300ms\n",
+        stdio_target("slow", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&target, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let started = std::time::Instant::now();
+    let reply = client
+        .request(
+            "tools/call",
+            json!({"name": "sleep", "arguments": {"ms": 10_000}}),
+        )
+        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        reply.response["error"]["code"], -32603,
+        "{}",
+        reply.response
+    );
+    let message = reply.response["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("target slow")
+            && message.contains("300ms")
+            && message.contains("backendRequestTimeout"),
+        "{message}"
+    );
+    gateway.log_with("fixture slow: sleep cancelled").await;
+    let echoed = client.call("echo", json!({"message": "after"})).await;
+    assert_eq!(text(&echoed), "after");
+}
+
+/// Without any policy, a client that disconnects mid-call cancels the call at the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_cancels_its_calls() {
+    let gateway = Gateway::start(&config_with_targets(&stdio_target("slow", &[]), "")).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let abandoned = client
+        .post()
+        .timeout(std::time::Duration::from_millis(300))
+        .body(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"ms": 30_000}}})
+            .to_string(),
+        )
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the client gave up");
+    gateway.log_with("fixture slow: sleep cancelled").await;
+}
+
+/// A route's `localRateLimit` answers 429 with `Retry-After` past its budget; only requests count.
+#[tokio::test(flavor = "multi_thread")]
+async fn route_rate_limit_is_a_429_with_retry_after() {
+    let yaml = config_with_targets(&stdio_target("one", &[]), "").replace(
+        "    - name: test\n",
+        "    - name: test\n      policies:\n        localRateLimit:\n        - maxTokens: 3\n          tokensPerFill: 1\n          fillInterval: 60s\n          type: requests\n",
+    );
+    let gateway = Gateway::start(&yaml).await;
+    // `initialize` takes one token; `notifications/initialized` none.
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    for _ in 0..3 {
+        let note = client
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(note.status(), 202, "notifications are not counted");
+    }
+    assert_eq!(client.request("ping", json!({})).await.status, 200);
+    assert_eq!(client.request("ping", json!({})).await.status, 200);
+    let over = client
+        .send(json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+        .await;
+    assert_eq!(over.status(), 429);
+    let retry: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = over.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("localRateLimit"),
+        "{body}"
+    );
+}
+
+/// A target's `localRateLimit` refuses that target's calls with a JSON-RPC error saying when to
+/// retry; the other target and the session are unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn target_rate_limit_refuses_that_targets_calls_only() {
+    let targets = format!(
+        "{}            policies:\n              localRateLimit:\n              - maxTokens: 1\n                tokensPerFill: 1\n                fillInterval: 1m\n{}",
+        stdio_target("limited", &[]),
+        stdio_target("free", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    client.call("limited_echo", json!({"message": "1"})).await;
+    let refused = client
+        .request(
+            "tools/call",
+            json!({"name": "limited_echo", "arguments": {"message": "2"}}),
+        )
+        .await;
+    assert_eq!(refused.status, 200);
+    let error = &refused.response["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit of target limited"),
+        "{error}"
+    );
+    assert!(
+        error["data"]["retryAfter"]
+            .as_u64()
+            .is_some_and(|s| (1..=60).contains(&s)),
+        "{error}"
+    );
+    for n in 0..5 {
+        let echoed = client
+            .call("free_echo", json!({"message": n.to_string()}))
+            .await;
+        assert_eq!(text(&echoed), n.to_string());
+    }
+}

@@ -4,7 +4,7 @@
 pub mod error;
 pub mod model;
 pub mod pem;
-mod resolve;
+pub(crate) mod resolve;
 pub mod runtime;
 mod source;
 
@@ -102,15 +102,15 @@ mod tests {
     }
 
     #[test]
-    fn policies_not_built_yet_are_refused_by_name() {
-        let text = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - policies:\n        timeout: {requestTimeout: 1s}\n      backends:\n      - mcp:\n          targets:\n          - name: a\n            stdio: {cmd: echo}\n";
+    fn policy_errors_name_line_field_and_problem() {
+        let text = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - policies:\n        timeout: {requestTimeout: soon}\n      backends:\n      - mcp:\n          targets:\n          - name: a\n            stdio: {cmd: echo}\n";
         let error = first_error(text);
-        assert!(error.contains("routes[0].policies.timeout"), "{error}");
         assert!(
-            error.contains("policy `timeout` is not supported yet"),
+            error.contains("routes[0].policies.timeout.requestTimeout"),
             "{error}"
         );
-        assert!(error.contains(":6:9:"), "{error}");
+        assert!(error.contains("`soon` is not a duration"), "{error}");
+        assert!(error.contains(":6:"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -245,8 +244,8 @@ pub struct Policies {
     pub response_header_modifier: Option<crate::policy::headers::Config>,
     pub ai: Option<crate::policy::ai::Config>,
     pub a2a: Option<crate::policy::a2a::Config>,
-    pub local_rate_limit: Option<IgnoredAny>,
-    pub timeout: Option<IgnoredAny>,
+    pub local_rate_limit: Option<crate::policy::rate_limit::Config>,
+    pub timeout: Option<crate::policy::timeout::Config>,
 }
 
 impl Policies {

@@ -614,6 +614,7 @@ fn route_rt(
         jwt,
         cors,
         response_headers: route_policies.response_headers.clone(),
+        rate_limit: route_policies.rate_limit.clone(),
         authentication: route_policies.mcp_authentication.clone(),
         resource_path: resource_path(route),
         origin,

@@ -122,6 +122,8 @@ pub struct Route {
     pub cors: Option<crate::policy::Sourced<crate::policy::cors::Cors>>,
     /// The route's `responseHeaderModifier`, applied to every response.
     pub response_headers: Option<Arc<crate::policy::headers::HeaderModifier>>,
+    /// The route's own `localRateLimit`: every request on the route takes a token (HTTP 429 when none).
+    pub rate_limit: Option<Arc<crate::policy::rate_limit::RateLimit>>,
     /// `mcpAuthentication`: validates tokens in place of `jwtAuth` and publishes resource metadata.
     pub authentication: Option<Arc<crate::policy::mcp_authn::McpAuthentication>>,
     /// The path clients call, e.g. `/mcp` (the first `matches[].path`), for the resource metadata.

@@ -23,8 +23,8 @@ use super::multiplex::STREAM_CAPACITY;
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use super::streamable_http::{
-    Body, KEEP_ALIVE, empty, handle_request, read_body, refuse, sse_response, start_session,
-    subject,
+    Body, KEEP_ALIVE, empty, handle_request, over_rate_limit, read_body, refuse, sse_response,
+    start_session, subject,
 };
 use crate::config::runtime::Route;
 use crate::policy::authz::Caller;
@@ -169,6 +169,11 @@ pub async fn message(
             code::INVALID_REQUEST,
             "not a single JSON-RPC 2.0 message",
         );
+    }
+    if kind == Kind::Request
+        && let Some(refused) = over_rate_limit(route)
+    {
+        return refused;
     }
     let initializing = kind == Kind::Request && jsonrpc::method(&message) == "initialize";
     let session = match connection.session.get() {

@@ -387,6 +387,11 @@ async fn post(
             "not a valid JSON-RPC 2.0 message",
         );
     }
+    if kind == Kind::Request
+        && let Some(refused) = over_rate_limit(route)
+    {
+        return refused;
+    }
     if session_header.is_none()
         && kind == Kind::Request
         && jsonrpc::method(&message) == "initialize"
@@ -424,6 +429,25 @@ async fn post(
         }
         Kind::Invalid => unreachable!("refused above"),
     }
+}
+
+/// HTTP 429 when the route's `localRateLimit` has no token for one more request.
+pub(crate) fn over_rate_limit(route: &Route) -> Option<Response<Body>> {
+    let wait = route.rate_limit.as_ref()?.take().err()?;
+    let seconds = crate::policy::rate_limit::retry_after_secs(wait);
+    tracing::info!(target: "portico::access", route = %route.name, retry_after = seconds, "request refused: route rate limit (localRateLimit)");
+    let mut response = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::INVALID_REQUEST,
+        format!(
+            "rate limit of route {} reached (localRateLimit); retry in {seconds} s",
+            route.name
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    Some(response)
 }
 
 /// The caller's `sub` claim, for the access log.
@@ -543,6 +567,8 @@ async fn run_request(
     sub: Option<String>,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
+    // Resolves when the client drops the reply stream, i.e. goes away.
+    let client = tx.clone();
     let route = route.clone();
     let mut handling = Box::pin(async move {
         let outcome = handle_request(
@@ -582,8 +608,14 @@ async fn run_request(
         }
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
-                let (response, _, tx) = handling.await;
-                let _ = tx.send(response.to_json()).await;
+                // A client that goes away mid-stream cancels the request: dropping it tells the
+                // target (see `multiplex::Call`).
+                tokio::select! {
+                    (response, _, tx) = &mut handling => {
+                        let _ = tx.send(response.to_json()).await;
+                    }
+                    _ = client.closed() => {}
+                }
             });
             let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
             sse_response(sse_body(futures::stream::once(async { first }).chain(rest)))

@@ -12,6 +12,8 @@ pub mod cors;
 pub mod headers;
 pub mod jwt;
 pub mod mcp_authn;
+pub mod rate_limit;
+pub mod timeout;
 
 use std::sync::Arc;
 
@@ -72,7 +74,7 @@ pub fn allowed_levels(policy: &str) -> &'static [Level] {
     use Level::*;
     match policy {
         "cors" | "jwtAuth" => &[Listener, Route],
-        "mcpAuthentication" | "localRateLimit" | "timeout" => &[Route],
+        "mcpAuthentication" => &[Route],
         _ => &[Route, Backend, Target],
     }
 }
@@ -90,6 +92,8 @@ pub struct LevelPolicies {
     pub backend_tls: Option<Arc<backend_tls::BackendTls>>,
     pub ai: Option<Arc<ai::Ai>>,
     pub a2a: Option<Arc<a2a::A2a>>,
+    pub timeout: Option<Arc<timeout::Timeout>>,
+    pub rate_limit: Option<Arc<rate_limit::RateLimit>>,
 }
 
 impl LevelPolicies {
@@ -117,13 +121,6 @@ impl LevelPolicies {
                     .hint(format!("set it at {} level", names.join(" or "))),
                 );
                 continue;
-            }
-            if !IMPLEMENTED.contains(&policy) {
-                errors.push(
-                    ConfigError::new(field, format!("policy `{policy}` is not supported yet")).hint(
-                        "this build of Portico refuses it rather than ignore it; remove it or upgrade Portico",
-                    ),
-                );
             }
         }
         if let Some(config) = &policies.mcp_authorization {
@@ -179,6 +176,20 @@ impl LevelPolicies {
         );
         compiled.ai = compile(&policies.ai, "ai", path, errors, ai::Ai::compile);
         compiled.a2a = compile(&policies.a2a, "a2a", path, errors, a2a::A2a::compile);
+        compiled.timeout = compile(
+            &policies.timeout,
+            "timeout",
+            path,
+            errors,
+            timeout::Timeout::compile,
+        );
+        compiled.rate_limit = compile(
+            &policies.local_rate_limit,
+            "localRateLimit",
+            path,
+            errors,
+            rate_limit::RateLimit::compile,
+        );
         if policies.mcp_authentication.is_some() && policies.jwt_auth.is_some() {
             errors.push(
                 ConfigError::new(
@@ -205,6 +216,8 @@ impl LevelPolicies {
             backend_tls: self.backend_tls.or(other.backend_tls),
             ai: self.ai.or(other.ai),
             a2a: self.a2a.or(other.a2a),
+            timeout: self.timeout.or(other.timeout),
+            rate_limit: self.rate_limit.or(other.rate_limit),
         }
     }
 }
@@ -231,20 +244,6 @@ fn compile<C, T>(
     }
 }
 
-/// The policy types whose behaviour is built; the others are refused at load.
-const IMPLEMENTED: &[&str] = &[
-    "mcpAuthorization",
-    "jwtAuth",
-    "cors",
-    "requestHeaderModifier",
-    "responseHeaderModifier",
-    "mcpAuthentication",
-    "backendAuth",
-    "backendTLS",
-    "ai",
-    "a2a",
-];
-
 /// A target's effective policies: per type, the most specific level that sets it.
 #[derive(Debug, Default, Clone)]
 pub struct TargetPolicies {
@@ -255,6 +254,10 @@ pub struct TargetPolicies {
     pub backend_tls: Option<Sourced<backend_tls::BackendTls>>,
     pub ai: Option<Sourced<ai::Ai>>,
     pub a2a: Option<Sourced<a2a::A2a>>,
+    pub timeout: Option<Sourced<timeout::Timeout>>,
+    /// Backend or target level only: a route's `localRateLimit` counts the route's requests as a
+    /// whole (HTTP 429), not each target's.
+    pub rate_limit: Option<Sourced<rate_limit::RateLimit>>,
 }
 
 impl TargetPolicies {
@@ -278,6 +281,11 @@ impl TargetPolicies {
             backend_tls: pick(|l| &l.backend_tls, levels),
             ai: pick(|l| &l.ai, levels),
             a2a: pick(|l| &l.a2a, levels),
+            timeout: pick(|l| &l.timeout, levels),
+            rate_limit: resolve([
+                Sourced::at(&backend.rate_limit, Level::Backend),
+                Sourced::at(&target.rate_limit, Level::Target),
+            ]),
         }
     }
 }

@@ -79,6 +79,9 @@ async fn proxy(
     let Some(backend) = route.pick_host() else {
         return plain(StatusCode::BAD_GATEWAY, "no backend");
     };
+    if let Some(refused) = streamable_http::over_rate_limit(route) {
+        return refused;
+    }
     let a2a = backend.policies.a2a.is_some();
     let path = request.uri().path().to_string();
     let method = request.method().clone();

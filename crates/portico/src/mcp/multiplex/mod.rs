@@ -35,6 +35,7 @@ use crate::mcp::params;
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
 use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
+use crate::policy::timeout::Timeout;
 use crate::policy::{Level, ai};
 
 /// How long a target gets to start and answer `initialize`.
@@ -295,8 +296,21 @@ impl Mux {
     }
 
     /// Ends the session: every target connection is closed (stdio processes stopped and reaped).
+    /// Requests still in flight are cancelled at their targets first, so remote targets stop work
+    /// that nobody will read.
     pub async fn close(&self) {
         self.closed.cancel();
+        let inflight: Vec<(usize, u64)> =
+            lock(&self.inflight).by_upstream.keys().copied().collect();
+        let cancels = inflight.into_iter().filter_map(|(t, upstream_id)| {
+            let upstream = self.slots[t].upstream.load_full()?;
+            let message = jsonrpc::notification(
+                "notifications/cancelled",
+                json!({"requestId": upstream_id, "reason": "the session ended"}),
+            );
+            Some(async move { upstream.notify(message).await })
+        });
+        join_all(cancels).await;
         let upstreams: Vec<_> = self
             .slots
             .iter()
@@ -920,35 +934,61 @@ impl Mux {
         stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let slot = &self.slots[t];
-        let client_id = request["id"].take();
+        let client_id = request.get("id").cloned().unwrap_or(Value::Null);
         let target = Some(slot.target.name.clone());
+        let refused = |response: Reply| Outcome {
+            response,
+            target: target.clone(),
+            item: None,
+            authz: None,
+            response_headers: None,
+            guard: None,
+            protocol: protocol(&slot.target),
+        };
         let Some(upstream) = slot.upstream.load_full() else {
             let message = format!("target {} unavailable", slot.target.name);
-            return Outcome {
-                response: Reply::error(client_id, code::INTERNAL_ERROR, message),
-                target,
-                item: None,
-                authz: None,
-                response_headers: None,
-                guard: None,
-                protocol: protocol(&slot.target),
-            };
+            return refused(Reply::error(client_id, code::INTERNAL_ERROR, message));
         };
+        if let Some(limit) = &slot.target.policies.rate_limit
+            && let Err(wait) = limit.policy.take()
+        {
+            return refused(rate_limited(client_id, &slot.target.name, wait));
+        }
         let upstream_id = upstream.next_id();
         jsonrpc::set_id(&mut request, json!(upstream_id));
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
-        let cancel = self.track(t, upstream_id, &client_id, stream, progress_token);
+        let mut call = self.track(t, upstream_id, &client_id, stream, progress_token);
+        let limit = slot.target.policies.timeout.as_ref().map(|s| *s.policy);
         let reply = tokio::select! {
-            reply = upstream.request(request) => reply,
-            _ = cancel.cancelled() => Err(UpstreamError::Cancelled),
+            reply = within(limit, upstream.request(request)) => reply,
+            _ = call.cancel.cancelled() => Err(CallError::Cancelled),
         };
-        self.untrack(t, upstream_id, &client_id);
         let response = match reply {
-            Ok(payload) => Reply {
-                id: client_id,
-                payload,
-            },
-            Err(e) => {
+            Ok(payload) => {
+                call.answered();
+                Reply {
+                    id: client_id,
+                    payload,
+                }
+            }
+            Err(CallError::Cancelled) => {
+                // The client's own `notifications/cancelled` already reached the target.
+                call.answered();
+                let e = UpstreamError::Cancelled;
+                Reply::error(
+                    client_id,
+                    code::INTERNAL_ERROR,
+                    format!("target {}: {e}", slot.target.name),
+                )
+            }
+            Err(CallError::Expired(timeout)) => {
+                call.stop_reason = "timeout";
+                let message = timeout.expired(&slot.target.name);
+                tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %message, "upstream call timed out; target told to cancel");
+                Reply::error(client_id, code::INTERNAL_ERROR, message)
+            }
+            Err(CallError::Upstream(e)) => {
+                call.answered();
                 tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %e, "upstream call failed");
                 Reply::error(
                     client_id,
@@ -957,6 +997,7 @@ impl Mux {
                 )
             }
         };
+        drop(call);
         let response_headers = slot
             .target
             .policies
@@ -975,6 +1016,7 @@ impl Mux {
         }
     }
 
+    /// Records a request sent to target `t`; the returned [`Call`] forgets it when dropped.
     fn track(
         &self,
         t: usize,
@@ -982,7 +1024,7 @@ impl Mux {
         client_id: &Value,
         stream: &mpsc::Sender<String>,
         progress_token: Option<Value>,
-    ) -> CancellationToken {
+    ) -> Call<'_> {
         let cancel = CancellationToken::new();
         let mut inflight = lock(&self.inflight);
         inflight.seq += 1;
@@ -1001,7 +1043,30 @@ impl Mux {
             .entry(id_key(client_id))
             .or_default()
             .push((t, upstream_id));
-        cancel
+        Call {
+            mux: self,
+            t,
+            upstream_id,
+            client_id: client_id.clone(),
+            cancel,
+            stop_reason: "the client went away",
+            unanswered: true,
+        }
+    }
+
+    /// Tells target `t` to stop working on its request `upstream_id` (`notifications/cancelled`).
+    fn cancel_at_target(&self, t: usize, upstream_id: u64, reason: &str) {
+        let Some(upstream) = self.slots[t].upstream.load_full() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let message = jsonrpc::notification(
+            "notifications/cancelled",
+            json!({"requestId": upstream_id, "reason": reason}),
+        );
+        runtime.spawn(async move { upstream.notify(message).await });
     }
 
     fn untrack(&self, t: usize, upstream_id: u64, client_id: &Value) {
@@ -1220,6 +1285,75 @@ impl InboundHandler for Mux {
 
     fn closed(self: Arc<Self>, target: usize, generation: u64, reason: String) {
         tokio::spawn(async move { self.target_closed(target, generation, &reason).await });
+    }
+}
+
+/// A request in flight at a target. However its wait ends (an answer, a timeout, or the client's
+/// request being dropped because the client disconnected), dropping it frees the bookkeeping; if the
+/// target never answered, the target is sent `notifications/cancelled`.
+struct Call<'a> {
+    mux: &'a Mux,
+    t: usize,
+    upstream_id: u64,
+    client_id: Value,
+    /// Fired when the client cancels the request.
+    cancel: CancellationToken,
+    /// What the target is told when it is cancelled.
+    stop_reason: &'static str,
+    unanswered: bool,
+}
+
+impl Call<'_> {
+    /// The target answered (or was already told to stop): nothing to cancel.
+    fn answered(&mut self) {
+        self.unanswered = false;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.mux.untrack(self.t, self.upstream_id, &self.client_id);
+        if self.unanswered && !self.mux.closed.is_cancelled() {
+            self.mux
+                .cancel_at_target(self.t, self.upstream_id, self.stop_reason);
+        }
+    }
+}
+
+/// Why a call to a target gave no answer.
+enum CallError {
+    Upstream(UpstreamError),
+    Cancelled,
+    Expired(Timeout),
+}
+
+/// `call`, bounded by the target's `timeout` policy if it has one.
+async fn within(
+    limit: Option<Timeout>,
+    call: impl Future<Output = Result<Payload, UpstreamError>>,
+) -> Result<Payload, CallError> {
+    let Some(timeout) = limit else {
+        return call.await.map_err(CallError::Upstream);
+    };
+    match tokio::time::timeout(timeout.limit, call).await {
+        Ok(reply) => reply.map_err(CallError::Upstream),
+        Err(_) => Err(CallError::Expired(timeout)),
+    }
+}
+
+/// The error for a call refused by the target's `localRateLimit`: which target, and when to retry.
+fn rate_limited(id: Value, target: &str, wait: Duration) -> Reply {
+    let seconds = crate::policy::rate_limit::retry_after_secs(wait);
+    let error = json!({
+        "code": code::INTERNAL_ERROR,
+        "message": format!("rate limit of target {target} reached (localRateLimit); retry in {seconds} s"),
+        "data": {"target": target, "retryAfter": seconds},
+    });
+    Reply {
+        id,
+        payload: Payload::Error(
+            serde_json::value::to_raw_value(&error).unwrap_or_else(|_| RawValue::NULL.to_owned()),
+        ),
     }
 }
 
