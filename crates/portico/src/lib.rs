@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod explain;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 pub mod server;

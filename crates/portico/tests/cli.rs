@@ -88,10 +88,7 @@ binds:
         text.contains(":13:34: error:") && text.contains("`UNSET_PORTICO_TEST_KEY` is not set"),
         "{text}"
     );
-    let yaml = yaml.replace(
-        "backendAuth: {key: '$UNSET_PORTICO_TEST_KEY'}",
-        "cors: {}",
-    );
+    let yaml = yaml.replace("backendAuth: {key: '$UNSET_PORTICO_TEST_KEY'}", "cors: {}");
     let path = temp_file("bad.yaml", &yaml);
     let text = stderr(&portico(&["validate", "-f", path.to_str().unwrap()]));
     assert!(
@@ -103,8 +100,7 @@ binds:
         "{text}"
     );
     assert!(
-        text.contains(":13:15: error:")
-            && text.contains("policy `cors` cannot be set on a target"),
+        text.contains(":13:15: error:") && text.contains("policy `cors` cannot be set on a target"),
         "{text}"
     );
     assert!(text.contains("3 error(s)"), "{text}");

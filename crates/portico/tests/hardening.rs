@@ -549,3 +549,279 @@ async fn target_rate_limit_refuses_that_targets_calls_only() {
         assert_eq!(text(&echoed), n.to_string());
     }
 }
+
+/// `config.limits` in front of a one-route config.
+fn with_limits(limits: &str, config: String) -> String {
+    format!("config:\n  limits:\n{limits}{config}")
+}
+
+async fn initialize_status(url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Past `sessionsPerRoute` a new session gets 503 + `Retry-After` naming the limit; live sessions keep
+/// working, and a deleted one gives its place back.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_per_route_are_capped() {
+    let yaml = with_limits(
+        "    sessionsPerRoute: 2\n",
+        config_with_targets(&stdio_target("one", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let mut first = Client::connect(gateway.url("/mcp")).await;
+    let _second = Client::connect(gateway.url("/mcp")).await;
+    let (status, headers, body) = initialize_status(&gateway.url("/mcp")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config.limits.sessionsPerRoute (2)"),
+        "{body}"
+    );
+    assert_eq!(
+        text(&first.call("echo", json!({"message": "ok"})).await),
+        "ok"
+    );
+    let deleted = first
+        .http
+        .delete(&first.url)
+        .header("mcp-session-id", first.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, _, body) = initialize_status(&gateway.url("/mcp")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// An unauthenticated client looping `initialize` on a route of three stdio targets cannot push the
+/// process count past `stdioProcesses`.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_processes_are_capped() {
+    let targets = format!(
+        "{}{}{}",
+        stdio_target("a", &[]),
+        stdio_target("b", &[]),
+        stdio_target("c", &[])
+    );
+    let yaml = with_limits("    stdioProcesses: 7\n", config_with_targets(&targets, ""));
+    let gateway = Gateway::start(&yaml).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, _, body) = initialize_status(&gateway.url("/mcp")).await;
+        if status == 503 {
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("stdioProcesses"),
+                "{body}"
+            );
+        }
+        statuses.push(status);
+        assert!(
+            gateway.children().len() <= 7,
+            "{} processes",
+            gateway.children().len()
+        );
+    }
+    assert_eq!(statuses, [200, 200, 503, 503, 503, 503]);
+}
+
+/// Past `requestsInFlightPerSession` a request gets 503 naming the limit; the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_in_flight_per_session_are_capped() {
+    let yaml = with_limits(
+        "    requestsInFlightPerSession: 1\n",
+        config_with_targets(&stdio_target("one", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let slow = client.send(json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call",
+        "params": {"name": "sleep", "arguments": {"ms": 1500}}}));
+    let busy = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        client
+            .send(json!({"jsonrpc": "2.0", "id": 51, "method": "ping"}))
+            .await
+    };
+    let (slow, busy) = tokio::join!(slow, busy);
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    let body: Value = busy.json().await.unwrap();
+    assert_eq!(body["id"], 51);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requestsInFlightPerSession"),
+        "{body}"
+    );
+    assert_eq!(
+        read_reply(slow).await.response["result"]["content"][0]["text"],
+        "slept 1500 ms"
+    );
+    assert_eq!(client.request("ping", json!({})).await.status, 200);
+}
+
+/// Requests a target sends to the client are capped per session; the target hears why.
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_requests_to_the_client_are_capped() {
+    let yaml = with_limits(
+        "    pendingClientRequestsPerSession: 1\n",
+        config_with_targets(&stdio_target("one", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let mut first = client
+        .send(json!({"jsonrpc": "2.0", "id": 60, "method": "tools/call",
+            "params": {"name": "test_sampling", "arguments": {"prompt": "one"}}}))
+        .await;
+    let chunk = first.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("sampling/createMessage"));
+    let second = read_reply(
+        client
+            .send(json!({"jsonrpc": "2.0", "id": 61, "method": "tools/call",
+                "params": {"name": "test_sampling", "arguments": {"prompt": "two"}}}))
+            .await,
+    )
+    .await;
+    let answer = second.response.to_string();
+    assert!(
+        answer.contains("pendingClientRequestsPerSession"),
+        "{answer}"
+    );
+}
+
+/// Past `connectionsPerListener` a connection is answered 503 and closed; the ones open are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_per_listener_are_capped() {
+    let yaml = with_limits(
+        "    connectionsPerListener: 3\n",
+        config_with_targets(&stdio_target("one", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // Connections are counted as the gateway accepts them: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = raw_http(&gateway.base, "GET /mcp HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connectionsPerListener"), "{body}");
+    held.pop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, _) = raw_http(
+        &gateway.base,
+        "GET /mcp HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "served again: no session id");
+}
+
+/// A target that sends more than `upstreamResponse`: the call gets `-32603` naming the target, the
+/// connection is dropped, and the target serves again afterwards (stdio: a new process).
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_replies_from_targets_are_refused() {
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let targets = format!(
+        "{}{}",
+        stdio_target("local", &[]),
+        http_target("remote", &fixture.url)
+    );
+    let yaml = with_limits(
+        "    upstreamResponse: 64KiB\n",
+        config_with_targets(&targets, ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let big = "x".repeat(100_000);
+    for target in ["local", "remote"] {
+        let reply = client
+            .request(
+                "tools/call",
+                json!({"name": format!("{target}_echo"), "arguments": {"message": big}}),
+            )
+            .await;
+        assert_eq!(reply.response["error"]["code"], -32603, "{target}");
+        let message = reply.response["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("target {target}")) && message.contains("upstreamResponse"),
+            "{message}"
+        );
+    }
+    let small = client.call("remote_echo", json!({"message": "fits"})).await;
+    assert_eq!(text(&small), "fits");
+    for attempt in 0.. {
+        let reply = client
+            .request(
+                "tools/call",
+                json!({"name": "local_echo", "arguments": {"message": "back"}}),
+            )
+            .await;
+        if reply.response["result"]["content"][0]["text"] == "back" {
+            break;
+        }
+        assert!(
+            attempt < 50,
+            "the stdio target never came back: {}",
+            reply.response
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// 1,000 connections that send nothing, or one byte at a time, do not stop a normal client.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_connections_do_not_starve_clients() {
+    let gateway = Gateway::start(&config_with_targets(&stdio_target("one", &[]), "")).await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for i in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"P").await.unwrap();
+        }
+        slow.push(stream);
+    }
+    let dribble = async {
+        for byte in b"OST /mcp HTTP/1.1\r\nHost: x\r\n".iter().take(5) {
+            for stream in slow.iter_mut().step_by(2) {
+                let _ = stream.write_all(&[*byte]).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let served = async {
+        let mut client = Client::connect(gateway.url("/mcp")).await;
+        for _ in 0..20 {
+            let reply = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.request("ping", json!({})),
+            )
+            .await
+            .expect("served while 1,000 slow connections are open");
+            assert_eq!(reply.status, 200);
+        }
+    };
+    tokio::join!(dribble, served);
+}

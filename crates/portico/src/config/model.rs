@@ -337,4 +337,11 @@ pub struct LimitSettings {
     pub request_body: Option<serde_json::Value>,
     /// Deepest JSON nesting accepted in a request.
     pub json_depth: Option<usize>,
+    pub sessions_per_route: Option<usize>,
+    pub stdio_processes: Option<usize>,
+    pub requests_in_flight_per_session: Option<usize>,
+    pub pending_client_requests_per_session: Option<usize>,
+    pub connections_per_listener: Option<usize>,
+    /// Largest message a target may send (HTTP body, SSE event, stdio line): a size like `requestBody`.
+    pub upstream_response: Option<serde_json::Value>,
 }

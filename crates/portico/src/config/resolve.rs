@@ -205,6 +205,55 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
         Some(depth) => settings.max_json_depth = depth,
         None => {}
     }
+    let limits = &mut settings.limits;
+    let counts = [
+        (
+            "sessionsPerRoute",
+            config.limits.sessions_per_route,
+            &mut limits.sessions_per_route,
+        ),
+        (
+            "stdioProcesses",
+            config.limits.stdio_processes,
+            &mut limits.stdio_processes,
+        ),
+        (
+            "requestsInFlightPerSession",
+            config.limits.requests_in_flight_per_session,
+            &mut limits.requests_in_flight_per_session,
+        ),
+        (
+            "pendingClientRequestsPerSession",
+            config.limits.pending_client_requests_per_session,
+            &mut limits.pending_client_requests_per_session,
+        ),
+        (
+            "connectionsPerListener",
+            config.limits.connections_per_listener,
+            &mut limits.connections_per_listener,
+        ),
+    ];
+    for (name, value, setting) in counts {
+        match value {
+            Some(0) => {
+                r.error(format!("config.limits.{name}"), "must be at least 1");
+            }
+            Some(n) => *setting = n,
+            None => {}
+        }
+    }
+    if let Some(size) = &config.limits.upstream_response {
+        match parse_size(size) {
+            Some(bytes) if bytes > 0 => limits.upstream_response_bytes = bytes,
+            _ => {
+                r.error(
+                    "config.limits.upstreamResponse",
+                    format!("`{size}` is not a size"),
+                )
+                .hint = Some("write bytes, or e.g. `512KiB`, `16MiB`".into());
+            }
+        }
+    }
     settings
 }
 
@@ -979,15 +1028,18 @@ fn fetch_document(url: &str) -> Result<String, String> {
                 .await
                 .and_then(|r| r.error_for_status())
                 .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
-            response
-                .text()
+            let body = crate::mcp::upstream::read_body(response, MAX_OPENAPI_DOCUMENT_BYTES)
                 .await
-                .map_err(|e| format!("cannot fetch `{url}`: {e}"))
+                .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
         })
     })
     .join()
     .map_err(|_| "the fetch failed".to_string())?
 }
+
+/// The largest OpenAPI document fetched from a URL.
+const MAX_OPENAPI_DOCUMENT_BYTES: usize = 16 << 20;
 
 fn http_url(r: &mut Resolver, host: &str, path: &str) -> Option<reqwest::Url> {
     match reqwest::Url::parse(host) {

@@ -26,6 +26,7 @@ pub struct Settings {
     pub max_json_depth: usize,
     pub log_level: Option<String>,
     pub log_format: LogFormat,
+    pub limits: LimitSettings,
 }
 
 impl Default for Settings {
@@ -36,6 +37,34 @@ impl Default for Settings {
             max_json_depth: 64,
             log_level: None,
             log_format: LogFormat::Text,
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
+/// `config.limits` past the request's own size and depth (docs/security.md explains each default).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    pub sessions_per_route: usize,
+    /// Live stdio target processes, all sessions together.
+    pub stdio_processes: usize,
+    pub requests_in_flight_per_session: usize,
+    /// Requests targets sent to the client that it has not answered yet.
+    pub pending_client_requests_per_session: usize,
+    pub connections_per_listener: usize,
+    /// Largest message a target may send: an HTTP reply body, an SSE event, a stdio line.
+    pub upstream_response_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            sessions_per_route: 10_000,
+            stdio_processes: 256,
+            requests_in_flight_per_session: 64,
+            pending_client_requests_per_session: 32,
+            connections_per_listener: 10_000,
+            upstream_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -178,6 +207,16 @@ fn is_loopback_authority(authority: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl McpBackend {
+    /// How many processes a session of this backend starts.
+    pub fn stdio_targets(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| matches!(t.kind, TargetKind::Stdio(_)))
+            .count()
+    }
 }
 
 impl Route {

@@ -23,8 +23,8 @@ use super::multiplex::STREAM_CAPACITY;
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use super::streamable_http::{
-    Body, KEEP_ALIVE, empty, handle_request, over_rate_limit, read_body, refuse, sse_response,
-    start_session, subject,
+    Body, KEEP_ALIVE, empty, handle_request, over_limit, over_rate_limit, read_body, refuse,
+    sse_response, start_session, subject,
 };
 use crate::config::runtime::Route;
 use crate::policy::authz::Caller;
@@ -200,6 +200,10 @@ pub async fn message(
     }
     match kind {
         Kind::Request => {
+            let slot = match session.mux.admit_request() {
+                Ok(slot) => slot,
+                Err(over) => return over_limit(message["id"].clone(), over),
+            };
             if session.mux.passes_token_through() {
                 let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
                 session.mux.set_client_token(token);
@@ -220,6 +224,7 @@ pub async fn message(
                     sub.as_deref(),
                 )
                 .await;
+                drop(slot);
                 let _ = connection.stream.send(outcome.response.to_json()).await;
             });
         }
@@ -246,7 +251,7 @@ async fn initialize(
             let _ = connection.session.set(session);
             result
         }
-        Err(error) => error,
+        Err(not_started) => not_started.error,
     };
     let _ = connection.stream.send(reply.to_string()).await;
 }

@@ -11,16 +11,36 @@ pub struct Event {
 }
 
 /// Feeds chunks of an SSE stream in, takes whole events out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reader {
     buffer: Vec<u8>,
     current: Event,
     has_data: bool,
+    max_event: usize,
 }
 
+/// An event grew past the reader's limit (the stream should be dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventTooLarge;
+
 impl Reader {
-    /// Adds `chunk` and returns the events it completed.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+    /// A reader that refuses any event (or line) larger than `max_event` bytes.
+    pub fn new(max_event: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            current: Event::default(),
+            has_data: false,
+            max_event,
+        }
+    }
+
+    /// The largest event this reader accepts.
+    pub fn max_event(&self) -> usize {
+        self.max_event
+    }
+
+    /// Adds `chunk` and returns the events it completed; `Err` once an event is larger than the limit.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut start = 0;
@@ -43,9 +63,17 @@ impl Reader {
             if let Some(event) = self.line(&line) {
                 events.push(event);
             }
+            if self.current.data.len() > self.max_event
+                || events.last().is_some_and(|e| e.data.len() > self.max_event)
+            {
+                return Err(EventTooLarge);
+            }
         }
         self.buffer.drain(..start);
-        events
+        if self.buffer.len() + self.current.data.len() > self.max_event {
+            return Err(EventTooLarge);
+        }
+        Ok(events)
     }
 
     fn line(&mut self, line: &str) -> Option<Event> {
@@ -93,9 +121,16 @@ mod tests {
 
     #[test]
     fn events_split_across_chunks_and_line_endings() {
-        let mut reader = Reader::default();
-        assert!(reader.feed(b"event: message\r\ndata: {\"a\"").is_empty());
-        let events = reader.feed(b":1}\r\n\r\n: comment\n\nid: 7\ndata: x\ndata: y\n\n");
+        let mut reader = Reader::new(1024);
+        assert!(
+            reader
+                .feed(b"event: message\r\ndata: {\"a\"")
+                .unwrap()
+                .is_empty()
+        );
+        let events = reader
+            .feed(b":1}\r\n\r\n: comment\n\nid: 7\ndata: x\ndata: y\n\n")
+            .unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].data, "{\"a\":1}");
         assert_eq!(events[0].event.as_deref(), Some("message"));
@@ -105,8 +140,26 @@ mod tests {
 
     #[test]
     fn priming_events_without_data_are_skipped() {
-        let mut reader = Reader::default();
-        assert!(reader.feed(b"id: 0\nretry: 3000\ndata:\n\n").len() == 1);
-        assert!(reader.feed(b"id: 1\nretry: 3000\n\n").is_empty());
+        let mut reader = Reader::new(1024);
+        assert!(reader.feed(b"id: 0\nretry: 3000\ndata:\n\n").unwrap().len() == 1);
+        assert!(reader.feed(b"id: 1\nretry: 3000\n\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_event_past_the_limit_is_refused_before_it_completes() {
+        let mut reader = Reader::new(16);
+        assert_eq!(reader.feed(b"data: 0123456789\n\n").unwrap().len(), 1);
+        assert_eq!(reader.feed(b"data: 0123456789"), Ok(vec![]));
+        assert_eq!(
+            reader.feed(b"abcdefgh"),
+            Err(EventTooLarge),
+            "one long line"
+        );
+        let mut reader = Reader::new(16);
+        assert_eq!(
+            reader.feed(b"data: 0123456789\ndata: 0123456789\n"),
+            Err(EventTooLarge),
+            "many lines"
+        );
     }
 }

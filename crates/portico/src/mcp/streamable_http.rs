@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
+use crate::limits::{Exceeded, RequestSlot};
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::legacy_sse;
 use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
@@ -300,9 +301,21 @@ fn session(
     }
 }
 
+/// How long a client may take to send a request body: a slow sender holds a connection and a buffer.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
     let limit = gateway.config.settings.max_body_bytes;
-    let body = match Limited::new(body, limit).collect().await {
+    let Ok(read) =
+        tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await
+    else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            code::INVALID_REQUEST,
+            format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+        ));
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(refuse(
@@ -405,6 +418,10 @@ async fn post(
     };
     match kind {
         Kind::Request => {
+            let slot = match session.mux.admit_request() {
+                Ok(slot) => slot,
+                Err(over) => return over_limit(message["id"].clone(), over),
+            };
             let sub = subject(&claims);
             if session.mux.passes_token_through() {
                 session
@@ -415,7 +432,7 @@ async fn post(
                 .mux
                 .authorizes()
                 .then(|| Caller::new(headers, "POST", path, peer, claims));
-            run_request(route, session, message, caller, sub).await
+            run_request(route, session, message, caller, sub, slot).await
         }
         Kind::Notification => {
             session.mux.client_notification(message).await;
@@ -473,8 +490,36 @@ async fn initialize(
             }
             reply
         }
-        Err(error) => json_response(StatusCode::OK, &error),
+        Err(NotStarted {
+            over: Some(over), ..
+        }) => over_limit(message["id"].clone(), over),
+        Err(NotStarted { error, .. }) => json_response(StatusCode::OK, &error),
     }
+}
+
+/// Why no session was started: the JSON-RPC error to answer, and the limit if one was reached.
+pub(crate) struct NotStarted {
+    pub error: Value,
+    pub over: Option<Exceeded>,
+}
+
+impl From<Value> for NotStarted {
+    fn from(error: Value) -> Self {
+        Self { error, over: None }
+    }
+}
+
+/// HTTP 503 with `Retry-After` and a JSON-RPC error naming the limit that was reached.
+pub(crate) fn over_limit(id: Value, over: Exceeded) -> Response<Body> {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &jsonrpc::error(id, code::INTERNAL_ERROR, over.to_string()),
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(over.retry_after_secs),
+    );
+    response
 }
 
 /// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
@@ -486,7 +531,7 @@ pub(crate) async fn start_session(
     message: &Value,
     claims: &Value,
     token: Option<HeaderValue>,
-) -> Result<(Arc<Session>, Value), Value> {
+) -> Result<(Arc<Session>, Value), NotStarted> {
     let started = Instant::now();
     let sub = subject(claims);
     let sub = sub.as_deref();
@@ -500,11 +545,7 @@ pub(crate) async fn start_session(
             Some(code::INVALID_PARAMS),
             started,
         );
-        return Err(jsonrpc::error(
-            message["id"].clone(),
-            code::INVALID_PARAMS,
-            invalid,
-        ));
+        return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
     }
     let backend = route.pick_backend().mcp.clone();
     let Some(http) = gateway.http_client() else {
@@ -512,9 +553,29 @@ pub(crate) async fn start_session(
             message["id"].clone(),
             code::INTERNAL_ERROR,
             "no HTTP client",
-        ));
+        )
+        .into());
     };
-    match Mux::start(backend, message, http, token).await {
+    let quota = match gateway
+        .limits
+        .admit_session(&route.name, backend.stdio_targets())
+    {
+        Ok(quota) => quota,
+        Err(over) => {
+            tracing::warn!(target: "portico::access", route = %route.name, method = "initialize", sub = sub.unwrap_or("-"), %over, "session refused");
+            let error = jsonrpc::error(
+                message["id"].clone(),
+                code::INTERNAL_ERROR,
+                over.to_string(),
+            );
+            return Err(NotStarted {
+                error,
+                over: Some(over),
+            });
+        }
+    };
+    let limits = gateway.limits.settings;
+    match Mux::start(backend, message, http, token, quota, limits).await {
         Ok((mux, response)) => {
             let owner = session::owner(claims);
             let session = gateway
@@ -527,7 +588,7 @@ pub(crate) async fn start_session(
         Err(error) => {
             let code = jsonrpc::error_code(&error);
             access_log(route, "-", "initialize", None, sub, code, started);
-            Err(error)
+            Err(error.into())
         }
     }
 }
@@ -565,6 +626,7 @@ async fn run_request(
     message: Value,
     caller: Option<Caller>,
     sub: Option<String>,
+    slot: RequestSlot,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     // Resolves when the client drops the reply stream, i.e. goes away.
@@ -580,6 +642,7 @@ async fn run_request(
             sub.as_deref(),
         )
         .await;
+        drop(slot);
         (outcome.response, outcome.response_headers, tx)
     });
     // Most requests finish before anything else is sent for them: those are answered in place, as JSON,

@@ -487,6 +487,9 @@ impl Provider {
     }
 }
 
+/// The largest JWKS document accepted: real ones are a few KiB.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Keys, String> {
     let response = client
         .get(url)
@@ -497,10 +500,10 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Keys, String> {
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status().as_u16()));
     }
-    let set: JwkSet = response
-        .json()
+    let body = crate::mcp::upstream::read_body(response, MAX_JWKS_BYTES)
         .await
-        .map_err(|e| format!("not a JWKS: {}", e.without_url()))?;
+        .map_err(|e| e.to_string())?;
+    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
     parse_keys(&set).map_err(|(_, message)| message)
 }
 

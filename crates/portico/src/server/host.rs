@@ -91,7 +91,14 @@ async fn proxy(
     };
     let (parts, body) = request.into_parts();
     let limit = gateway.config.settings.max_body_bytes;
-    let body = match Limited::new(body, limit).collect().await {
+    let read = Limited::new(body, limit).collect();
+    let Ok(read) = tokio::time::timeout(streamable_http::BODY_READ_TIMEOUT, read).await else {
+        return plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return plain(
@@ -104,7 +111,10 @@ async fn proxy(
     let public_origin = streamable_http::base_url(route, &parts.headers);
     let outcome = forward(gateway, backend, &parts, body, peer).await;
     let response = match outcome {
-        Ok(response) => respond(response, backend, a2a, &path, &public_origin).await,
+        Ok(response) => {
+            let max_card = gateway.limits.settings.upstream_response_bytes;
+            respond(max_card, response, backend, a2a, &path, &public_origin).await
+        }
         Err(message) => {
             tracing::warn!(target: "portico::host", backend = %backend.name, error = %message, "backend call failed");
             plain(
@@ -180,6 +190,7 @@ fn forwarded_headers(incoming: &HeaderMap, peer: std::net::SocketAddr) -> Header
 }
 
 async fn respond(
+    max_card: usize,
     response: reqwest::Response,
     backend: &HostBackend,
     a2a: bool,
@@ -194,7 +205,12 @@ async fn respond(
         }
     }
     let body = if a2a && status.is_success() && a2a::is_agent_card(path) {
-        let card = response.bytes().await.unwrap_or_default();
+        let Ok(card) = crate::mcp::upstream::read_body(response, max_card).await else {
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the agent card is too large or broke off",
+            );
+        };
         let rewritten = a2a::rewrite_card(&card, &backend.url, public_origin);
         streamable_http::full(rewritten.unwrap_or_else(|| card.to_vec()))
     } else {

@@ -6,15 +6,17 @@ mod router;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::config::runtime::{Bind, Listener};
+use crate::limits::Limits;
 use crate::mcp::jsonrpc::code;
 use crate::mcp::session::Sessions;
 use crate::mcp::streamable_http::{self, Body};
@@ -27,6 +29,8 @@ pub struct Gateway {
     pub sessions: Arc<Sessions>,
     /// Open event streams of the legacy HTTP+SSE transport.
     pub legacy: crate::mcp::legacy_sse::Connections,
+    /// `config.limits`: sessions, processes, connections.
+    pub limits: Arc<Limits>,
 }
 
 thread_local! {
@@ -113,6 +117,7 @@ pub fn run(
         config: config.clone(),
         sessions: Sessions::new(config.settings.session_ttl),
         legacy: Default::default(),
+        limits: Limits::new(config.settings.limits, config.binds.len()),
     });
     // Accepting stops first; runtimes stay up until the sessions they host are closed.
     let accepting = CancellationToken::new();
@@ -254,15 +259,64 @@ async fn accept_loop(
                 }
             },
         };
+        let slot = match gateway.limits.admit_connection(bind) {
+            Ok(slot) => slot,
+            Err(over) => {
+                tokio::spawn(refuse_connection(stream, over));
+                continue;
+            }
+        };
         tokio::spawn(serve_connection(
             stream,
             peer,
             bind,
             gateway.clone(),
             stop.clone(),
+            slot,
         ));
     }
 }
+
+/// Answers a connection over `connectionsPerListener` with a 503 and closes it, without reading it:
+/// an HTTP/1 client reads the answer, anything else sees the connection close.
+async fn refuse_connection(mut stream: TcpStream, over: crate::limits::Exceeded) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = crate::mcp::jsonrpc::error(
+        serde_json::Value::Null,
+        code::INTERNAL_ERROR,
+        over.to_string(),
+    )
+    .to_string();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        over.retry_after_secs,
+        body.len()
+    );
+    // Debug, not warn: under a flood this would be one line per refused connection.
+    tracing::debug!(target: "portico::server", %over, "connection refused");
+    // Written, then the client's unread request drained before closing: closing a socket with
+    // unread input sends a reset, which can destroy the answer before the client reads it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// How long a new connection may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its first request head (HTTP version detection
+/// included): slow or silent connections are closed, not kept.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive HTTP/1 connection may wait for, and take to send, its next request head.
+/// Longer than the first: clients keep pooled connections idle between requests, and closing them
+/// sooner only makes clients race the close.
+const KEEP_ALIVE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Streams one HTTP/2 connection may have open at once.
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 async fn serve_connection(
     stream: TcpStream,
@@ -270,6 +324,7 @@ async fn serve_connection(
     bind: usize,
     gateway: Arc<Gateway>,
     stop: CancellationToken,
+    _slot: crate::limits::ConnectionSlot,
 ) {
     // Without NODELAY, delayed ACKs against small SSE writes cost ~40 ms per request.
     let _ = stream.set_nodelay(true);
@@ -277,32 +332,61 @@ async fn serve_connection(
         .listeners
         .iter()
         .find_map(|l| l.tls.clone());
-    let service_gateway = gateway.clone();
+    let Some(tls) = tls else {
+        return serve_http(TokioIo::new(stream), peer, bind, gateway, stop).await;
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), peer, bind, gateway, stop).await,
+        Ok(Err(e)) => {
+            tracing::debug!(target: "portico::server", %peer, error = %e, "TLS handshake failed")
+        }
+        Err(_) => {
+            tracing::debug!(target: "portico::server", %peer, "TLS handshake timed out; connection closed")
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends, the gateway stops, or the client does
+/// not send its first request head within [`HEADER_READ_TIMEOUT`].
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    bind: usize,
+    gateway: Arc<Gateway>,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let seen = first_request.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let gateway = service_gateway.clone();
+        let gateway = gateway.clone();
+        seen.notify_one();
         async move { Ok::<_, std::convert::Infallible>(route(&gateway, bind, request, peer).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let result = match tls {
-        None => {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = connection => result,
-                _ = stop.cancelled() => return,
-            }
-        }
-        Some(tls) => {
-            let stream = match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(target: "portico::server", %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = connection => result,
-                _ = stop.cancelled() => return,
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(KEEP_ALIVE_HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let first_deadline = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(first_deadline);
+    let mut started = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut connection => break result,
+            _ = stop.cancelled() => return,
+            _ = first_request.notified(), if !started => started = true,
+            _ = &mut first_deadline, if !started => {
+                tracing::debug!(target: "portico::server", %peer, "no request within the header read timeout; connection closed");
+                return;
             }
         }
     };

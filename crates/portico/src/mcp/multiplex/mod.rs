@@ -13,9 +13,9 @@ pub(crate) mod merge;
 pub mod naming;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use futures::future::join_all;
@@ -29,7 +29,9 @@ pub use merge::{SUPPORTED_VERSIONS, negotiate_version};
 use naming::ListKind;
 
 use crate::config::model::{FailureMode, PrefixMode};
+use crate::config::runtime::LimitSettings;
 use crate::config::runtime::{McpBackend, Target};
+use crate::limits::{self, Exceeded, RequestSlot, SessionQuota};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::params;
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
@@ -104,8 +106,13 @@ struct Inflight {
 /// List-item authorization decisions: (target, list kind, caller fingerprint) → item name → allowed.
 type Decisions = HashMap<(usize, u8, u64), HashMap<String, bool>>;
 
-/// A request a target sent to the client: its target and its original id.
-type ServerRequests = HashMap<u64, (usize, Value)>;
+/// A request a target sent to the client: its target, its original id, and when it was sent.
+type ServerRequests = HashMap<u64, (usize, Value, Instant)>;
+
+/// How long a request a target sent to the client waits for the client's answer; then the target
+/// is told it expired, and its place counts no more against `pendingClientRequestsPerSession`.
+/// Long enough for a person to answer an elicitation.
+const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 pub struct Mux {
     /// Handed to upstream connections, which report to the session without keeping it alive.
@@ -126,6 +133,11 @@ pub struct Mux {
     fingerprint_keys: std::collections::hash_map::RandomState,
     /// The client's bearer token, for targets with `backendAuth: passthrough`.
     client_token: ClientToken,
+    /// The session's place on its route and its stdio processes, given back when it closes.
+    quota: Mutex<Option<SessionQuota>>,
+    limits: LimitSettings,
+    /// Client requests being handled ([`Mux::admit_request`]).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// At most this many remembered decisions per session; past it the memory starts over.
@@ -148,6 +160,8 @@ impl Mux {
         initialize: &Value,
         http: reqwest::Client,
         client_token: Option<http::HeaderValue>,
+        quota: SessionQuota,
+        limits: LimitSettings,
     ) -> Result<(Arc<Mux>, Value), Value> {
         let id = initialize["id"].clone();
         let init_params = initialize
@@ -179,6 +193,9 @@ impl Mux {
             decisions: Mutex::default(),
             fingerprint_keys: Default::default(),
             client_token: Arc::new(ArcSwapOption::from(client_token.map(Arc::new))),
+            quota: Mutex::new(Some(quota)),
+            limits,
+            in_flight: Arc::default(),
         });
         let results = join_all((0..mux.slots.len()).map(|i| mux.connect(i))).await;
         let failed: Vec<(usize, UpstreamError)> = results
@@ -223,6 +240,7 @@ impl Mux {
             sink,
             &self.http,
             &self.client_token,
+            self.limits.upstream_response_bytes,
         );
         let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
@@ -317,6 +335,13 @@ impl Mux {
             .filter_map(|s| s.upstream.swap(None))
             .collect();
         join_all(upstreams.iter().map(|u| u.close())).await;
+        lock(&self.quota).take();
+    }
+
+    /// Admits one more client request, up to `requestsInFlightPerSession`; the slot frees itself when
+    /// dropped.
+    pub fn admit_request(&self) -> Result<RequestSlot, Exceeded> {
+        limits::admit_request(&self.in_flight, self.limits.requests_in_flight_per_session)
     }
 
     fn target_index(&self, name: &str) -> Option<usize> {
@@ -1124,7 +1149,7 @@ impl Mux {
         let Some(gateway_id) = message["id"].as_u64() else {
             return false;
         };
-        let Some((t, original_id)) = lock(&self.server_requests).remove(&gateway_id) else {
+        let Some((t, original_id, _)) = lock(&self.server_requests).remove(&gateway_id) else {
             return false;
         };
         jsonrpc::set_id(&mut message, original_id);
@@ -1160,10 +1185,7 @@ impl Mux {
         match jsonrpc::kind(&message) {
             Kind::Request => {
                 if jsonrpc::method(&message) == "ping" {
-                    if let Some(upstream) = self.slots[t].upstream.load_full() {
-                        let pong = jsonrpc::result(message["id"].clone(), json!({}));
-                        tokio::spawn(async move { upstream.notify(pong).await });
-                    }
+                    self.answer_target(t, jsonrpc::result(message["id"].clone(), json!({})));
                     return;
                 }
                 if jsonrpc::method(&message) == "sampling/createMessage"
@@ -1171,10 +1193,14 @@ impl Mux {
                 {
                     return;
                 }
-                let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
                 let original = message["id"].clone();
+                if let Err(refusal) = self.hold_server_request(t, &original) {
+                    self.answer_target(t, jsonrpc::error(original, code::INTERNAL_ERROR, refusal));
+                    return;
+                }
+                let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
                 jsonrpc::set_id(&mut message, json!(gateway_id));
-                lock(&self.server_requests).insert(gateway_id, (t, original));
+                lock(&self.server_requests).insert(gateway_id, (t, original, Instant::now()));
                 self.deliver(t, related, message);
             }
             Kind::Notification => {
@@ -1192,7 +1218,7 @@ impl Mux {
                         let original = &message["params"]["requestId"];
                         let gateway_id = lock(&self.server_requests)
                             .iter()
-                            .find(|(_, (target, id))| *target == t && id == original)
+                            .find(|(_, (target, id, _))| *target == t && id == original)
                             .map(|(gid, _)| *gid);
                         let (Some(gateway_id), Some(params)) =
                             (gateway_id, jsonrpc::params_mut(&mut message))
@@ -1206,6 +1232,48 @@ impl Mux {
                 self.deliver(t, related, message);
             }
             Kind::Response | Kind::Invalid => {}
+        }
+    }
+
+    /// Makes room for one more request to the client: expired ones are answered to their targets and
+    /// forgotten; `Err` says why the new one cannot be sent.
+    fn hold_server_request(&self, t: usize, id: &Value) -> Result<(), String> {
+        let expired: Vec<(usize, Value)> = {
+            let mut pending = lock(&self.server_requests);
+            let stale: Vec<u64> = pending
+                .iter()
+                .filter(|(_, (_, _, sent))| sent.elapsed() > CLIENT_ANSWER_TIMEOUT)
+                .map(|(gateway_id, _)| *gateway_id)
+                .collect();
+            let expired = stale
+                .iter()
+                .filter_map(|gateway_id| pending.remove(gateway_id))
+                .map(|(target, original, _)| (target, original))
+                .collect();
+            if pending.len() >= self.limits.pending_client_requests_per_session {
+                let cap = self.limits.pending_client_requests_per_session;
+                tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, %id, cap,
+                    "request to the client refused: too many unanswered (config.limits.pendingClientRequestsPerSession)");
+                return Err(format!(
+                    "the client has {cap} unanswered requests (config.limits.pendingClientRequestsPerSession); try again later"
+                ));
+            }
+            expired
+        };
+        for (target, original) in expired {
+            let message = format!("the client did not answer within {CLIENT_ANSWER_TIMEOUT:?}");
+            self.answer_target(
+                target,
+                jsonrpc::error(original, code::INTERNAL_ERROR, message),
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends target `t` a response to one of its own requests.
+    fn answer_target(&self, t: usize, response: Value) {
+        if let Some(upstream) = self.slots[t].upstream.load_full() {
+            tokio::spawn(async move { upstream.notify(response).await });
         }
     }
 
@@ -1224,10 +1292,8 @@ impl Mux {
             && let Err(denied) = guards.apply(params, ai::Scope::Text)
         {
             tracing::warn!(target: "portico::guard", target = %target.name, method = "sampling/createMessage", rule = %denied.rule, "sampling request refused by prompt guard");
-            if let Some(upstream) = self.slots[t].upstream.load_full() {
-                let refusal = jsonrpc::error(message["id"].clone(), ai::DENIED, denied.message);
-                tokio::spawn(async move { upstream.notify(refusal).await });
-            }
+            let refusal = jsonrpc::error(message["id"].clone(), ai::DENIED, denied.message);
+            self.answer_target(t, refusal);
             return false;
         }
         if let Some(sampling) = &ai.sampling {

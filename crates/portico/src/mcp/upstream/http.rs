@@ -27,6 +27,8 @@ pub struct HttpUpstream {
     init_request: RwLock<Option<Value>>,
     listen: CancellationToken,
     outbound: Arc<Outbound>,
+    /// Largest reply body or SSE event accepted from the target.
+    max_message: usize,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -64,8 +66,10 @@ impl HttpUpstream {
         client: reqwest::Client,
         sink: InboundSink,
         outbound: Outbound,
+        max_message: usize,
     ) -> Self {
         Self {
+            max_message,
             outbound: Arc::new(outbound),
             url,
             client,
@@ -162,7 +166,7 @@ impl HttpUpstream {
             .unwrap_or_default()
             .to_ascii_lowercase();
         if content_type.starts_with("application/json") {
-            let body = response.bytes().await.map_err(connect_error)?;
+            let body = super::read_body(response, self.max_message).await?;
             let text =
                 std::str::from_utf8(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
             return match jsonrpc::parse_incoming(text) {
@@ -178,9 +182,12 @@ impl HttpUpstream {
                 "unexpected content type `{content_type}`"
             )));
         }
-        let mut reader = sse::Reader::default();
+        let mut reader = sse::Reader::new(self.max_message);
         while let Some(chunk) = response.chunk().await.map_err(connect_error)? {
-            for event in reader.feed(&chunk) {
+            let events = reader
+                .feed(&chunk)
+                .map_err(|_| UpstreamError::TooLarge(self.max_message))?;
+            for event in events {
                 match parse_event(&event) {
                     Some(Incoming::Response {
                         id: Some(answered),
@@ -215,7 +222,8 @@ impl HttpUpstream {
     pub fn open_listen_stream(&self) {
         let session = (read(&self.session_id), read(&self.protocol_version));
         let (sink, cancel, client) = (self.sink.clone(), self.listen.clone(), self.client.clone());
-        let (url, outbound) = (self.url.clone(), self.outbound.clone());
+        let (url, outbound, max_event) =
+            (self.url.clone(), self.outbound.clone(), self.max_message);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
@@ -226,7 +234,7 @@ impl HttpUpstream {
                 };
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    outcome = listen_once(&client, request, &sink) => outcome,
+                    outcome = listen_once(&client, request, &sink, max_event) => outcome,
                 };
                 if !outcome {
                     return;
@@ -278,6 +286,7 @@ async fn listen_once(
     client: &reqwest::Client,
     request: reqwest::Request,
     sink: &InboundSink,
+    max_event: usize,
 ) -> bool {
     let Ok(mut response) = client.execute(request).await else {
         return true;
@@ -285,9 +294,13 @@ async fn listen_once(
     if !response.status().is_success() {
         return false;
     }
-    let mut reader = sse::Reader::default();
+    let mut reader = sse::Reader::new(max_event);
     while let Ok(Some(chunk)) = response.chunk().await {
-        for event in reader.feed(&chunk) {
+        let Ok(events) = reader.feed(&chunk) else {
+            tracing::warn!(target: "portico::upstream", max_event, "the target's event stream sent an event over config.limits.upstreamResponse; reconnecting");
+            return true;
+        };
+        for event in events {
             if let Some(Incoming::Other(message)) = parse_event(&event) {
                 sink.message(message, None);
             }

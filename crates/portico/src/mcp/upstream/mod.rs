@@ -45,6 +45,36 @@ pub enum UpstreamError {
     Initialize(String),
     #[error("request cancelled by the client")]
     Cancelled,
+    #[error(
+        "sent a message larger than {0} bytes (config.limits.upstreamResponse); connection dropped"
+    )]
+    TooLarge(usize),
+}
+
+/// Reads a whole HTTP reply body as it arrives, refusing (and dropping the connection of) one larger
+/// than `limit` bytes, so an oversized reply is never held whole.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, UpstreamError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(UpstreamError::TooLarge(limit));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::Connect(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Where a target's unprompted messages go, and which target and connection they are from.
@@ -98,6 +128,7 @@ impl Upstream {
         sink: InboundSink,
         http_client: &reqwest::Client,
         client_token: &ClientToken,
+        max_message: usize,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         // A remote target's own TLS client (backendTLS), or the worker's shared one.
         let remote = |url: &reqwest::Url| {
@@ -109,9 +140,12 @@ impl Upstream {
         let outbound =
             |url| outbound::Outbound::new(&target.policies, url, Some(client_token.clone()));
         let transport = match &target.kind {
-            TargetKind::Stdio(spec) => {
-                Transport::Stdio(stdio::StdioUpstream::spawn(&target.name, spec, sink)?)
-            }
+            TargetKind::Stdio(spec) => Transport::Stdio(stdio::StdioUpstream::spawn(
+                &target.name,
+                spec,
+                sink,
+                max_message,
+            )?),
             TargetKind::Http { url } => {
                 let (client, connect_url) = remote(url);
                 Transport::Http(http::HttpUpstream::new(
@@ -119,12 +153,20 @@ impl Upstream {
                     client,
                     sink,
                     outbound(url),
+                    max_message,
                 ))
             }
             TargetKind::Sse { url } => {
                 let (client, connect_url) = remote(url);
                 Transport::Sse(
-                    sse::SseUpstream::connect(connect_url, client, outbound(url), sink).await?,
+                    sse::SseUpstream::connect(
+                        connect_url,
+                        client,
+                        outbound(url),
+                        sink,
+                        max_message,
+                    )
+                    .await?,
                 )
             }
             TargetKind::OpenApi { url, api } => {
@@ -134,6 +176,7 @@ impl Upstream {
                     connect_url,
                     client,
                     outbound(url),
+                    max_message,
                 ))
             }
         };

@@ -36,6 +36,7 @@ impl SseUpstream {
         client: reqwest::Client,
         outbound: Outbound,
         sink: InboundSink,
+        max_event: usize,
     ) -> Result<Self, UpstreamError> {
         let request = outbound
             .finish(client.get(url.clone()).header(ACCEPT, "text/event-stream"))
@@ -44,11 +45,13 @@ impl SseUpstream {
         if !response.status().is_success() {
             return Err(UpstreamError::Status(response.status().as_u16()));
         }
-        let mut reader = sse::Reader::default();
+        let mut reader = sse::Reader::new(max_event);
         let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
             while let Some(chunk) = response.chunk().await.map_err(failed)? {
-                if let Some(event) = reader
+                let events = reader
                     .feed(&chunk)
+                    .map_err(|_| UpstreamError::TooLarge(max_event))?;
+                if let Some(event) = events
                     .into_iter()
                     .find(|e| e.event.as_deref() == Some("endpoint"))
                 {
@@ -123,13 +126,21 @@ async fn read_stream(
             Ok(None) => break "the event stream ended".to_string(),
             Err(e) => break format!("the event stream broke: {}", e.without_url()),
         };
-        for event in reader.feed(&chunk) {
+        let Ok(events) = reader.feed(&chunk) else {
+            let limit = reader.max_event();
+            waiters.fail_all(|| UpstreamError::TooLarge(limit));
+            sink.closed(format!(
+                "the target sent an event larger than {limit} bytes (config.limits.upstreamResponse)"
+            ));
+            return;
+        };
+        for event in events {
             if event.data.trim().is_empty() {
                 continue;
             }
             waiters.route(&event.data, &sink, "sse");
         }
     };
-    waiters.fail_all();
+    waiters.fail_all(|| UpstreamError::Closed);
     sink.closed(reason);
 }

@@ -26,7 +26,13 @@ pub struct StdioUpstream {
 }
 
 impl StdioUpstream {
-    pub fn spawn(name: &str, spec: &StdioSpec, sink: InboundSink) -> Result<Self, UpstreamError> {
+    /// Starts the process; a stdout line longer than `max_line` bytes ends the connection.
+    pub fn spawn(
+        name: &str,
+        spec: &StdioSpec,
+        sink: InboundSink,
+        max_line: usize,
+    ) -> Result<Self, UpstreamError> {
         let mut command = Command::new(&spec.cmd);
         command
             .args(&spec.args)
@@ -57,7 +63,7 @@ impl StdioUpstream {
             return Err(UpstreamError::Start("no stdio pipes".into()));
         };
         let waiters = Waiters::default();
-        tokio::spawn(read_stdout(stdout, waiters.clone(), sink));
+        tokio::spawn(read_stdout(stdout, waiters.clone(), sink, max_line));
         tokio::spawn(log_stderr(stderr, name.to_string()));
         Ok(Self {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
@@ -119,28 +125,115 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-async fn read_stdout(stdout: tokio::process::ChildStdout, waiters: Waiters, sink: InboundSink) {
-    let mut lines = BufReader::new(stdout).lines();
+async fn read_stdout(
+    stdout: tokio::process::ChildStdout,
+    waiters: Waiters,
+    sink: InboundSink,
+    max_line: usize,
+) {
+    let mut stdout = BufReader::new(stdout);
+    let mut line = Vec::new();
     let reason = loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if line.trim().is_empty() {
-                    continue;
+        line.clear();
+        match read_line(&mut stdout, &mut line, max_line).await {
+            Ok(Line::Complete) => {
+                let text = String::from_utf8_lossy(&line);
+                if !text.trim().is_empty() {
+                    waiters.route(&text, &sink, "stdio");
                 }
-                waiters.route(&line, &sink, "stdio");
             }
-            Ok(None) => break "the process closed its stdout".to_string(),
+            Ok(Line::TooLong) => {
+                waiters.fail_all(|| UpstreamError::TooLarge(max_line));
+                sink.closed(format!(
+                    "the process wrote a line longer than {max_line} bytes (config.limits.upstreamResponse)"
+                ));
+                return;
+            }
+            Ok(Line::End) => break "the process closed its stdout".to_string(),
             Err(e) => break format!("reading stdout failed: {e}"),
         }
     };
-    // Dropping the waiters fails every request still in flight.
-    waiters.fail_all();
+    waiters.fail_all(|| UpstreamError::Closed);
     sink.closed(reason);
 }
 
+enum Line {
+    Complete,
+    TooLong,
+    End,
+}
+
+/// Reads up to the next `\n` into `line` (without it), holding no more than `max` bytes: past that,
+/// `line` has the first `max` and the rest of the line is left unread.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                Line::End
+            } else {
+                Line::Complete
+            });
+        }
+        let (taken, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(end) => (end, true),
+            None => (available.len(), false),
+        };
+        if line.len() + taken > max {
+            let room = max - line.len();
+            line.extend_from_slice(&available[..room]);
+            reader.consume(room);
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken + usize::from(done));
+        if done {
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+/// Longest stderr line logged whole; longer ones are cut there.
+const MAX_STDERR_LINE: usize = 16 * 1024;
+
 async fn log_stderr(stderr: tokio::process::ChildStderr, target: String) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "portico::stderr", target = %target, "{line}");
+    let mut stderr = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let cut = match read_line(&mut stderr, &mut line, MAX_STDERR_LINE).await {
+            Ok(Line::Complete) => false,
+            Ok(Line::TooLong) => true,
+            Ok(Line::End) | Err(_) => return,
+        };
+        let text = String::from_utf8_lossy(&line);
+        tracing::info!(target: "portico::stderr", target = %target, cut, "{text}");
+        if cut && skip_line(&mut stderr).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Discards the rest of the current line.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<()> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let all = available.len();
+                reader.consume(all);
+            }
+        }
     }
 }

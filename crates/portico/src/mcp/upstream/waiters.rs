@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 
-type Table = HashMap<u64, oneshot::Sender<Payload>>;
+type Table = HashMap<u64, oneshot::Sender<Result<Payload, UpstreamError>>>;
 
 #[derive(Clone, Default)]
 pub struct Waiters(Arc<Mutex<Table>>);
@@ -33,7 +33,7 @@ impl Waiters {
         self.lock().insert(id, tx);
         let _forget = Forget { waiters: self, id };
         send.await?;
-        rx.await.map_err(|_| UpstreamError::Closed)
+        rx.await.unwrap_or(Err(UpstreamError::Closed))
     }
 
     /// Routes one message the target wrote: a response to its waiter, anything else to `sink`.
@@ -42,7 +42,7 @@ impl Waiters {
         match jsonrpc::parse_incoming(text) {
             Ok(Incoming::Response { id, payload }) => {
                 if let Some(waiter) = id.and_then(|id| self.lock().remove(&id)) {
-                    let _ = waiter.send(payload);
+                    let _ = waiter.send(Ok(payload));
                 }
             }
             Ok(Incoming::Other(message)) => sink.message(message, None),
@@ -52,9 +52,11 @@ impl Waiters {
         }
     }
 
-    /// Fails every request still waiting (the connection is gone).
-    pub fn fail_all(&self) {
-        self.lock().clear();
+    /// Fails every request still waiting (the connection is gone), each with `error()`.
+    pub fn fail_all(&self, error: impl Fn() -> UpstreamError) {
+        for (_, waiter) in self.lock().drain() {
+            let _ = waiter.send(Err(error()));
+        }
     }
 }
 

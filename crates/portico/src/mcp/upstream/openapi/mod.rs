@@ -16,15 +16,13 @@ use crate::mcp::multiplex::merge::negotiate_version;
 
 pub use spec::Api;
 
-/// The longest reply body kept in a tool result.
-const MAX_REPLY_BYTES: usize = 4 << 20;
-
 pub struct OpenApiUpstream {
     api: Arc<Api>,
     /// The service's base URL; operation paths are appended to it.
     base: reqwest::Url,
     client: reqwest::Client,
     outbound: Outbound,
+    max_reply: usize,
 }
 
 fn result(value: &Value) -> Payload {
@@ -41,12 +39,14 @@ impl OpenApiUpstream {
         base: reqwest::Url,
         client: reqwest::Client,
         outbound: Outbound,
+        max_reply: usize,
     ) -> Self {
         Self {
             api,
             base,
             client,
             outbound,
+            max_reply,
         }
     }
 
@@ -59,7 +59,7 @@ impl OpenApiUpstream {
                 "serverInfo": {"name": self.api.title, "version": self.api.version},
             })),
             "tools/list" => Payload::Result(self.api.tools.clone()),
-            "tools/call" => self.call(params).await,
+            "tools/call" => self.call(params).await?,
             "ping" => result(&json!({})),
             method => {
                 Reply::error(
@@ -72,44 +72,50 @@ impl OpenApiUpstream {
         })
     }
 
-    async fn call(&self, params: &Value) -> Payload {
+    /// A tool call: one HTTP request. Service failures are tool errors (`isError`), so the model sees
+    /// them; only an oversized reply fails the call itself.
+    async fn call(&self, params: &Value) -> Result<Payload, UpstreamError> {
         let name = params["name"].as_str().unwrap_or_default();
         let Some(operation) = self.api.operations.get(name) else {
-            return Reply::error(
+            return Ok(Reply::error(
                 Value::Null,
                 code::INVALID_PARAMS,
                 format!("Unknown tool: {name}"),
             )
-            .payload;
+            .payload);
         };
         let arguments = &params["arguments"];
         let request = match self.build(operation, arguments) {
             Ok(request) => request,
-            Err(message) => return tool_error(message),
+            Err(message) => return Ok(tool_error(message)),
         };
         let request = match self.outbound.finish(request).await {
             Ok(request) => request,
-            Err(e) => return tool_error(format!("cannot call the service: {e}")),
+            Err(e) => return Ok(tool_error(format!("cannot call the service: {e}"))),
         };
         let response = match self.client.execute(request).await {
             Ok(response) => response,
             Err(e) => {
-                return tool_error(format!("cannot reach the service: {}", e.without_url()));
+                return Ok(tool_error(format!(
+                    "cannot reach the service: {}",
+                    e.without_url()
+                )));
             }
         };
         let status = response.status();
-        let body = match read_limited(response).await {
-            Ok(body) => body,
-            Err(message) => return tool_error(message),
+        let body = match super::read_body(response, self.max_reply).await {
+            Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+            Err(e @ UpstreamError::TooLarge(_)) => return Err(e),
+            Err(e) => return Ok(tool_error(format!("the reply broke off: {e}"))),
         };
         if !status.is_success() {
-            return tool_error(format!("HTTP {status}: {body}"));
+            return Ok(tool_error(format!("HTTP {status}: {body}")));
         }
         let mut content = json!({"content": [{"type": "text", "text": body}]});
         if let Ok(parsed @ Value::Object(_)) = serde_json::from_str::<Value>(&body) {
             content["structuredContent"] = parsed;
         }
-        result(&content)
+        Ok(result(&content))
     }
 
     /// The HTTP request for one call; `Err` says which argument is missing or wrong.
@@ -208,24 +214,6 @@ fn url_segment(text: &str) -> String {
         }
     }
     encoded
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<String, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("the reply broke off: {}", e.without_url()))?
-    {
-        if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(format!(
-                "the reply is larger than {} MiB",
-                MAX_REPLY_BYTES >> 20
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]
