@@ -7,6 +7,8 @@
 //! - `tools/list` latency at 1 connection over 10 targets of 50 tools vs 1 target;
 //! - the gateway's resident memory idle and after 1000 idle sessions.
 
+mod hardening;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,6 +46,10 @@ struct Cli {
     /// Only the in-process costs (policies measured without the network): seconds, not minutes.
     #[arg(long)]
     micro: bool,
+    /// Only the cost of hostile traffic: RSS after a bad-input corpus and 10,000 sessions, latency
+    /// beside 1,000 slow connections.
+    #[arg(long)]
+    hardening: bool,
 }
 
 struct Proc(Child);
@@ -181,6 +187,27 @@ impl Conn {
             .map(str::to_string);
         let body = response.into_body().collect().await?.to_bytes();
         Ok((session, body))
+    }
+
+    /// Ends the session (`DELETE`).
+    async fn delete(&mut self) -> anyhow::Result<()> {
+        let mut request = Request::delete(self.url.clone()).header(
+            "host",
+            self.url
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or("127.0.0.1"),
+        );
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(Bytes::new()))?)
+            .await?;
+        response.into_body().collect().await?;
+        Ok(())
     }
 
     /// `initialize` + `notifications/initialized`; the connection then belongs to that session.
@@ -724,6 +751,9 @@ async fn main() -> anyhow::Result<()> {
         "{} not found: run `cargo build --release` first",
         portico.display()
     );
+    if cli.hardening {
+        return hardening::run(&portico).await;
+    }
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
     // The same server over HTTPS, for the backendTLS comparison.

@@ -48,7 +48,21 @@ enum Command {
     },
 }
 
+/// Buffers from this size up are mapped and unmapped on their own, so that memory a large request or
+/// reply took goes back to the system when it is freed. glibc's default threshold rises after the
+/// first large free, after which such buffers stay in the heap and the gateway's RSS only grows
+/// (measured in docs/performance.md, "hostile input").
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+
+fn return_large_buffers_to_the_system() {
+    // SAFETY: mallopt only changes allocator tuning; called once, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     let cli = Cli::parse();
     if let Some(Command::Fixture(args)) = cli.command {
         return run_fixture(args);

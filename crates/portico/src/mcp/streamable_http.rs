@@ -15,7 +15,7 @@ use futures::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -306,6 +306,14 @@ pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
     let limit = gateway.config.settings.max_body_bytes;
+    // A declared length over the limit is refused before a byte of the body is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_REQUEST,
+            format!("request body exceeds {limit} bytes (config.limits.requestBody)"),
+        ));
+    }
     let Ok(read) =
         tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await
     else {
