@@ -140,6 +140,13 @@ async fn echo(headers: HeaderMap, Query(query): Query<BTreeMap<String, String>>)
     Json(json!({"headers": headers, "query": query}))
 }
 
+/// Answers after `ms` milliseconds (for timeouts).
+async fn slow(Query(query): Query<BTreeMap<String, u64>>) -> &'static str {
+    let ms = query.get("ms").copied().unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    "done"
+}
+
 /// Any other path: 404 naming the path as received, so a proxy's path handling can be checked.
 async fn unknown_path(uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"path": uri.path()}))).into_response()
@@ -153,6 +160,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .route("/pets/{petId}", get(get_pet).delete(delete_pet))
         .route("/echo", get(echo))
         .route("/health", get(|| async { "ok" }))
+        .route("/slow", get(slow))
         .fallback(unknown_path)
         .with_state(Arc::new(Mutex::new(Store::default())));
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -825,3 +825,24 @@ async fn slow_and_idle_connections_do_not_starve_clients() {
     };
     tokio::join!(dribble, served);
 }
+
+/// A `timeout` on a `host` backend bounds the proxied request: 504 past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_routes_answer_504_past_their_timeout() {
+    let rest = HttpFixture::start_rest().await;
+    let yaml = format!(
+        "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: api\n      backends:\n      - host: {}\n        policies:\n          timeout: {{requestTimeout: 300ms}}\n",
+        rest.url.replace("http://", "")
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let fast = reqwest::get(gateway.url("/slow?ms=10")).await.unwrap();
+    assert_eq!(fast.status(), 200);
+    let slow = reqwest::get(gateway.url("/slow?ms=3000")).await.unwrap();
+    assert_eq!(slow.status(), 504);
+    assert!(
+        slow.text()
+            .await
+            .unwrap()
+            .contains("timeout.requestTimeout")
+    );
+}

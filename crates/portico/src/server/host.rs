@@ -115,12 +115,9 @@ async fn proxy(
             let max_card = gateway.limits.settings.upstream_response_bytes;
             respond(max_card, response, backend, a2a, &path, &public_origin).await
         }
-        Err(message) => {
+        Err((status, message)) => {
             tracing::warn!(target: "portico::host", backend = %backend.name, error = %message, "backend call failed");
-            plain(
-                StatusCode::BAD_GATEWAY,
-                format!("backend {}: {message}", backend.name),
-            )
+            plain(status, format!("backend {}: {message}", backend.name))
         }
     };
     tracing::info!(
@@ -145,11 +142,14 @@ async fn forward(
     parts: &http::request::Parts,
     body: Bytes,
     peer: std::net::SocketAddr,
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, (StatusCode, String)> {
+    let failed = |message: String| (StatusCode::BAD_GATEWAY, message);
     let (client, base) = match &backend.tls_client {
         Some((client, url)) => (client.clone(), url.clone()),
         None => (
-            gateway.http_client().ok_or("no HTTP client")?,
+            gateway
+                .http_client()
+                .ok_or_else(|| failed("no HTTP client".into()))?,
             backend.url.clone(),
         ),
     };
@@ -159,15 +159,25 @@ async fn forward(
     url.set_query(parts.uri.query());
     let mut request = client.request(parts.method.clone(), url).body(body);
     request = request.headers(forwarded_headers(&parts.headers, peer));
+    let timeout = backend.policies.timeout.as_ref().map(|t| *t.policy);
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout.limit);
+    }
     let request = backend
         .outbound
         .finish_with(request, parts.headers.get(header::AUTHORIZATION))
         .await
-        .map_err(|e| e.to_string())?;
-    client
-        .execute(request)
-        .await
-        .map_err(|e| e.without_url().to_string())
+        .map_err(|e| failed(e.to_string()))?;
+    client.execute(request).await.map_err(|e| match timeout {
+        Some(timeout) if e.is_timeout() => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "no answer within {:?} (timeout.{})",
+                timeout.limit, timeout.field
+            ),
+        ),
+        _ => failed(e.without_url().to_string()),
+    })
 }
 
 /// The client's headers without the connection's own, plus `X-Forwarded-*`. The client's
