@@ -6,7 +6,7 @@
 //! to, or on the client's GET stream; requests get session-unique ids and their answers return to the
 //! asking target with its original id.
 
-mod cursor;
+pub mod cursor;
 mod downlink;
 mod items;
 pub(crate) mod merge;
