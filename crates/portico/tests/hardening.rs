@@ -158,45 +158,6 @@ async fn malformed_params_are_answered_never_dropped() {
     }
 }
 
-/// An ES256 key, its JWKS, and tokens it signs for `https://issuer.test`.
-struct Issuer {
-    key: jsonwebtoken::EncodingKey,
-    jwks: String,
-}
-
-impl Issuer {
-    fn new() -> Self {
-        use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk, jwk::JwkSet};
-        let pair = rcgen::KeyPair::generate().unwrap();
-        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some("k1".into());
-        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
-        Self { key, jwks }
-    }
-
-    fn token(&self, sub: &str) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some("k1".into());
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 300;
-        let claims =
-            json!({"iss": "https://issuer.test", "aud": "portico", "sub": sub, "exp": exp});
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-
-    /// A `jwtAuth` policy block (indented for a route's `policies:`).
-    fn policy(&self, mode: &str) -> String {
-        format!(
-            "        jwtAuth:\n          mode: {mode}\n          issuer: https://issuer.test\n          audiences: [portico]\n          jwks:\n            inline: '{}'\n",
-            self.jwks
-        )
-    }
-}
-
 /// A session made with one caller's token is an unknown session to any other caller, anonymous
 /// included; its owner keeps using it.
 #[tokio::test(flavor = "multi_thread")]
@@ -845,4 +806,41 @@ async fn host_routes_answer_504_past_their_timeout() {
             .unwrap()
             .contains("timeout.requestTimeout")
     );
+}
+
+/// A connection that sends no request head, or sends it a byte at a time, is closed after the header
+/// read timeout (10 s) instead of being held open.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_slow_connections_are_closed() {
+    let gateway = Gateway::start(&config_with_targets(&stdio_target("one", &[]), "")).await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let silent = async {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(std::time::Duration::from_secs(15), stream.read(&mut byte))
+            .await
+            .expect("closed within 15 s")
+            .map(|n| n == 0)
+            .unwrap_or(true)
+    };
+    let dribbling = async {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let started = std::time::Instant::now();
+        for byte in b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nX-Slow: yes\r\n"
+            .iter()
+            .cycle()
+        {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "still open after 15 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        true
+    };
+    let (silent_closed, slow_closed) = tokio::join!(silent, dribbling);
+    assert!(silent_closed && slow_closed);
 }

@@ -86,30 +86,20 @@ fn host_and_mcp_backends_do_not_mix_on_a_route() {
 /// The route's `jwtAuth` guards a `host` backend as it guards MCP: no valid token, no request.
 #[tokio::test(flavor = "multi_thread")]
 async fn jwt_auth_guards_host_routes() {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk, jwk::JwkSet};
     let rest = HttpFixture::start_rest().await;
-    let pair = rcgen::KeyPair::generate().unwrap();
-    let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("k1".into());
-    let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+    let issuer = Issuer::new();
     let yaml = host_route(&rest.url.replace("http://", ""), "").replace(
         "    - name: api\n",
-        &format!("    - name: api\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: https://issuer.test\n          audiences: [portico]\n          jwks:\n            inline: '{jwks}'\n"),
+        &format!(
+            "    - name: api\n      policies:\n{}",
+            issuer.policy("strict")
+        ),
     );
     let gateway = Gateway::start(&yaml).await;
     let anonymous = reqwest::get(gateway.url("/echo")).await.unwrap();
     assert_eq!(anonymous.status(), 401);
 
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("k1".into());
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 300;
-    let claims = serde_json::json!({"iss": "https://issuer.test", "aud": "portico", "sub": "ada", "exp": exp});
-    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let token = issuer.token("ada");
     let response = reqwest::Client::new()
         .get(gateway.url("/echo"))
         .bearer_auth(&token)

@@ -186,17 +186,8 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
         settings.log_level = Some(level.clone());
     }
     settings.log_format = config.logging.format;
-    if let Some(body) = &config.limits.request_body {
-        match parse_size(body) {
-            Some(bytes) if bytes > 0 => settings.max_body_bytes = bytes,
-            _ => {
-                r.error(
-                    "config.limits.requestBody",
-                    format!("`{body}` is not a size"),
-                )
-                .hint = Some("write bytes, or e.g. `512KiB`, `4MiB`".into());
-            }
-        }
+    if let Some(bytes) = size_setting(r, &config.limits.request_body, "requestBody") {
+        settings.max_body_bytes = bytes;
     }
     match config.limits.json_depth {
         Some(0) => {
@@ -242,19 +233,26 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
             None => {}
         }
     }
-    if let Some(size) = &config.limits.upstream_response {
-        match parse_size(size) {
-            Some(bytes) if bytes > 0 => limits.upstream_response_bytes = bytes,
-            _ => {
-                r.error(
-                    "config.limits.upstreamResponse",
-                    format!("`{size}` is not a size"),
-                )
-                .hint = Some("write bytes, or e.g. `512KiB`, `16MiB`".into());
-            }
-        }
+    if let Some(bytes) = size_setting(r, &config.limits.upstream_response, "upstreamResponse") {
+        limits.upstream_response_bytes = bytes;
     }
     settings
+}
+
+/// A size under `config.limits` (`name`), if set and valid; an invalid one is reported.
+fn size_setting(r: &mut Resolver, value: &Option<serde_json::Value>, name: &str) -> Option<usize> {
+    let value = value.as_ref()?;
+    match parse_size(value) {
+        Some(bytes) if bytes > 0 => Some(bytes),
+        _ => {
+            r.error(
+                format!("config.limits.{name}"),
+                format!("`{value}` is not a size"),
+            )
+            .hint = Some("write bytes, or e.g. `512KiB`, `4MiB`".into());
+            None
+        }
+    }
 }
 
 /// Parses `500ms`, `90s`, `30m`, `2h`.

@@ -438,3 +438,42 @@ pub async fn call_answering(
         }
     }
 }
+
+/// An ES256 key, its JWKS, and tokens it signs for `https://issuer.test`.
+pub struct Issuer {
+    key: jsonwebtoken::EncodingKey,
+    pub jwks: String,
+}
+
+impl Issuer {
+    pub fn new() -> Self {
+        use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk, jwk::JwkSet};
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+        Self { key, jwks }
+    }
+
+    pub fn token(&self, sub: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 300;
+        let claims =
+            json!({"iss": "https://issuer.test", "aud": "portico", "sub": sub, "exp": exp});
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+
+    /// A `jwtAuth` policy block (indented for a route's `policies:`).
+    pub fn policy(&self, mode: &str) -> String {
+        format!(
+            "        jwtAuth:\n          mode: {mode}\n          issuer: https://issuer.test\n          audiences: [portico]\n          jwks:\n            inline: '{}'\n",
+            self.jwks
+        )
+    }
+}
