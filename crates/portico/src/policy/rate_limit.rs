@@ -36,7 +36,6 @@ pub enum BucketKind {
     Tokens,
 }
 
-#[derive(Debug)]
 struct Bucket {
     max: f64,
     per_fill: f64,
@@ -60,9 +59,20 @@ impl Bucket {
 }
 
 /// A compiled `localRateLimit`: its buckets, shared by everything the policy applies to.
-#[derive(Debug)]
 pub struct RateLimit {
     buckets: Vec<Bucket>,
+}
+
+/// What `explain` shows: each bucket's size and refill, not its live count.
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let buckets: Vec<String> = self
+            .buckets
+            .iter()
+            .map(|b| format!("{} requests, +{} every {:?}", b.max, b.per_fill, b.interval))
+            .collect();
+        f.write_str(&buckets.join("; "))
+    }
 }
 
 impl RateLimit {
