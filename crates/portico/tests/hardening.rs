@@ -413,11 +413,16 @@ async fn a_call_past_its_timeout_is_answered_and_cancelled_at_the_target() {
     assert_eq!(text(&echoed), "after");
 }
 
-/// Without any policy, a client that disconnects mid-call cancels the call at the target.
+/// Without any policy, a client that disconnects mid-call cancels the call at the target, and the
+/// call's bookkeeping is freed (with one request in flight allowed, the session takes the next one).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_cancels_its_calls() {
-    let gateway = Gateway::start(&config_with_targets(&stdio_target("slow", &[]), "")).await;
-    let client = Client::connect(gateway.url("/mcp")).await;
+    let yaml = with_limits(
+        "    requestsInFlightPerSession: 1\n",
+        config_with_targets(&stdio_target("slow", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
     let abandoned = client
         .post()
         .timeout(std::time::Duration::from_millis(300))
@@ -430,6 +435,7 @@ async fn a_client_that_goes_away_cancels_its_calls() {
         .await;
     assert!(abandoned.is_err(), "the client gave up");
     gateway.log_with("fixture slow: sleep cancelled").await;
+    assert_eq!(client.request("ping", json!({})).await.status, 200);
 }
 
 /// A route's `localRateLimit` answers 429 with `Retry-After` past its budget; only requests count.

@@ -334,6 +334,21 @@ async fn https_listener_serves_mcp() {
     assert_eq!(reply.status(), 200);
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["result"]["serverInfo"]["name"], "portico");
+
+    // A connection that never finishes its TLS handshake is closed after 10 s, not kept.
+    let address = gateway.base.trim_start_matches("https://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &[0x16, 0x03, 0x01])
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut byte),
+    )
+    .await
+    .expect("the stalled handshake is closed within 15 s");
+    assert!(read.map_or(true, |n| n == 0), "closed, not answered");
 }
 
 /// Reads SSE events from `response` until `count` have arrived: `(event, data)` pairs.
