@@ -850,3 +850,27 @@ async fn silent_and_slow_connections_are_closed() {
     let (silent_closed, slow_closed) = tokio::join!(silent, dribbling);
     assert!(silent_closed && slow_closed);
 }
+
+/// A request a target sent to the client that the client never answers expires: the target hears it
+/// and the client's call ends instead of hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_requests_to_the_client_expire() {
+    let yaml = with_limits(
+        "    pendingClientRequestTimeout: 500ms\n",
+        config_with_targets(&stdio_target("one", &[]), ""),
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.send(json!({"jsonrpc": "2.0", "id": 70, "method": "tools/call",
+            "params": {"name": "test_sampling", "arguments": {"prompt": "anyone?"}}})),
+    )
+    .await
+    .expect("answered");
+    let reply = read_reply(reply).await;
+    assert_eq!(reply.before[0]["method"], "sampling/createMessage");
+    let answer = reply.response.to_string();
+    assert!(answer.contains("did not answer within 500ms"), "{answer}");
+    gateway.log_with("pendingClientRequestTimeout").await;
+}

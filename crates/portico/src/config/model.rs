@@ -341,6 +341,8 @@ pub struct LimitSettings {
     pub stdio_processes: Option<usize>,
     pub requests_in_flight_per_session: Option<usize>,
     pub pending_client_requests_per_session: Option<usize>,
+    /// How long a request a target sent to the client waits for its answer, e.g. `10m`.
+    pub pending_client_request_timeout: Option<String>,
     pub connections_per_listener: Option<usize>,
     /// Largest message a target may send (HTTP body, SSE event, stdio line): a size like `requestBody`.
     pub upstream_response: Option<serde_json::Value>,

@@ -236,6 +236,18 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     if let Some(bytes) = size_setting(r, &config.limits.upstream_response, "upstreamResponse") {
         limits.upstream_response_bytes = bytes;
     }
+    if let Some(text) = &config.limits.pending_client_request_timeout {
+        match parse_duration(text) {
+            Some(d) if !d.is_zero() => limits.pending_client_request_timeout = d,
+            _ => {
+                r.error(
+                    "config.limits.pendingClientRequestTimeout",
+                    format!("`{text}` is not a duration"),
+                )
+                .hint = Some("write e.g. `90s`, `10m`".into());
+            }
+        }
+    }
     settings
 }
 

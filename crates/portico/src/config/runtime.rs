@@ -51,6 +51,8 @@ pub struct LimitSettings {
     pub requests_in_flight_per_session: usize,
     /// Requests targets sent to the client that it has not answered yet.
     pub pending_client_requests_per_session: usize,
+    /// How long such a request waits for the client's answer before its target is told it expired.
+    pub pending_client_request_timeout: Duration,
     pub connections_per_listener: usize,
     /// Largest message a target may send: an HTTP reply body, an SSE event, a stdio line.
     pub upstream_response_bytes: usize,
@@ -63,6 +65,8 @@ impl Default for LimitSettings {
             stdio_processes: 256,
             requests_in_flight_per_session: 64,
             pending_client_requests_per_session: 32,
+            // Long enough for a person to answer an elicitation.
+            pending_client_request_timeout: Duration::from_secs(10 * 60),
             connections_per_listener: 10_000,
             upstream_response_bytes: 16 * 1024 * 1024,
         }

@@ -15,7 +15,7 @@ pub mod naming;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures::future::join_all;
@@ -106,13 +106,8 @@ struct Inflight {
 /// List-item authorization decisions: (target, list kind, caller fingerprint) → item name → allowed.
 type Decisions = HashMap<(usize, u8, u64), HashMap<String, bool>>;
 
-/// A request a target sent to the client: its target, its original id, and when it was sent.
-type ServerRequests = HashMap<u64, (usize, Value, Instant)>;
-
-/// How long a request a target sent to the client waits for the client's answer; then the target
-/// is told it expired, and its place counts no more against `pendingClientRequestsPerSession`.
-/// Long enough for a person to answer an elicitation.
-const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A request a target sent to the client: its target and its original id.
+type ServerRequests = HashMap<u64, (usize, Value)>;
 
 pub struct Mux {
     /// Handed to upstream connections, which report to the session without keeping it alive.
@@ -1149,7 +1144,7 @@ impl Mux {
         let Some(gateway_id) = message["id"].as_u64() else {
             return false;
         };
-        let Some((t, original_id, _)) = lock(&self.server_requests).remove(&gateway_id) else {
+        let Some((t, original_id)) = lock(&self.server_requests).remove(&gateway_id) else {
             return false;
         };
         jsonrpc::set_id(&mut message, original_id);
@@ -1200,7 +1195,8 @@ impl Mux {
                 }
                 let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
                 jsonrpc::set_id(&mut message, json!(gateway_id));
-                lock(&self.server_requests).insert(gateway_id, (t, original, Instant::now()));
+                lock(&self.server_requests).insert(gateway_id, (t, original));
+                self.expire_later(gateway_id);
                 self.deliver(t, related, message);
             }
             Kind::Notification => {
@@ -1218,7 +1214,7 @@ impl Mux {
                         let original = &message["params"]["requestId"];
                         let gateway_id = lock(&self.server_requests)
                             .iter()
-                            .find(|(_, (target, id, _))| *target == t && id == original)
+                            .find(|(_, (target, id))| *target == t && id == original)
                             .map(|(gid, _)| *gid);
                         let (Some(gateway_id), Some(params)) =
                             (gateway_id, jsonrpc::params_mut(&mut message))
@@ -1238,36 +1234,34 @@ impl Mux {
     /// Makes room for one more request to the client: expired ones are answered to their targets and
     /// forgotten; `Err` says why the new one cannot be sent.
     fn hold_server_request(&self, t: usize, id: &Value) -> Result<(), String> {
-        let expired: Vec<(usize, Value)> = {
-            let mut pending = lock(&self.server_requests);
-            let stale: Vec<u64> = pending
-                .iter()
-                .filter(|(_, (_, _, sent))| sent.elapsed() > CLIENT_ANSWER_TIMEOUT)
-                .map(|(gateway_id, _)| *gateway_id)
-                .collect();
-            let expired = stale
-                .iter()
-                .filter_map(|gateway_id| pending.remove(gateway_id))
-                .map(|(target, original, _)| (target, original))
-                .collect();
-            if pending.len() >= self.limits.pending_client_requests_per_session {
-                let cap = self.limits.pending_client_requests_per_session;
-                tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, %id, cap,
-                    "request to the client refused: too many unanswered (config.limits.pendingClientRequestsPerSession)");
-                return Err(format!(
-                    "the client has {cap} unanswered requests (config.limits.pendingClientRequestsPerSession); try again later"
-                ));
-            }
-            expired
-        };
-        for (target, original) in expired {
-            let message = format!("the client did not answer within {CLIENT_ANSWER_TIMEOUT:?}");
-            self.answer_target(
-                target,
-                jsonrpc::error(original, code::INTERNAL_ERROR, message),
-            );
+        let cap = self.limits.pending_client_requests_per_session;
+        if lock(&self.server_requests).len() < cap {
+            return Ok(());
         }
-        Ok(())
+        tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, %id, cap,
+            "request to the client refused: too many unanswered (config.limits.pendingClientRequestsPerSession)");
+        Err(format!(
+            "the client has {cap} unanswered requests (config.limits.pendingClientRequestsPerSession); try again later"
+        ))
+    }
+
+    /// Forgets request `gateway_id` to the client if it is still unanswered after
+    /// `pendingClientRequestTimeout`, and answers its target with an error.
+    fn expire_later(&self, gateway_id: u64) {
+        let (mux, after) = (self.me.clone(), self.limits.pending_client_request_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(mux) = mux.upgrade() else { return };
+            let Some((t, original)) = lock(&mux.server_requests).remove(&gateway_id) else {
+                return;
+            };
+            tracing::warn!(target: "portico::mux", target = %mux.slots[t].target.name, id = %original,
+                "the client did not answer a request of the target in time (config.limits.pendingClientRequestTimeout)");
+            let message = format!(
+                "the client did not answer within {after:?} (config.limits.pendingClientRequestTimeout)"
+            );
+            mux.answer_target(t, jsonrpc::error(original, code::INTERNAL_ERROR, message));
+        });
     }
 
     /// Sends target `t` a response to one of its own requests.
