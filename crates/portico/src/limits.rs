@@ -130,15 +130,13 @@ impl Limits {
     /// Admits one more connection on bind `bind`.
     pub fn admit_connection(self: &Arc<Self>, bind: usize) -> Result<ConnectionSlot, Exceeded> {
         let cap = self.settings.connections_per_listener;
-        let open = &self.connections[bind];
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < cap).then_some(n + 1)
-        })
-        .map_err(|_| Exceeded {
-            limit: "connectionsPerListener",
-            value: cap,
-            retry_after_secs: 1,
-        })?;
+        if !take_one(&self.connections[bind], cap) {
+            return Err(Exceeded {
+                limit: "connectionsPerListener",
+                value: cap,
+                retry_after_secs: 1,
+            });
+        }
         Ok(ConnectionSlot {
             limits: self.clone(),
             bind,
@@ -164,18 +162,25 @@ impl Drop for RequestSlot {
 
 /// Admits one more request in flight on a session's counter, up to `cap`.
 pub fn admit_request(in_flight: &Arc<AtomicUsize>, cap: usize) -> Result<RequestSlot, Exceeded> {
-    in_flight
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < cap).then_some(n + 1)
-        })
-        .map_err(|_| Exceeded {
+    if !take_one(in_flight, cap) {
+        return Err(Exceeded {
             limit: "requestsInFlightPerSession",
             value: cap,
             retry_after_secs: 1,
-        })?;
+        });
+    }
     Ok(RequestSlot {
         in_flight: in_flight.clone(),
     })
+}
+
+/// Counts one more on `counter` unless it is at `cap` already.
+fn take_one(counter: &AtomicUsize, cap: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -163,17 +163,8 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
                 Some("remove it; this build of Portico refuses it rather than ignore it".into());
         }
     }
-    if let Some(ttl) = &config.mcp.session_ttl {
-        match parse_duration(ttl) {
-            Some(d) if !d.is_zero() => settings.session_ttl = d,
-            _ => {
-                r.error(
-                    "config.mcp.sessionTtl",
-                    format!("`{ttl}` is not a duration"),
-                )
-                .hint = Some("write e.g. `90s`, `30m` or `2h`".into());
-            }
-        }
+    if let Some(ttl) = duration_setting(r, &config.mcp.session_ttl, "config.mcp.sessionTtl") {
+        settings.session_ttl = ttl;
     }
     if let Some(level) = &config.logging.level {
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
@@ -236,19 +227,25 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     if let Some(bytes) = size_setting(r, &config.limits.upstream_response, "upstreamResponse") {
         limits.upstream_response_bytes = bytes;
     }
-    if let Some(text) = &config.limits.pending_client_request_timeout {
-        match parse_duration(text) {
-            Some(d) if !d.is_zero() => limits.pending_client_request_timeout = d,
-            _ => {
-                r.error(
-                    "config.limits.pendingClientRequestTimeout",
-                    format!("`{text}` is not a duration"),
-                )
-                .hint = Some("write e.g. `90s`, `10m`".into());
-            }
-        }
+    let pending_timeout = &config.limits.pending_client_request_timeout;
+    let path = "config.limits.pendingClientRequestTimeout";
+    if let Some(timeout) = duration_setting(r, pending_timeout, path) {
+        limits.pending_client_request_timeout = timeout;
     }
     settings
+}
+
+/// A duration setting at `path`, if set and valid (not zero); an invalid one is reported.
+fn duration_setting(r: &mut Resolver, text: &Option<String>, path: &str) -> Option<Duration> {
+    let text = text.as_ref()?;
+    match parse_duration(text) {
+        Some(d) if !d.is_zero() => Some(d),
+        _ => {
+            r.error(path, format!("`{text}` is not a duration")).hint =
+                Some("write e.g. `90s`, `30m` or `2h`".into());
+            None
+        }
+    }
 }
 
 /// A size under `config.limits` (`name`), if set and valid; an invalid one is reported.
