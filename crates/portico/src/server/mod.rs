@@ -463,7 +463,9 @@ async fn route(
 /// The request with its path in canonical form ([`path::normalize`]): routes are matched on it, and
 /// `host` backends receive it.
 fn with_normalized_path(request: Request<Incoming>) -> Result<Request<Incoming>, path::Refused> {
-    let normalized = path::normalize(request.uri().path())?;
+    let std::borrow::Cow::Owned(normalized) = path::normalize(request.uri().path())? else {
+        return Ok(request);
+    };
     if normalized == request.uri().path() {
         return Ok(request);
     }

@@ -6,6 +6,7 @@
 //! upper-cased), dot segments removed (RFC 3986 §5.2.4), repeated slashes merged. An encoded `/` or
 //! `\`, a raw `\`, a malformed escape or a NUL is refused: backends disagree on what they mean.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a path was refused (answered 400).
@@ -84,8 +85,22 @@ fn decode_unreserved(path: &str) -> Result<String, Refused> {
     Ok(out)
 }
 
+/// Whether `path` is canonical already: the common case, answered without allocating.
+fn is_plain(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+}
+
 /// The canonical form of `path` (the URI's path, without the query), or why it is refused.
-pub fn normalize(path: &str) -> Result<String, Refused> {
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, Refused> {
+    if is_plain(path) {
+        return Ok(Cow::Borrowed(path));
+    }
     let decoded = decode_unreserved(path)?;
     let mut segments: Vec<&str> = Vec::new();
     let mut parts = decoded.split('/').peekable();
@@ -113,7 +128,7 @@ pub fn normalize(path: &str) -> Result<String, Refused> {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -145,6 +160,16 @@ mod tests {
         assert_eq!(normalize("").as_deref(), Ok("/"));
         assert_eq!(normalize("/..").as_deref(), Ok("/"));
         assert_eq!(normalize("*").as_deref(), Ok("/*"));
+    }
+
+    #[test]
+    fn plain_paths_are_not_copied() {
+        for path in ["/mcp", "/mcp/", "/a/.well-known/x", "/a/..b/c."] {
+            assert!(
+                matches!(normalize(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path}"
+            );
+        }
     }
 
     #[test]
