@@ -983,40 +983,7 @@ impl Mux {
             reply = within(limit, upstream.request(request)) => reply,
             _ = call.cancel.cancelled() => Err(CallError::Cancelled),
         };
-        let response = match reply {
-            Ok(payload) => {
-                call.answered();
-                Reply {
-                    id: client_id,
-                    payload,
-                }
-            }
-            Err(CallError::Cancelled) => {
-                // The client's own `notifications/cancelled` already reached the target.
-                call.answered();
-                let e = UpstreamError::Cancelled;
-                Reply::error(
-                    client_id,
-                    code::INTERNAL_ERROR,
-                    format!("target {}: {e}", slot.target.name),
-                )
-            }
-            Err(CallError::Expired(timeout)) => {
-                call.stop_reason = "timeout";
-                let message = timeout.expired(&slot.target.name);
-                tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %message, "upstream call timed out; target told to cancel");
-                Reply::error(client_id, code::INTERNAL_ERROR, message)
-            }
-            Err(CallError::Upstream(e)) => {
-                call.answered();
-                tracing::warn!(target: "portico::mux", target = %slot.target.name, error = %e, "upstream call failed");
-                Reply::error(
-                    client_id,
-                    code::INTERNAL_ERROR,
-                    format!("target {}: {e}", slot.target.name),
-                )
-            }
-        };
+        let response = settle(&mut call, &slot.target.name, client_id, reply);
         drop(call);
         let response_headers = slot
             .target
@@ -1026,13 +993,8 @@ impl Mux {
             .filter(|s| s.level != Level::Route)
             .map(|s| s.policy.clone());
         Outcome {
-            response,
-            target,
-            item: None,
-            authz: None,
             response_headers,
-            guard: None,
-            protocol: protocol(&slot.target),
+            ..refused(response)
         }
     }
 
@@ -1385,6 +1347,43 @@ enum CallError {
     Upstream(UpstreamError),
     Cancelled,
     Expired(Timeout),
+}
+
+/// The client's response to a call that ended with `reply`. Only a call the target did not finish
+/// (a timeout) leaves `call` armed to cancel it at the target.
+fn settle(
+    call: &mut Call<'_>,
+    target: &str,
+    client_id: Value,
+    reply: Result<Payload, CallError>,
+) -> Reply {
+    let failed = |e: UpstreamError| format!("target {target}: {e}");
+    match reply {
+        Ok(payload) => {
+            call.answered();
+            Reply {
+                id: client_id,
+                payload,
+            }
+        }
+        Err(CallError::Cancelled) => {
+            // The client's own `notifications/cancelled` already reached the target.
+            call.answered();
+            let message = failed(UpstreamError::Cancelled);
+            Reply::error(client_id, code::INTERNAL_ERROR, message)
+        }
+        Err(CallError::Expired(timeout)) => {
+            call.stop_reason = "timeout";
+            let message = timeout.expired(target);
+            tracing::warn!(target: "portico::mux", target, error = %message, "upstream call timed out; target told to cancel");
+            Reply::error(client_id, code::INTERNAL_ERROR, message)
+        }
+        Err(CallError::Upstream(e)) => {
+            call.answered();
+            tracing::warn!(target: "portico::mux", target, error = %e, "upstream call failed");
+            Reply::error(client_id, code::INTERNAL_ERROR, failed(e))
+        }
+    }
 }
 
 /// `call`, bounded by the target's `timeout` policy if it has one.
