@@ -487,6 +487,27 @@ async fn remote_jwks_is_fetched_and_rotated_keys_are_picked_up() {
     );
 }
 
+/// A JWKS document over 1 MiB is refused, not read whole: its keys are not used.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_jwks_document_is_refused() {
+    let signer = Signer::new(Algorithm::ES256, "k");
+    let padded =
+        jwks(&[&signer]).replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(2 << 20)), 1);
+    let server = JwksServer::start(padded).await;
+    let policy = format!(
+        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            url: {}\n",
+        server.url
+    );
+    let yaml =
+        config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy);
+    let gateway = Gateway::start(&yaml).await;
+    assert_eq!(
+        status_with(&gateway.url("/mcp"), &signer.sign(&claims("ada", &[]))).await,
+        401
+    );
+    gateway.log_with("larger than 1048576 bytes").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_jwks_url_does_not_stop_the_gateway() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0")

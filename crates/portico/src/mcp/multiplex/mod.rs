@@ -1357,7 +1357,12 @@ fn settle(
     client_id: Value,
     reply: Result<Payload, CallError>,
 ) -> Reply {
-    let failed = |e: UpstreamError| format!("target {target}: {e}");
+    let failed = |e: UpstreamError| match e {
+        UpstreamError::TooLarge(_) => {
+            format!("target {target}: {e} (config.limits.upstreamResponse)")
+        }
+        e => format!("target {target}: {e}"),
+    };
     match reply {
         Ok(payload) => {
             call.answered();

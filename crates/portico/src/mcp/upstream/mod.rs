@@ -45,9 +45,7 @@ pub enum UpstreamError {
     Initialize(String),
     #[error("request cancelled by the client")]
     Cancelled,
-    #[error(
-        "sent a message larger than {0} bytes (config.limits.upstreamResponse); connection dropped"
-    )]
+    #[error("sent a message larger than {0} bytes; refused, connection dropped")]
     TooLarge(usize),
 }
 
