@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    portico::telemetry::init_logging(
+    let _logs = portico::telemetry::init_logging(
         config.settings.log_level.as_deref(),
         config.settings.log_format,
     );
@@ -144,7 +144,8 @@ fn expose_own_path() {
 }
 
 fn run_fixture(args: portico_fixture::FixtureArgs) -> ExitCode {
-    portico::telemetry::init_logging(Some("warn"), portico::config::model::LogFormat::Text);
+    let _logs =
+        portico::telemetry::init_logging(Some("warn"), portico::config::model::LogFormat::Text);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

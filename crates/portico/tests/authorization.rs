@@ -78,6 +78,9 @@ async fn each_target_sees_its_own_rules_and_inherits_the_backends() {
     assert_eq!(read.response["error"]["code"], -32602);
 
     // The access log says which rule and level decided; the client learned nothing.
+    gateway
+        .log_line_with(&["tool=\"whoami\"", "deny (target rule"])
+        .await;
     let log = gateway.log_text();
     assert!(
         log.lines().any(|l| l.contains("tool=\"echo\"")

@@ -319,7 +319,7 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
     let seen: serde_json::Value = serde_json::from_str(text(&result)).unwrap();
     assert_eq!(seen["authorization"], "Bearer sse-target-key");
     assert_eq!(seen["x-tenant"], "blue");
-    assert!(gateway.log_text().contains("answered HTTP 401"));
+    gateway.log_with("answered HTTP 401").await;
     assert!(!gateway.log_text().contains("sse-target-key"));
     drop(server);
 }

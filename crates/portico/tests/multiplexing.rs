@@ -388,11 +388,7 @@ async fn fail_open_leaves_out_a_broken_target() {
         reply.response["error"]["message"],
         "target broken unavailable"
     );
-    assert!(
-        gateway.log_text().contains("target unavailable"),
-        "{}",
-        gateway.log_text()
-    );
+    gateway.log_with("target unavailable").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -521,7 +517,7 @@ async fn stdio_environment_and_stderr() {
         "",
         "clearEnv drops the rest"
     );
-    let log = gateway.log_text();
+    let log = gateway.log_with("portico::stderr").await;
     let stderr_line = log
         .lines()
         .find(|l| l.contains("portico::stderr"))

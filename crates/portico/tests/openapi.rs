@@ -27,7 +27,7 @@ async fn operations_are_tools_and_calls_are_requests() {
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
     let (tools, _) = client.list_all("tools/list", "tools").await;
-    let log = gateway.log_text();
+    let log = gateway.log_with("(5 operations)").await;
     assert!(
         log.contains("upstream=openapi: http://") && log.contains("(5 operations)"),
         "the start-up line says what is served: {log}"

@@ -99,9 +99,14 @@ impl Gateway {
             let mut tx = Some(tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(address) = line.split("address=").nth(1) {
+                // `address=http://...` in text logs, `"address":"http://..."` in JSON ones.
+                let found = line
+                    .split("address=")
+                    .nth(1)
+                    .or_else(|| line.split("\"address\":\"").nth(1));
+                if let Some(address) = found {
                     let address = address
-                        .split_whitespace()
+                        .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or_default()
                         .to_string();
@@ -135,6 +140,18 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("`{needle}` never reached the log:\n{}", self.log_text());
+    }
+
+    /// The first log line containing every one of `needles`, once it arrives; panics after 5 s.
+    pub async fn log_line_with(&self, needles: &[&str]) -> String {
+        for _ in 0..100 {
+            let log = self.log_text();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no line with {needles:?} in the log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
