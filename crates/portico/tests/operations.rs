@@ -53,3 +53,68 @@ async fn json_logs_have_every_key_once() {
         "{access}"
     );
 }
+
+fn sigterm(gateway: &Gateway) {
+    let pid = gateway.child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// On SIGTERM readiness turns 503, a `tools/call` in flight still gets its answer, an open GET stream
+/// ends, and the process exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_requests_in_flight() {
+    let yaml = format!(
+        "config:\n  readinessAddr: 127.0.0.1:0\n  drainTimeout: 10s\n{}",
+        config_with_targets(&stdio_target("one", &[]), "")
+    );
+    let mut gateway = Gateway::start(&yaml).await;
+    let line = gateway.log_with("serving readiness").await;
+    let readiness = line
+        .split("readiness=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the start-up line names the readiness URL")
+        .to_string();
+    assert_eq!(reqwest::get(&readiness).await.unwrap().status(), 200);
+    let live = readiness.replace("/ready", "/live");
+    assert_eq!(reqwest::get(&live).await.unwrap().status(), 200);
+
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let stream = client
+        .http
+        .get(&client.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let call = client.send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "sleep", "arguments": {"ms": 1500}}}));
+    let terminate = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sigterm(&gateway);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        reqwest::get(&readiness).await.unwrap().status()
+    };
+    let (call, readiness_while_draining) = tokio::join!(call, terminate);
+    assert_eq!(readiness_while_draining, 503);
+    let reply = read_reply(call).await;
+    assert_eq!(
+        reply.response["result"]["content"][0]["text"], "slept 1500 ms",
+        "{:?}",
+        reply.response
+    );
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), stream.bytes()).await;
+    assert!(ended.is_ok(), "the GET stream ended");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), gateway.child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    gateway.log_with("draining requests in flight").await;
+}

@@ -284,7 +284,10 @@ impl Policies {
 pub struct Settings {
     pub admin_addr: Option<String>,
     pub stats_addr: Option<String>,
+    /// `host:port` serving `/healthz/ready` and `/healthz/live`.
     pub readiness_addr: Option<String>,
+    /// How long a shutdown waits for requests in flight, e.g. `20s`.
+    pub drain_timeout: Option<String>,
     pub session: Option<SessionSettings>,
     #[serde(default)]
     pub mcp: McpSettings,

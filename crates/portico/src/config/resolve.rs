@@ -153,7 +153,6 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     let unsupported = [
         ("config.adminAddr", config.admin_addr.is_some()),
         ("config.statsAddr", config.stats_addr.is_some()),
-        ("config.readinessAddr", config.readiness_addr.is_some()),
         ("config.session", config.session.is_some()),
         ("config.tracing", config.tracing.is_some()),
     ];
@@ -165,6 +164,26 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     }
     if let Some(ttl) = duration_setting(r, &config.mcp.session_ttl, "config.mcp.sessionTtl") {
         settings.session_ttl = ttl;
+    }
+    if let Some(drain) = duration_setting(r, &config.drain_timeout, "config.drainTimeout") {
+        settings.drain_timeout = drain;
+    }
+    if let Some(text) = &config.readiness_addr {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => {
+                settings.readiness = runtime::ReadinessAddr {
+                    addr,
+                    configured: true,
+                }
+            }
+            Err(_) => {
+                r.error(
+                    "config.readinessAddr",
+                    format!("`{text}` is not an address"),
+                )
+                .hint = Some("write `ip:port`, e.g. `0.0.0.0:15021` or `127.0.0.1:0`".into());
+            }
+        }
     }
     if let Some(level) = &config.logging.level {
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {

@@ -27,6 +27,18 @@ pub struct Settings {
     pub log_level: Option<String>,
     pub log_format: LogFormat,
     pub limits: LimitSettings,
+    /// Where `/healthz/ready` and `/healthz/live` are served.
+    pub readiness: ReadinessAddr,
+    /// How long a shutdown waits for requests in flight before it closes what is left.
+    pub drain_timeout: Duration,
+}
+
+/// The readiness endpoint's address, and whether the config named it: the default is skipped with a
+/// warning when it is taken (another gateway on the machine), a configured one is required.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadinessAddr {
+    pub addr: SocketAddr,
+    pub configured: bool,
 }
 
 impl Default for Settings {
@@ -38,6 +50,11 @@ impl Default for Settings {
             log_level: None,
             log_format: LogFormat::Text,
             limits: LimitSettings::default(),
+            readiness: ReadinessAddr {
+                addr: SocketAddr::from(([0, 0, 0, 0], 15021)),
+                configured: false,
+            },
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }

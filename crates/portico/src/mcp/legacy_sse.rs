@@ -61,6 +61,11 @@ impl Connections {
             .insert(id, connection);
     }
 
+    /// Forgets every open event stream, so that each ends once its requests in flight are answered.
+    pub fn end_all(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn remove(&self, id: &str) -> Option<Arc<Connection>> {
         self.map
             .lock()

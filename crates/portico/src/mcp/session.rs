@@ -126,6 +126,13 @@ impl Sessions {
         true
     }
 
+    /// Ends every session's GET stream (the sessions themselves stay).
+    pub fn end_streams(&self) {
+        for session in self.map.read().unwrap_or_else(|p| p.into_inner()).values() {
+            session.mux.downlink.detach();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|p| p.into_inner()).len()
     }

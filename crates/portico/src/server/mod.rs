@@ -1,5 +1,6 @@
 //! Listeners: sockets, TLS, HTTP/1.1 and HTTP/2, and the hand-off of each request to its route.
 
+mod health;
 mod host;
 pub mod path;
 mod router;
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::config::runtime::{Bind, Listener};
@@ -31,6 +33,18 @@ pub struct Gateway {
     pub legacy: crate::mcp::legacy_sse::Connections,
     /// `config.limits`: sessions, processes, connections.
     pub limits: Arc<Limits>,
+    /// Fired when a shutdown begins: readiness turns 503 and connections finish what is in flight.
+    pub draining: CancellationToken,
+    /// Every open client connection, so a shutdown can wait for them.
+    pub connections: TaskTracker,
+}
+
+impl Gateway {
+    /// Ends every event stream (GET streams, legacy SSE streams), so that their connections can close.
+    fn end_streams(&self) {
+        self.sessions.end_streams();
+        self.legacy.end_all();
+    }
 }
 
 thread_local! {
@@ -100,8 +114,9 @@ fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs the gateway until `shutdown` completes: binds every listener, serves on `workers` threads
-/// (one single-threaded runtime each, so a request and its upstream call stay on one core), then stops
-/// accepting, closes every session (stopping stdio targets) and returns.
+/// (one single-threaded runtime each, so a request and its upstream call stay on one core), then drains:
+/// readiness turns 503, accepting stops, event streams end, requests in flight finish (up to
+/// `config.drainTimeout`), every session is closed (stopping stdio targets), and it returns.
 pub fn run(
     config: Config,
     workers: usize,
@@ -113,11 +128,17 @@ pub fn run(
     // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
     main.block_on(async { http_client() })?;
     let mut sockets = bind_sockets(&config, workers)?.into_iter();
+    let readiness = health::bind(config.settings.readiness)?;
+    if let Some(socket) = &readiness {
+        tracing::info!(target: "portico::server", readiness = %health::url(socket), "serving readiness");
+    }
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         sessions: Sessions::new(config.settings.session_ttl),
         legacy: Default::default(),
         limits: Limits::new(config.settings.limits, config.binds.len()),
+        draining: CancellationToken::new(),
+        connections: TaskTracker::new(),
     });
     // Accepting stops first; runtimes stay up until the sessions they host are closed.
     let accepting = CancellationToken::new();
@@ -139,10 +160,21 @@ pub fn run(
         for jwt in token_validators(&config) {
             jwt.spawn_refresh(running.clone());
         }
-        tokio::spawn(serve(first, gateway.clone(), accepting.clone(), running.clone()));
+        if let Some(socket) = readiness {
+            tokio::spawn(health::serve(
+                socket,
+                gateway.draining.clone(),
+                running.clone(),
+            ));
+        }
+        tokio::spawn(serve(
+            first,
+            gateway.clone(),
+            accepting.clone(),
+            running.clone(),
+        ));
         shutdown.await;
-        tracing::info!(target: "portico::server", sessions = gateway.sessions.len(), "shutting down");
-        accepting.cancel();
+        drain(&gateway, &accepting).await;
         gateway.sessions.close_all().await;
         running.cancel();
     });
@@ -150,6 +182,24 @@ pub fn run(
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Stops taking new work and lets the work in flight finish, for up to `config.drainTimeout`.
+async fn drain(gateway: &Gateway, accepting: &CancellationToken) {
+    let limit = gateway.config.settings.drain_timeout;
+    tracing::info!(target: "portico::server", sessions = gateway.sessions.len(), drain_timeout = ?limit,
+        "shutting down: draining requests in flight");
+    gateway.draining.cancel();
+    accepting.cancel();
+    gateway.end_streams();
+    gateway.connections.close();
+    if tokio::time::timeout(limit, gateway.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "portico::server", open = gateway.connections.len(), drain_timeout = ?limit,
+            "drain timeout: closing connections with requests still in flight");
+    }
 }
 
 /// Every token validator of the config, once each.
@@ -266,14 +316,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            bind,
-            gateway.clone(),
-            stop.clone(),
-            slot,
-        ));
+        gateway
+            .connections
+            .spawn(serve_connection(stream, peer, bind, gateway.clone(), slot));
     }
 }
 
@@ -323,7 +368,6 @@ async fn serve_connection(
     peer: SocketAddr,
     bind: usize,
     gateway: Arc<Gateway>,
-    stop: CancellationToken,
     _slot: crate::limits::ConnectionSlot,
 ) {
     // Without NODELAY, delayed ACKs against small SSE writes cost ~40 ms per request.
@@ -333,11 +377,11 @@ async fn serve_connection(
         .iter()
         .find_map(|l| l.tls.clone());
     let Some(tls) = tls else {
-        return serve_http(TokioIo::new(stream), peer, bind, gateway, stop).await;
+        return serve_http(TokioIo::new(stream), peer, bind, gateway).await;
     };
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), peer, bind, gateway, stop).await,
+        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), peer, bind, gateway).await,
         Ok(Err(e)) => {
             tracing::debug!(target: "portico::server", %peer, error = %e, "TLS handshake failed")
         }
@@ -347,17 +391,14 @@ async fn serve_connection(
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends, the gateway stops, or the client does
-/// not send its first request head within [`HEADER_READ_TIMEOUT`].
-async fn serve_http<I>(
-    io: I,
-    peer: SocketAddr,
-    bind: usize,
-    gateway: Arc<Gateway>,
-    stop: CancellationToken,
-) where
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends, or the client does not send its first
+/// request head within [`HEADER_READ_TIMEOUT`]. When the gateway drains, the connection finishes the
+/// requests in flight and closes.
+async fn serve_http<I>(io: I, peer: SocketAddr, bind: usize, gateway: Arc<Gateway>)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let draining = gateway.draining.clone();
     let first_request = Arc::new(tokio::sync::Notify::new());
     let seen = first_request.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -378,11 +419,14 @@ async fn serve_http<I>(
     tokio::pin!(connection);
     let first_deadline = tokio::time::sleep(HEADER_READ_TIMEOUT);
     tokio::pin!(first_deadline);
-    let mut started = false;
+    let (mut started, mut closing) = (false, false);
     let result = loop {
         tokio::select! {
             result = &mut connection => break result,
-            _ = stop.cancelled() => return,
+            _ = draining.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
             _ = first_request.notified(), if !started => started = true,
             _ = &mut first_deadline, if !started => {
                 tracing::debug!(target: "portico::server", %peer, "no request within the header read timeout; connection closed");

@@ -50,6 +50,13 @@ impl Downlink {
     }
 }
 
+impl Downlink {
+    /// Ends the client's GET stream, if one is open; later messages wait in the backlog.
+    pub fn detach(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stream = None;
+    }
+}
+
 impl State {
     fn keep(&mut self, message: String) {
         if self.backlog.len() == BACKLOG {
