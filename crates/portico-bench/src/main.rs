@@ -459,7 +459,11 @@ async fn micro(signer: &jwt::Signer) -> anyhow::Result<()> {
     let per_list = started.elapsed().as_secs_f64() * 1e3 / lists as f64;
     let (sigv4, bearer) = backend_auth_costs().await?;
     let (guard_request, guard_response) = prompt_guard_costs()?;
+    let recording = metrics_cost();
     println!("| operation | cost |\n|---|---|");
+    println!(
+        "| metrics: record one tools/call (server and client operation histograms) | {recording:.2} µs |"
+    );
     println!("| backendAuth aws: SigV4-sign a 200-byte tools/call POST | {sigv4:.2} µs |");
     println!("| backendAuth gcp: add a cached token to a request | {bearer:.2} µs |");
     println!(
@@ -474,6 +478,29 @@ async fn micro(signer: &jwt::Signer) -> anyhow::Result<()> {
         "| 10 per-tool rules over a 500-tool list, first time for a caller | {per_list:.2} ms |\n"
     );
     Ok(())
+}
+
+/// Per-request cost of the metrics a tools/call records: the server operation and the client operation
+/// histograms, labels built as the gateway builds them, in µs.
+fn metrics_cost() -> f64 {
+    use portico::telemetry::metrics::{Operation, metrics};
+    let registry = metrics();
+    let operation = Operation {
+        route: "bench",
+        method: "tools/call",
+        target: "search",
+        item: "echo",
+        error: None,
+        version: "2025-06-18",
+    };
+    let rounds = 200_000;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let elapsed = Duration::from_micros(100 + (i % 1000) as u64);
+        registry.record_server_operation(std::hint::black_box(&operation), elapsed);
+        registry.record_client_operation(&operation, "tcp", elapsed);
+    }
+    started.elapsed().as_secs_f64() * 1e6 / rounds as f64
 }
 
 /// Per-call cost of a prompt guard with 10 deny patterns and the 4 builtins as masks, over 4 KiB of

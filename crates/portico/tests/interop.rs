@@ -516,3 +516,132 @@ async fn requests_reach_the_target_as_the_client_sent_them() {
         completion.response
     );
 }
+
+/// `/metrics` read by Prometheus' own Python parser after calls through two targets: the OTel MCP
+/// operation histograms with their attributes, sessions, and process metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
+    let Some(tools) = tools() else { return };
+    let yaml = format!(
+        "config:\n  statsAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n{}",
+        config_with_targets(
+            &format!("{}{}", stdio_target("one", &[]), stdio_target("two", &[])),
+            ""
+        )
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let line = gateway.log_with("serving metrics").await;
+    let stats = line
+        .split("stats=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the start-up line names the metrics URL")
+        .to_string();
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    client
+        .call("two_echo", serde_json::json!({"message": "hi"}))
+        .await;
+    client.list_all("tools/list", "tools").await;
+    let unknown = client
+        .request(
+            "tools/call",
+            serde_json::json!({"name": "two_nope", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(unknown.response["error"]["code"], -32602);
+    let text = reqwest::get(&stats).await.unwrap().text().await.unwrap();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(tools.join("venv/bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/interop/parse_metrics.py"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        parsed.status.success(),
+        "prometheus_client could not parse /metrics: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let samples: Vec<serde_json::Value> = serde_json::from_slice(&parsed.stdout).unwrap();
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+    };
+    let call = find(
+        "mcp_server_operation_duration_seconds_count",
+        &[
+            ("route", "test"),
+            ("mcp_method_name", "tools/call"),
+            ("gen_ai_tool_name", "echo"),
+            ("target", "two"),
+            ("error_type", ""),
+            ("mcp_protocol_version", "2025-06-18"),
+            ("network_transport", "tcp"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("no server operation sample for the call: {samples:#?}"));
+    assert_eq!(call["value"], 1.0);
+    let upstream = find(
+        "mcp_client_operation_duration_seconds_count",
+        &[
+            ("target", "two"),
+            ("mcp_method_name", "tools/call"),
+            ("network_transport", "pipe"),
+        ],
+    )
+    .expect("the upstream call is recorded");
+    assert_eq!(upstream["value"], 1.0);
+    // 50 µs resolution: the first bucket bound.
+    assert!(
+        find(
+            "mcp_server_operation_duration_seconds_bucket",
+            &[("le", "0.00005")]
+        )
+        .is_some()
+    );
+    // An unknown tool name is not a label value.
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s["labels"]["gen_ai_tool_name"] == "nope"),
+        "unbounded label"
+    );
+    assert!(
+        find(
+            "mcp_server_operation_duration_seconds_count",
+            &[("error_type", "-32602")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        find("portico_sessions_active", &[("route", "test")]).unwrap()["value"],
+        1.0
+    );
+    for process in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        let sample = samples
+            .iter()
+            .find(|s| s["name"] == process)
+            .unwrap_or_else(|| panic!("{process}"));
+        assert!(sample["value"].as_f64().unwrap() > 0.0, "{sample}");
+    }
+}

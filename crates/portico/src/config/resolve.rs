@@ -152,7 +152,6 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     let mut settings = Settings::default();
     let unsupported = [
         ("config.adminAddr", config.admin_addr.is_some()),
-        ("config.statsAddr", config.stats_addr.is_some()),
         ("config.session", config.session.is_some()),
         ("config.tracing", config.tracing.is_some()),
     ];
@@ -168,22 +167,11 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     if let Some(drain) = duration_setting(r, &config.drain_timeout, "config.drainTimeout") {
         settings.drain_timeout = drain;
     }
-    if let Some(text) = &config.readiness_addr {
-        match text.parse::<SocketAddr>() {
-            Ok(addr) => {
-                settings.readiness = runtime::ReadinessAddr {
-                    addr,
-                    configured: true,
-                }
-            }
-            Err(_) => {
-                r.error(
-                    "config.readinessAddr",
-                    format!("`{text}` is not an address"),
-                )
-                .hint = Some("write `ip:port`, e.g. `0.0.0.0:15021` or `127.0.0.1:0`".into());
-            }
-        }
+    if let Some(addr) = endpoint_setting(r, &config.readiness_addr, "config.readinessAddr") {
+        settings.readiness = addr;
+    }
+    if let Some(addr) = endpoint_setting(r, &config.stats_addr, "config.statsAddr") {
+        settings.stats = addr;
     }
     if let Some(level) = &config.logging.level {
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
@@ -252,6 +240,26 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
         limits.pending_client_request_timeout = timeout;
     }
     settings
+}
+
+/// An operator endpoint's `ip:port` at `path`, if set and valid; an invalid one is reported.
+fn endpoint_setting(
+    r: &mut Resolver,
+    text: &Option<String>,
+    path: &str,
+) -> Option<runtime::EndpointAddr> {
+    let text = text.as_ref()?;
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Some(runtime::EndpointAddr {
+            addr,
+            configured: true,
+        }),
+        Err(_) => {
+            r.error(path, format!("`{text}` is not an address")).hint =
+                Some("write `ip:port`, e.g. `0.0.0.0:15020` or `127.0.0.1:0`".into());
+            None
+        }
+    }
 }
 
 /// A duration setting at `path`, if set and valid (not zero); an invalid one is reported.

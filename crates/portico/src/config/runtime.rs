@@ -28,15 +28,17 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub limits: LimitSettings,
     /// Where `/healthz/ready` and `/healthz/live` are served.
-    pub readiness: ReadinessAddr,
+    pub readiness: EndpointAddr,
+    /// Where `/metrics` is served.
+    pub stats: EndpointAddr,
     /// How long a shutdown waits for requests in flight before it closes what is left.
     pub drain_timeout: Duration,
 }
 
-/// The readiness endpoint's address, and whether the config named it: the default is skipped with a
+/// An operator endpoint's address, and whether the config named it: the default is skipped with a
 /// warning when it is taken (another gateway on the machine), a configured one is required.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadinessAddr {
+pub struct EndpointAddr {
     pub addr: SocketAddr,
     pub configured: bool,
 }
@@ -50,8 +52,12 @@ impl Default for Settings {
             log_level: None,
             log_format: LogFormat::Text,
             limits: LimitSettings::default(),
-            readiness: ReadinessAddr {
+            readiness: EndpointAddr {
                 addr: SocketAddr::from(([0, 0, 0, 0], 15021)),
+                configured: false,
+            },
+            stats: EndpointAddr {
+                addr: SocketAddr::from(([0, 0, 0, 0], 15020)),
                 configured: false,
             },
             drain_timeout: Duration::from_secs(20),

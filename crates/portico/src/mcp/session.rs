@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 
 use crate::mcp::multiplex::Mux;
+use crate::telemetry::metrics::{RouteLabel, metrics};
 
 /// Random bytes in a session id (192 bits).
 const ID_BYTES: usize = 24;
@@ -56,6 +57,28 @@ pub struct Session {
     pub tag: String,
     /// Milliseconds since the table's epoch at the last request.
     last_active: AtomicU64,
+    started: Instant,
+}
+
+impl Session {
+    fn route_label(&self) -> RouteLabel {
+        RouteLabel {
+            route: self.route.to_string(),
+        }
+    }
+}
+
+/// A session ends for the metrics when the last reference to it goes, however it was closed.
+impl Drop for Session {
+    fn drop(&mut self) {
+        let registry = metrics();
+        let route = self.route_label();
+        registry.sessions_active.get_or_create(&route).dec();
+        crate::telemetry::metrics::observe(
+            &registry.session_duration.get_or_create(&route),
+            self.started.elapsed(),
+        );
+    }
 }
 
 /// Every live session of the gateway.
@@ -87,7 +110,12 @@ impl Sessions {
             owner,
             mux,
             last_active: AtomicU64::new(self.now_ms()),
+            started: Instant::now(),
         });
+        metrics()
+            .sessions_active
+            .get_or_create(&session.route_label())
+            .inc();
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -23,7 +23,7 @@ use crate::config::runtime::Route;
 use crate::limits::{Exceeded, RequestSlot};
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::legacy_sse;
-use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS};
+use crate::mcp::multiplex::{Mux, Outcome, STREAM_CAPACITY, SUPPORTED_VERSIONS, negotiate_version};
 use crate::mcp::params;
 use crate::mcp::session::{self, Session};
 use crate::mcp::sse;
@@ -32,6 +32,7 @@ use crate::policy::headers::HeaderModifier;
 use crate::policy::jwt::Rejection;
 use crate::policy::mcp_authn::McpAuthentication;
 use crate::server::Gateway;
+use crate::telemetry::metrics;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
@@ -460,6 +461,7 @@ async fn post(
 pub(crate) fn over_rate_limit(route: &Route) -> Option<Response<Body>> {
     let wait = route.rate_limit.as_ref()?.take().err()?;
     let seconds = crate::policy::rate_limit::retry_after_secs(wait);
+    metrics::Metrics::count(&metrics::metrics().limits, &route.name, "route_rate_limit");
     tracing::info!(target: "portico::access", route = %route.name, retry_after = seconds, "request refused: route rate limit (localRateLimit)");
     let mut response = refuse(
         StatusCode::TOO_MANY_REQUESTS,
@@ -540,19 +542,18 @@ pub(crate) async fn start_session(
     claims: &Value,
     token: Option<HeaderValue>,
 ) -> Result<(Arc<Session>, Value), NotStarted> {
-    let started = Instant::now();
     let sub = subject(claims);
-    let sub = sub.as_deref();
+    let version = negotiate_version(message["params"]["protocolVersion"].as_str());
+    let mut served = Served {
+        route,
+        session: "-",
+        method: "initialize",
+        version,
+        sub: sub.as_deref(),
+        started: Instant::now(),
+    };
     if let Err(invalid) = params::check("initialize", message.get("params")) {
-        access_log(
-            route,
-            "-",
-            "initialize",
-            None,
-            sub,
-            Some(code::INVALID_PARAMS),
-            started,
-        );
+        served.log(None, Some(code::INVALID_PARAMS));
         return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
     }
     let backend = route.pick_backend().mcp.clone();
@@ -570,7 +571,7 @@ pub(crate) async fn start_session(
     {
         Ok(quota) => quota,
         Err(over) => {
-            tracing::warn!(target: "portico::access", route = %route.name, method = "initialize", sub = sub.unwrap_or("-"), %over, "session refused");
+            tracing::warn!(target: "portico::access", route = %route.name, method = "initialize", sub = served.sub.unwrap_or("-"), %over, "session refused");
             let error = jsonrpc::error(
                 message["id"].clone(),
                 code::INTERNAL_ERROR,
@@ -589,13 +590,12 @@ pub(crate) async fn start_session(
             let session = gateway
                 .sessions
                 .insert(route.name.as_str().into(), owner, mux);
-            let error = jsonrpc::error_code(&response);
-            access_log(route, &session.tag, "initialize", None, sub, error, started);
+            served.session = &session.tag;
+            served.log(None, jsonrpc::error_code(&response));
             Ok((session, response))
         }
         Err(error) => {
-            let code = jsonrpc::error_code(&error);
-            access_log(route, "-", "initialize", None, sub, code, started);
+            served.log(None, jsonrpc::error_code(&error));
             Err(error.into())
         }
     }
@@ -613,16 +613,15 @@ pub(crate) async fn handle_request(
     let started = Instant::now();
     let method = jsonrpc::method(&message).to_string();
     let outcome = session.mux.request(message, stream, caller).await;
-    let error = outcome.response.error_code();
-    access_log(
+    let served = Served {
         route,
-        &session.tag,
-        &method,
-        Some(&outcome),
+        session: &session.tag,
+        method: &method,
+        version: session.mux.protocol_version,
         sub,
-        error,
         started,
-    );
+    };
+    served.log(Some(&outcome), outcome.response.error_code());
     outcome
 }
 
@@ -755,31 +754,54 @@ async fn delete(
     empty(StatusCode::OK)
 }
 
-fn access_log(
-    route: &Route,
-    session: &str,
-    method: &str,
-    outcome: Option<&Outcome>,
-    sub: Option<&str>,
-    error: Option<i64>,
+/// One client request as the access log and the metrics see it.
+struct Served<'a> {
+    route: &'a Route,
+    /// The session's log tag (`-` before there is one).
+    session: &'a str,
+    method: &'a str,
+    /// The session's negotiated MCP protocol version.
+    version: &'a str,
+    sub: Option<&'a str>,
     started: Instant,
-) {
-    let field = |f: fn(&Outcome) -> Option<&str>| outcome.and_then(f).unwrap_or("-");
-    tracing::info!(
-        target: "portico::access",
-        route = %route.name,
-        session,
-        method,
-        target = field(|o| o.target.as_deref()),
-        tool = field(|o| o.item.as_deref()),
-        authz = field(|o| o.authz.as_deref()),
-        guard = field(|o| o.guard.as_deref()),
-        protocol = outcome.map_or("mcp", |o| o.protocol),
-        sub = sub.unwrap_or("-"),
-        error_code = error.unwrap_or(0),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "mcp request",
-    );
+}
+
+impl Served<'_> {
+    /// Writes the access-log line and records `mcp.server.operation.duration`.
+    fn log(&self, outcome: Option<&Outcome>, error: Option<i64>) {
+        let elapsed = self.started.elapsed();
+        let field = |f: fn(&Outcome) -> Option<&str>| outcome.and_then(f).unwrap_or("-");
+        tracing::info!(
+            target: "portico::access",
+            route = %self.route.name,
+            session = self.session,
+            method = self.method,
+            target = field(|o| o.target.as_deref()),
+            tool = field(|o| o.item.as_deref()),
+            authz = field(|o| o.authz.as_deref()),
+            guard = field(|o| o.guard.as_deref()),
+            protocol = outcome.map_or("mcp", |o| o.protocol),
+            sub = self.sub.unwrap_or("-"),
+            error_code = error.unwrap_or(0),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "mcp request",
+        );
+        self.record(outcome, error, elapsed);
+    }
+
+    fn record(&self, outcome: Option<&Outcome>, error: Option<i64>, elapsed: Duration) {
+        let operation = metrics::Operation {
+            route: &self.route.name,
+            method: self.method,
+            target: outcome
+                .and_then(|o| o.target.as_deref())
+                .unwrap_or_default(),
+            item: outcome.and_then(|o| o.item.as_deref()).unwrap_or_default(),
+            error,
+            version: self.version,
+        };
+        metrics::metrics().record_server_operation(&operation, elapsed);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Listeners: sockets, TLS, HTTP/1.1 and HTTP/2, and the hand-off of each request to its route.
 
-mod health;
 mod host;
+mod ops;
 pub mod path;
 mod router;
 
@@ -128,9 +128,13 @@ pub fn run(
     // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
     main.block_on(async { http_client() })?;
     let mut sockets = bind_sockets(&config, workers)?.into_iter();
-    let readiness = health::bind(config.settings.readiness)?;
+    let readiness = ops::bind(config.settings.readiness, "config.readinessAddr")?;
     if let Some(socket) = &readiness {
-        tracing::info!(target: "portico::server", readiness = %health::url(socket), "serving readiness");
+        tracing::info!(target: "portico::server", readiness = %ops::url(socket, "/healthz/ready"), "serving readiness");
+    }
+    let stats = ops::bind(config.settings.stats, "config.statsAddr")?;
+    if let Some(socket) = &stats {
+        tracing::info!(target: "portico::server", stats = %ops::url(socket, "/metrics"), "serving metrics");
     }
     let gateway = Arc::new(Gateway {
         config: config.clone(),
@@ -161,11 +165,11 @@ pub fn run(
             jwt.spawn_refresh(running.clone());
         }
         if let Some(socket) = readiness {
-            tokio::spawn(health::serve(
-                socket,
-                gateway.draining.clone(),
-                running.clone(),
-            ));
+            let handler = ops::readiness(gateway.draining.clone());
+            tokio::spawn(ops::serve(socket, handler, running.clone()));
+        }
+        if let Some(socket) = stats {
+            tokio::spawn(ops::serve(socket, ops::stats(), running.clone()));
         }
         tokio::spawn(serve(
             first,

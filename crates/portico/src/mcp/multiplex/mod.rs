@@ -39,6 +39,7 @@ use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
 use crate::policy::timeout::Timeout;
 use crate::policy::{Level, ai};
+use crate::telemetry::metrics::{Metrics, Operation, metrics};
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -110,6 +111,8 @@ type Decisions = HashMap<(usize, u8, u64), HashMap<String, bool>>;
 type ServerRequests = HashMap<u64, (usize, Value)>;
 
 pub struct Mux {
+    /// The MCP protocol version negotiated with the client.
+    pub protocol_version: &'static str,
     /// Handed to upstream connections, which report to the session without keeping it alive.
     me: Weak<Mux>,
     backend: Arc<McpBackend>,
@@ -165,6 +168,7 @@ impl Mux {
             .unwrap_or_else(|| json!({}));
         let version = negotiate_version(init_params["protocolVersion"].as_str());
         let mux = Arc::new_cyclic(|me| Mux {
+            protocol_version: version,
             me: me.clone(),
             slots: backend
                 .targets
@@ -753,6 +757,8 @@ impl Mux {
             authz::mcp_variable(method, target, kind.noun(), name, arguments),
         );
         let decision = sourced.policy.decide(&context);
+        let effect = if decision.allowed { "allow" } else { "deny" };
+        Metrics::count(&metrics().authz, target, effect);
         Some(Verdict {
             decision,
             level: sourced.level,
@@ -924,6 +930,7 @@ impl Mux {
                 outcome.response = Reply::result(outcome.response.id.clone(), &result);
             }
             Err(denied) => {
+                Metrics::count(&metrics().guard, &self.slots[t].target.name, "response");
                 tracing::warn!(target: "portico::guard", target = %self.slots[t].target.name, rule = %denied.rule, "response refused by prompt guard");
                 outcome.response =
                     Reply::error(outcome.response.id.clone(), ai::DENIED, denied.message);
@@ -934,6 +941,7 @@ impl Mux {
 
     fn refused_by_guard(&self, t: usize, id: Value, denied: ai::Denied, item: String) -> Outcome {
         let target = &self.slots[t].target;
+        Metrics::count(&metrics().guard, &target.name, "request");
         tracing::warn!(target: "portico::guard", target = %target.name, rule = %denied.rule, "request refused by prompt guard");
         Outcome {
             response: Reply::error(id, ai::DENIED, denied.message),
@@ -972,8 +980,16 @@ impl Mux {
         if let Some(limit) = &slot.target.policies.rate_limit
             && let Err(wait) = limit.policy.take()
         {
+            Metrics::count(&metrics().limits, &slot.target.name, "rate_limit");
             return refused(rate_limited(client_id, &slot.target.name, wait));
         }
+        let started = std::time::Instant::now();
+        let method = jsonrpc::method(&request).to_string();
+        let tool = (method == "tools/call")
+            .then(|| request["params"]["name"].as_str())
+            .flatten()
+            .unwrap_or_default()
+            .to_string();
         let upstream_id = upstream.next_id();
         jsonrpc::set_id(&mut request, json!(upstream_id));
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
@@ -985,6 +1001,7 @@ impl Mux {
         };
         let response = settle(&mut call, &slot.target.name, client_id, reply);
         drop(call);
+        self.record_call(t, &method, &tool, response.error_code(), started.elapsed());
         let response_headers = slot
             .target
             .policies
@@ -996,6 +1013,31 @@ impl Mux {
             response_headers,
             ..refused(response)
         }
+    }
+
+    /// Records `mcp.client.operation.duration` for one call to target `t`.
+    fn record_call(
+        &self,
+        t: usize,
+        method: &str,
+        tool: &str,
+        error: Option<i64>,
+        elapsed: Duration,
+    ) {
+        let target = &self.slots[t].target;
+        let transport = match target.kind {
+            crate::config::runtime::TargetKind::Stdio(_) => "pipe",
+            _ => "tcp",
+        };
+        let operation = Operation {
+            route: "",
+            method,
+            target: &target.name,
+            item: tool,
+            error,
+            version: self.protocol_version,
+        };
+        metrics().record_client_operation(&operation, transport, elapsed);
     }
 
     /// Records a request sent to target `t`; the returned [`Call`] forgets it when dropped.
@@ -1247,6 +1289,7 @@ impl Mux {
         if let Some(guards) = &ai.request
             && let Err(denied) = guards.apply(params, ai::Scope::Text)
         {
+            Metrics::count(&metrics().guard, &target.name, "sampling");
             tracing::warn!(target: "portico::guard", target = %target.name, method = "sampling/createMessage", rule = %denied.rule, "sampling request refused by prompt guard");
             let refusal = jsonrpc::error(message["id"].clone(), ai::DENIED, denied.message);
             self.answer_target(t, refusal);
@@ -1379,6 +1422,7 @@ fn settle(
         }
         Err(CallError::Expired(timeout)) => {
             call.stop_reason = "timeout";
+            Metrics::count(&metrics().limits, target, "timeout");
             let message = timeout.expired(target);
             tracing::warn!(target: "portico::mux", target, error = %message, "upstream call timed out; target told to cancel");
             Reply::error(client_id, code::INTERNAL_ERROR, message)

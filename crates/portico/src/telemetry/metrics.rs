@@ -1,0 +1,370 @@
+//! Metrics, in Prometheus text at `config.statsAddr` `/metrics`.
+//!
+//! Names and attributes follow the OpenTelemetry semantic conventions for MCP: Portico is an MCP
+//! server to its clients (`mcp.server.operation.duration`, `mcp.server.session.duration`) and an MCP
+//! client to its targets (`mcp.client.operation.duration`); attributes become labels with `_` for `.`.
+//! Every label value is bounded by the config: routes, targets, methods Portico knows, JSON-RPC error
+//! codes, and tool names that targets answered to (at most [`TOOL_LABELS`] per target, then `_other`).
+//! Never a session id or a user.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Distinct tool names labelled per target; past this a target's tools share the label `_other`.
+const TOOL_LABELS: usize = 1_000;
+
+/// Methods that label as themselves; anything else a client sends is `_other`.
+const KNOWN_METHODS: [&str; 17] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "notifications/cancelled",
+];
+
+/// What the operation histograms are told about one request.
+pub struct Operation<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub target: &'a str,
+    /// The tool or prompt the request named (the target's own name), or empty.
+    pub item: &'a str,
+    pub error: Option<i64>,
+    /// The negotiated MCP protocol version.
+    pub version: &'a str,
+}
+
+/// `mcp.server.operation.duration`: one client request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerOperation {
+    pub route: String,
+    pub mcp_method_name: String,
+    pub gen_ai_tool_name: String,
+    pub gen_ai_prompt_name: String,
+    pub target: String,
+    pub error_type: String,
+    pub mcp_protocol_version: String,
+    pub network_transport: String,
+}
+
+/// `mcp.client.operation.duration`: one call Portico made to a target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientOperation {
+    pub target: String,
+    pub mcp_method_name: String,
+    pub gen_ai_tool_name: String,
+    pub error_type: String,
+    pub network_transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetEvent {
+    pub target: String,
+    pub kind: String,
+}
+
+/// Every metric Portico records.
+pub struct Metrics {
+    pub registry: Registry,
+    pub server_operation: Family<ServerOperation, Histogram>,
+    pub client_operation: Family<ClientOperation, Histogram>,
+    pub session_duration: Family<RouteLabel, Histogram>,
+    pub sessions_active: Family<RouteLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Authorization decisions by target and `allow`/`deny`.
+    pub authz: Family<TargetEvent, Counter<u64, AtomicU64>>,
+    /// Prompt-guard refusals by target and side (`request`/`response`).
+    pub guard: Family<TargetEvent, Counter<u64, AtomicU64>>,
+    /// Limits hit: `rate_limit`, `timeout` by target; route rate limits under the route's name.
+    pub limits: Family<TargetEvent, Counter<u64, AtomicU64>>,
+    tools: Mutex<HashSet<(String, String)>>,
+}
+
+/// Buckets from 50 µs doubling to about 105 s: 50 µs resolution where a gateway's own cost shows.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics, registered on first use.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let server_operation = Family::<ServerOperation, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let client_operation = Family::<ClientOperation, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let session_duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.1, 2.0, 20))
+        });
+        let sessions_active = Family::default();
+        let authz = Family::default();
+        let guard = Family::default();
+        let limits = Family::default();
+        registry.register_with_unit(
+            "mcp_server_operation_duration",
+            "Duration of an MCP request from a client, as Portico served it",
+            prometheus_client::registry::Unit::Seconds,
+            server_operation.clone(),
+        );
+        registry.register_with_unit(
+            "mcp_client_operation_duration",
+            "Duration of an MCP request Portico sent to a target",
+            prometheus_client::registry::Unit::Seconds,
+            client_operation.clone(),
+        );
+        registry.register_with_unit(
+            "mcp_server_session_duration",
+            "Lifetime of a client session, recorded when it ends",
+            prometheus_client::registry::Unit::Seconds,
+            session_duration.clone(),
+        );
+        registry.register(
+            "portico_sessions_active",
+            "Client sessions open now",
+            sessions_active.clone(),
+        );
+        registry.register(
+            "portico_authorization_decisions",
+            "mcpAuthorization decisions on calls, by target and decision",
+            authz.clone(),
+        );
+        registry.register(
+            "portico_guard_refusals",
+            "Requests and results refused by an ai prompt guard",
+            guard.clone(),
+        );
+        registry.register(
+            "portico_limit_hits",
+            "Requests refused or cut by a rate limit or a timeout",
+            limits.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        Self {
+            registry,
+            server_operation,
+            client_operation,
+            session_duration,
+            sessions_active,
+            authz,
+            guard,
+            limits,
+            tools: Mutex::default(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// The tool label for `tool` at `target`: itself while the target has fewer than [`TOOL_LABELS`].
+    fn tool_label(&self, target: &str, tool: &str) -> String {
+        if tool.is_empty() {
+            return String::new();
+        }
+        let mut seen = self.tools.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (target.to_string(), tool.to_string());
+        if seen.contains(&key) {
+            return key.1;
+        }
+        let per_target = seen.iter().filter(|(t, _)| t == target).count();
+        if per_target >= TOOL_LABELS {
+            return "_other".to_string();
+        }
+        seen.insert(key);
+        tool.to_string()
+    }
+
+    /// Records `mcp.server.operation.duration` for one client request.
+    pub fn record_server_operation(&self, operation: &Operation<'_>, elapsed: Duration) {
+        let labels = ServerOperation {
+            route: operation.route.to_string(),
+            mcp_method_name: method_label(operation.method),
+            gen_ai_tool_name: self.item_label(operation, "tools/call"),
+            gen_ai_prompt_name: self.item_label(operation, "prompts/get"),
+            target: operation.target.to_string(),
+            error_type: error_label(operation.error),
+            mcp_protocol_version: operation.version.to_string(),
+            network_transport: "tcp".to_string(),
+        };
+        observe(&self.server_operation.get_or_create(&labels), elapsed);
+    }
+
+    /// Records `mcp.client.operation.duration` for one call to a target over `transport`
+    /// (`pipe` for stdio, `tcp` otherwise).
+    pub fn record_client_operation(
+        &self,
+        operation: &Operation<'_>,
+        transport: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = ClientOperation {
+            target: operation.target.to_string(),
+            mcp_method_name: method_label(operation.method),
+            gen_ai_tool_name: self.item_label(operation, "tools/call"),
+            error_type: error_label(operation.error),
+            network_transport: transport.to_string(),
+        };
+        observe(&self.client_operation.get_or_create(&labels), elapsed);
+    }
+
+    /// The tool or prompt label of `operation` when its method is `method`. A name becomes a label
+    /// only once a target answered to it: an unknown or denied name (-32602) is not one.
+    fn item_label(&self, operation: &Operation<'_>, method: &str) -> String {
+        if operation.method != method || operation.error == Some(-32602) {
+            return String::new();
+        }
+        self.tool_label(operation.target, operation.item)
+    }
+
+    /// Counts one event of `kind` at `target` in `family`.
+    pub fn count(family: &Family<TargetEvent, Counter<u64, AtomicU64>>, target: &str, kind: &str) {
+        family
+            .get_or_create(&TargetEvent {
+                target: target.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The method label: a method Portico knows, or `_other` (clients may send anything).
+pub fn method_label(method: &str) -> String {
+    if KNOWN_METHODS.contains(&method) {
+        method.to_string()
+    } else {
+        "_other".to_string()
+    }
+}
+
+/// `error.type`: the JSON-RPC error code, or empty for a success.
+pub fn error_label(code: Option<i64>) -> String {
+    code.map(|c| c.to_string()).unwrap_or_default()
+}
+
+/// Records one duration in seconds.
+pub fn observe(histogram: &Histogram, elapsed: Duration) {
+    histogram.observe(elapsed.as_secs_f64());
+}
+
+/// CPU time, resident memory and open file descriptors, read from `/proc` when scraped.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf has no memory effects.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpu = (ticks(11) + ticks(12)) / per_second;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let rss_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
+        let dropped = super::dropped_log_lines() as f64;
+        let values = [
+            (
+                "process_cpu_seconds",
+                "CPU time used, user and system",
+                MetricType::Counter,
+                cpu,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory",
+                MetricType::Gauge,
+                rss_kib * 1024.0,
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors",
+                MetricType::Gauge,
+                fds,
+            ),
+            (
+                "portico_log_lines_dropped",
+                "Log lines dropped because stderr did not keep up",
+                MetricType::Counter,
+                dropped,
+            ),
+        ];
+        for (name, help, kind, value) in values {
+            let metric = encoder.encode_descriptor(name, help, None, kind)?;
+            Value(kind, value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// A value read at scrape time.
+#[derive(Debug)]
+struct Value(MetricType, f64);
+
+impl EncodeMetric for Value {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            MetricType::Counter => encoder
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&self.1, None),
+            _ => encoder.encode_gauge(&self.1),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0
+    }
+}
