@@ -72,13 +72,7 @@ async fn sigterm_drains_requests_in_flight() {
         config_with_targets(&stdio_target("one", &[]), "")
     );
     let mut gateway = Gateway::start(&yaml).await;
-    let line = gateway.log_with("serving readiness").await;
-    let readiness = line
-        .split("readiness=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the start-up line names the readiness URL")
-        .to_string();
+    let readiness = announced(&gateway, "serving readiness", "readiness").await;
     assert_eq!(reqwest::get(&readiness).await.unwrap().status(), 200);
     let live = readiness.replace("/ready", "/live");
     assert_eq!(reqwest::get(&live).await.unwrap().status(), 200);
@@ -117,4 +111,97 @@ async fn sigterm_drains_requests_in_flight() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     gateway.log_with("draining requests in flight").await;
+}
+
+/// The URL a start-up line names after `field=`.
+async fn announced(gateway: &Gateway, message: &str, field: &str) -> String {
+    let line = gateway.log_with(message).await;
+    line.split(&format!("{field}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {field}= in {line}"))
+        .to_string()
+}
+
+/// The admin API: the effective config without secrets, each target's health, the policy table.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_shows_config_targets_and_policies() {
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let remote = format!(
+        "{}            policies:\n              backendAuth:\n                key: super-secret-key\n",
+        http_target("remote", &fixture.url)
+    );
+    let broken =
+        "          - name: broken\n            stdio:\n              cmd: /nonexistent/server\n";
+    let yaml = format!(
+        "config:\n  adminAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n{}",
+        config_with_targets(
+            &format!("{}{remote}{broken}", stdio_target("local", &[])),
+            ""
+        )
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let admin = announced(&gateway, "serving the admin API", "admin").await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    client.list_all("tools/list", "tools").await;
+
+    let targets: Value = reqwest::get(format!("{admin}/targets"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let route = &targets["routes"][0];
+    assert_eq!(route["route"], "test");
+    assert_eq!(route["sessions"], 1);
+    let target = |name: &str| {
+        route["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {targets}"))
+    };
+    assert_eq!(target("local")["connectedSessions"], 1);
+    assert_eq!(target("local")["healthy"], true);
+    assert!(target("local")["tools"].as_u64().unwrap() > 10, "{targets}");
+    assert!(
+        target("remote")["kind"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcp"),
+        "{targets}"
+    );
+    assert_eq!(target("broken")["healthy"], false);
+    assert!(
+        target("broken")["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/server"),
+        "{targets}"
+    );
+
+    let dump = reqwest::get(format!("{admin}/config_dump"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !dump.contains("super-secret-key"),
+        "a secret in the dump: {dump}"
+    );
+    let dump: Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["settings"]["limits"]["sessionsPerRoute"], 10_000);
+    let policies: Value = reqwest::get(format!("{admin}/policies"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(policies.to_string().contains("backendAuth"), "{policies}");
+    assert!(!policies.to_string().contains("super-secret-key"));
+    let missing = reqwest::get(format!("{admin}/nothing")).await.unwrap();
+    assert_eq!(missing.status(), 404);
 }

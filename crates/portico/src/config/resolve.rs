@@ -151,7 +151,6 @@ fn with_shorthand(
 fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     let mut settings = Settings::default();
     let unsupported = [
-        ("config.adminAddr", config.admin_addr.is_some()),
         ("config.session", config.session.is_some()),
         ("config.tracing", config.tracing.is_some()),
     ];
@@ -172,6 +171,9 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     }
     if let Some(addr) = endpoint_setting(r, &config.stats_addr, "config.statsAddr") {
         settings.stats = addr;
+    }
+    if let Some(addr) = endpoint_setting(r, &config.admin_addr, "config.adminAddr") {
+        settings.admin = addr;
     }
     if let Some(level) = &config.logging.level {
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
@@ -1004,6 +1006,7 @@ fn target_rt(
         kind,
         policies,
         tls_client,
+        health: Default::default(),
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Settings {
     pub readiness: EndpointAddr,
     /// Where `/metrics` is served.
     pub stats: EndpointAddr,
+    /// Where the admin API (`/config_dump`, `/targets`, `/policies`) is served.
+    pub admin: EndpointAddr,
     /// How long a shutdown waits for requests in flight before it closes what is left.
     pub drain_timeout: Duration,
 }
@@ -58,6 +60,10 @@ impl Default for Settings {
             },
             stats: EndpointAddr {
                 addr: SocketAddr::from(([0, 0, 0, 0], 15020)),
+                configured: false,
+            },
+            admin: EndpointAddr {
+                addr: SocketAddr::from(([127, 0, 0, 1], 15000)),
                 configured: false,
             },
             drain_timeout: Duration::from_secs(20),
@@ -326,6 +332,30 @@ pub struct Target {
     pub policies: crate::policy::TargetPolicies,
     /// With `backendTLS`: this target's own HTTP client and the URL it calls.
     pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
+    /// What sessions observed of this target, for the admin API (the one mutable part: counters).
+    pub health: TargetHealth,
+}
+
+/// A target's health as its sessions saw it: lost connections (each one restarted or retried), the
+/// last error, and how many tools its last list had.
+#[derive(Debug, Default)]
+pub struct TargetHealth {
+    pub restarts: std::sync::atomic::AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+    pub tools: std::sync::atomic::AtomicUsize,
+}
+
+impl TargetHealth {
+    pub fn failed(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 #[derive(Debug)]

@@ -154,6 +154,16 @@ impl Sessions {
         true
     }
 
+    /// Every live session, for the admin API.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Ends every session's GET stream (the sessions themselves stay).
     pub fn end_streams(&self) {
         for session in self.map.read().unwrap_or_else(|p| p.into_inner()).values() {

@@ -136,6 +136,10 @@ pub fn run(
     if let Some(socket) = &stats {
         tracing::info!(target: "portico::server", stats = %ops::url(socket, "/metrics"), "serving metrics");
     }
+    let admin = ops::bind(config.settings.admin, "config.adminAddr")?;
+    if let Some(socket) = &admin {
+        tracing::info!(target: "portico::server", admin = %ops::url(socket, ""), "serving the admin API (/config_dump, /targets, /policies)");
+    }
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         sessions: Sessions::new(config.settings.session_ttl),
@@ -170,6 +174,13 @@ pub fn run(
         }
         if let Some(socket) = stats {
             tokio::spawn(ops::serve(socket, ops::stats(), running.clone()));
+        }
+        if let Some(socket) = admin {
+            tokio::spawn(ops::serve(
+                socket,
+                ops::admin(gateway.clone()),
+                running.clone(),
+            ));
         }
         tokio::spawn(serve(
             first,

@@ -1,7 +1,8 @@
 //! Operator endpoints, each on its own address: readiness (`config.readinessAddr`: `GET
 //! /healthz/ready` is 200 while the gateway serves and 503 from the moment it starts draining, so a load
 //! balancer stops sending it new clients; `GET /healthz/live` is 200 while the process answers) and
-//! metrics (`config.statsAddr`: `GET /metrics`, Prometheus text).
+//! metrics (`config.statsAddr`: `GET /metrics`, Prometheus text), and the admin API (`config.adminAddr`,
+//! loopback by default: `GET /config_dump`, `/targets`, `/policies`, JSON).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,6 +87,108 @@ pub fn stats() -> Handler {
         }
         _ => text(StatusCode::NOT_FOUND, "try /metrics"),
     })
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    let mut response = text(
+        StatusCode::OK,
+        serde_json::to_string_pretty(value).unwrap_or_default(),
+    );
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The admin API's answers, read from the running config and sessions.
+pub fn admin(gateway: Arc<super::Gateway>) -> Handler {
+    Arc::new(move |request| match request.uri().path() {
+        "/config_dump" => json(&config_dump(&gateway.config)),
+        "/targets" => json(&targets(&gateway)),
+        "/policies" => json(&crate::explain::explain(&gateway.config, None, None)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "try /config_dump, /targets or /policies",
+        ),
+    })
+}
+
+/// The effective config: settings, listeners, routes and targets with their effective policies.
+/// Built from the same redacted view as `portico explain`, so no secret can appear in it.
+fn config_dump(config: &crate::config::Config) -> serde_json::Value {
+    let settings = &config.settings;
+    let limits = &settings.limits;
+    serde_json::json!({
+        "settings": {
+            "sessionTtl": format!("{:?}", settings.session_ttl),
+            "drainTimeout": format!("{:?}", settings.drain_timeout),
+            "readinessAddr": settings.readiness.addr.to_string(),
+            "statsAddr": settings.stats.addr.to_string(),
+            "adminAddr": settings.admin.addr.to_string(),
+            "logging": {"level": settings.log_level, "format": format!("{:?}", settings.log_format)},
+            "limits": {
+                "requestBody": settings.max_body_bytes,
+                "jsonDepth": settings.max_json_depth,
+                "sessionsPerRoute": limits.sessions_per_route,
+                "stdioProcesses": limits.stdio_processes,
+                "requestsInFlightPerSession": limits.requests_in_flight_per_session,
+                "pendingClientRequestsPerSession": limits.pending_client_requests_per_session,
+                "pendingClientRequestTimeout": format!("{:?}", limits.pending_client_request_timeout),
+                "connectionsPerListener": limits.connections_per_listener,
+                "upstreamResponse": limits.upstream_response_bytes,
+            },
+        },
+        "routes": crate::explain::explain(config, None, None),
+    })
+}
+
+/// Per route and target: kind, live sessions, how many are connected to it now, restarts, the last
+/// error, and the tool count of its last complete list.
+fn targets(gateway: &super::Gateway) -> serde_json::Value {
+    let sessions = gateway.sessions.all();
+    let mut routes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for bind in &gateway.config.binds {
+        for matcher in bind.listeners.iter().flat_map(|l| &l.matchers) {
+            let route = &matcher.route;
+            if !seen.insert(Arc::as_ptr(route)) {
+                continue;
+            }
+            let on_route: Vec<_> = sessions
+                .iter()
+                .filter(|s| *s.route == *route.name)
+                .map(|s| s.mux.connected_targets())
+                .collect();
+            let targets: Vec<serde_json::Value> = route
+                .backends
+                .iter()
+                .flat_map(|b| &b.mcp.targets)
+                .map(|target| {
+                    let connected = on_route
+                        .iter()
+                        .filter(|names| names.contains(&target.name))
+                        .count();
+                    let health = &target.health;
+                    serde_json::json!({
+                        "name": &*target.name,
+                        "kind": target.kind.describe(),
+                        "connectedSessions": connected,
+                        "healthy": on_route.is_empty() || connected > 0,
+                        "restarts": health.restarts.load(std::sync::atomic::Ordering::Relaxed),
+                        "lastError": health.last_error(),
+                        "tools": health.tools.load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            routes.push(serde_json::json!({
+                "route": route.name,
+                "sessions": on_route.len(),
+                "targets": targets,
+            }));
+        }
+    }
+    serde_json::json!({ "routes": routes })
 }
 
 /// What an operator endpoint answers to a request.

@@ -210,6 +210,7 @@ impl Mux {
             return Err(jsonrpc::error(id, code::INTERNAL_ERROR, message));
         }
         for (i, e) in failed {
+            mux.slots[i].target.health.failed(&e.to_string());
             tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name, error = %e,
                 "target unavailable; left out of this session and retried with backoff");
             mux.spawn_reconnect(i);
@@ -279,6 +280,7 @@ impl Mux {
                         break;
                     }
                     Err(e) => {
+                        mux.slots[i].target.health.failed(&e.to_string());
                         tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name,
                         error = %e, retry_in = ?backoff * 2, "target still unavailable")
                     }
@@ -306,6 +308,15 @@ impl Mux {
     /// Records the client's current bearer token for passthrough targets.
     pub fn set_client_token(&self, token: Option<http::HeaderValue>) {
         self.client_token.store(token.map(Arc::new));
+    }
+
+    /// The names of the targets this session is connected to now.
+    pub fn connected_targets(&self) -> Vec<Arc<str>> {
+        self.slots
+            .iter()
+            .filter(|s| s.upstream.load().is_some())
+            .map(|s| s.target.name.clone())
+            .collect()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -649,7 +660,19 @@ impl Mux {
                 .result_raw()
                 .map(|result| items::read_page(result, kind))
             {
-                Some(Ok(page)) => pages.push((*t, page)),
+                Some(Ok(page)) => {
+                    if kind == ListKind::Tools
+                        && page.next_cursor.is_none()
+                        && pages_of_one(&request)
+                    {
+                        self.slots[*t]
+                            .target
+                            .health
+                            .tools
+                            .store(page.items.len(), Ordering::Relaxed);
+                    }
+                    pages.push((*t, page))
+                }
                 failed => {
                     if self.backend.failure_mode == FailureMode::FailClosed {
                         let message = format!("target {target} unavailable");
@@ -1172,6 +1195,8 @@ impl Mux {
             return;
         };
         tracing::warn!(target: "portico::mux", target = %slot.target.name, reason, "target connection lost");
+        slot.target.health.restarts.fetch_add(1, Ordering::Relaxed);
+        slot.target.health.failed(reason);
         old.close().await;
         if self.backend.failure_mode == FailureMode::FailClosed {
             self.close().await;
@@ -1484,6 +1509,11 @@ impl Verdict {
             None => format!("{effect} ({} policy, no rule matched)", self.level.name()),
         }
     }
+}
+
+/// Whether a list request asks for the first page (so one page without a next cursor is the whole list).
+fn pages_of_one(request: &Value) -> bool {
+    request["params"]["cursor"].is_null()
 }
 
 /// `a2a` when the target's traffic is marked agent-to-agent (`a2a: {}` at any level), else `mcp`.
