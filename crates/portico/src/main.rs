@@ -46,6 +46,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of the config file, for editors: with the YAML language server, put
+    /// `# yaml-language-server: $schema=portico.schema.json` at the top of a config.
+    Schema,
 }
 
 /// Buffers from this size up are mapped and unmapped on their own, so that memory a large request or
@@ -66,6 +69,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Fixture(args)) = cli.command {
         return run_fixture(args);
+    }
+    if let Some(Command::Schema) = cli.command {
+        let schema = schemars::schema_for!(portico::config::model::File);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&schema).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
     }
     expose_own_path();
     let Some(file) = cli.file else {

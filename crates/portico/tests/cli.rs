@@ -232,3 +232,37 @@ fn validate_warns_about_targets_without_authorization() {
         "{text}"
     );
 }
+
+/// `portico schema` is a JSON Schema every example config satisfies, and that refuses a misspelt
+/// field, as an editor with the YAML language server would check it.
+#[test]
+fn schema_accepts_every_example_and_refuses_unknown_fields() {
+    let output = portico(&["schema"]);
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut checked = 0;
+    for dir in [examples.to_string(), format!("{examples}/seed")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let document = portico::config::document(&text).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&document)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked} examples");
+    let misspelt = portico::config::document(
+        "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - mcp:\n          targets:\n          - name: a\n            stdo: {cmd: x}\n",
+    )
+    .unwrap();
+    assert!(!validator.is_valid(&misspelt));
+}

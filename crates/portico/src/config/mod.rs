@@ -14,6 +14,12 @@ pub use error::{ConfigError, ConfigErrors};
 pub use resolve::parse_duration;
 pub use runtime::Config;
 
+/// A YAML (or JSON) text as a JSON value, `$VAR` references left as written: what an editor checks
+/// against `portico schema`.
+pub fn document(text: &str) -> Result<serde_json::Value, String> {
+    source::parse_document(text)
+}
+
 /// Reads, checks and resolves a config file; environment variables come from the process.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let file_name = path.display().to_string();

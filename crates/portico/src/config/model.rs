@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct File {
     #[serde(default)]
@@ -16,7 +16,7 @@ pub struct File {
     pub config: Settings,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Bind {
     pub port: u16,
@@ -26,7 +26,7 @@ pub struct Bind {
     pub listeners: Vec<Listener>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Listener {
     pub name: Option<String>,
@@ -42,7 +42,7 @@ pub struct Listener {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum Protocol {
     #[default]
     #[serde(alias = "http")]
@@ -51,7 +51,7 @@ pub enum Protocol {
     HTTPS,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListenerTls {
     /// PEM certificate chain file.
@@ -60,7 +60,7 @@ pub struct ListenerTls {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Route {
     pub name: Option<String>,
@@ -73,7 +73,7 @@ pub struct Route {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
     pub path: Option<PathMatch>,
@@ -84,7 +84,7 @@ pub struct Match {
     pub query: Vec<NamedMatch>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum PathMatch {
     Exact(String),
@@ -92,21 +92,21 @@ pub enum PathMatch {
     Regex(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamedMatch {
     pub name: String,
     pub value: StringMatch,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum StringMatch {
     Exact(String),
     Regex(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backend {
     pub weight: Option<u32>,
@@ -116,7 +116,7 @@ pub struct Backend {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpBackend {
     #[serde(default)]
@@ -133,7 +133,7 @@ pub struct McpBackend {
 }
 
 /// The top-level `mcp:` shorthand.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpShorthand {
     pub port: u16,
@@ -151,7 +151,7 @@ pub struct McpShorthand {
     pub dns_rebinding_protection: bool,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum PrefixMode {
     /// Prefix names only when the backend has more than one target.
@@ -161,7 +161,7 @@ pub enum PrefixMode {
     Never,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FailureMode {
     /// A failing target is left out and retried; the session goes on.
@@ -171,7 +171,7 @@ pub enum FailureMode {
     FailClosed,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StatefulMode {
     #[default]
@@ -179,7 +179,7 @@ pub enum StatefulMode {
     Stateless,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Target {
     pub name: String,
@@ -190,7 +190,7 @@ pub struct Target {
     pub policies: Option<Policies>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StdioTarget {
     pub cmd: String,
@@ -203,14 +203,14 @@ pub struct StdioTarget {
     pub clear_env: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpTarget {
     pub host: String,
 }
 
 /// `openapi: {schema: {file | url | inline}, host}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenApiTarget {
     pub schema: OpenApiSchema,
@@ -219,7 +219,7 @@ pub struct OpenApiTarget {
 }
 
 /// Where the OpenAPI document is: exactly one field.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenApiSchema {
     pub file: Option<String>,
@@ -230,7 +230,7 @@ pub struct OpenApiSchema {
 
 /// The `policies` object of any level. Each type is checked against the levels where it may appear;
 /// types whose behaviour is not built yet are refused at load rather than ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policies {
     pub cors: Option<crate::policy::cors::Config>,
@@ -279,7 +279,7 @@ impl Policies {
 }
 
 /// The static `config:` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
     pub admin_addr: Option<String>,
@@ -298,20 +298,20 @@ pub struct Settings {
     pub limits: LimitSettings,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SessionSettings {
     pub key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpSettings {
     /// Idle session lifetime, e.g. `30m`.
     pub session_ttl: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoggingSettings {
     pub level: Option<String>,
@@ -319,7 +319,7 @@ pub struct LoggingSettings {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum LogFormat {
     #[default]
@@ -327,13 +327,13 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TracingSettings {
     pub otlp_endpoint: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitSettings {
     /// Largest request body: bytes, or a size such as `4MiB`.

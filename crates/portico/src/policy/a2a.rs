@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// `a2a: {}`: no settings yet.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 
@@ -29,7 +29,7 @@ pub fn is_agent_card(path: &str) -> bool {
 
 /// The A2A JSON-RPC method of a request body (`message/send`, `tasks/get`, ...), for the log.
 pub fn method(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     struct Envelope {
         method: String,
     }

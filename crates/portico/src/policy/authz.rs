@@ -12,21 +12,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The YAML form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub rules: Vec<RuleConfig>,
 }
 
 /// A rule: a CEL string (an allow rule) or `{allow|deny|require: CEL}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RuleConfig {
     Allow(String),
     Tagged(TaggedRule),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum TaggedRule {
     Allow(String),

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 /// The YAML form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default)]

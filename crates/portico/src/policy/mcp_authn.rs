@@ -16,7 +16,7 @@ use super::jwt::{self, JwtAuth, Mode};
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
 /// The YAML form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub issuer: String,

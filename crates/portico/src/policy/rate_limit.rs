@@ -17,7 +17,7 @@ use crate::config::resolve::parse_duration;
 /// The YAML form: a list of buckets (agentgateway's shape); a request needs a token from each.
 pub type Config = Vec<BucketConfig>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BucketConfig {
     pub max_tokens: u64,
@@ -28,7 +28,7 @@ pub struct BucketConfig {
 }
 
 /// What a token stands for. Only requests are counted (LLM tokens do not apply to MCP).
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BucketKind {
     #[default]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::resolve::parse_duration;
 
 /// The YAML form (agentgateway's shape).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub request_timeout: Option<String>,

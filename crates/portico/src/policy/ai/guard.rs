@@ -11,14 +11,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// One guard of a `promptGuard` list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
     pub regex: RegexConfig,
     pub rejection: Option<RejectionConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexConfig {
     #[serde(default)]
@@ -27,21 +27,21 @@ pub struct RegexConfig {
     pub mask: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectionConfig {
     pub message: String,
 }
 
 /// `{pattern: "..."}` or `{builtin: email | phoneNumber | ssn | creditCard}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub pattern: Option<String>,
     pub builtin: Option<Builtin>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Builtin {
     Email,

@@ -21,7 +21,7 @@ pub use guard::{Denied, Guards, Scope};
 pub const DENIED: i64 = -32001;
 
 /// The YAML form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub prompt_guard: Option<PromptGuardConfig>,
@@ -30,15 +30,21 @@ pub struct Config {
     pub model_aliases: Option<std::collections::BTreeMap<String, String>>,
     // Fields of an LLM gateway's `ai` policy that have no meaning for MCP traffic: refused by name
     // rather than as unknown, so that a config copied from an LLM route says what is wrong.
+    #[schemars(skip)]
     pub prompts: Option<IgnoredAny>,
+    #[schemars(skip)]
     pub prompt_caching: Option<IgnoredAny>,
+    #[schemars(skip)]
     pub routes: Option<IgnoredAny>,
+    #[schemars(skip)]
     pub model_routing: Option<IgnoredAny>,
+    #[schemars(skip)]
     pub transformations: Option<IgnoredAny>,
 }
 
 /// The seed's form (a list: request guards) or `{request, response}`.
-#[derive(Debug)]
+#[derive(Debug, schemars::JsonSchema)]
+#[schemars(untagged)]
 pub enum PromptGuardConfig {
     Request(Vec<guard::GuardConfig>),
     Sides(SidesConfig),
@@ -64,7 +70,7 @@ impl<'de> Deserialize<'de> for PromptGuardConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SidesConfig {
     #[serde(default)]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::cache::{self, Cache, Fetched, Source};
 
 /// `aws: {accessKeyId?, secretAccessKey?, sessionToken?, region, service?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub access_key_id: Option<String>,

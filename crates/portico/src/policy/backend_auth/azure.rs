@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::cache::{self, Fetched, Source};
 
 /// `azure: {clientSecret | managedIdentity | workloadIdentity, scope?}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub client_secret: Option<ClientSecret>,
@@ -21,7 +21,7 @@ pub struct Config {
     pub scope: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientSecret {
     pub tenant_id: String,
@@ -35,7 +35,7 @@ impl std::fmt::Debug for ClientSecret {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ManagedIdentity {
     pub client_id: Option<String>,

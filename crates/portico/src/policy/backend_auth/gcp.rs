@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::cache::{self, Fetched, Source};
 
 /// `gcp: {type: idToken | accessToken, audience?}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(rename = "type")]
@@ -21,7 +21,7 @@ pub struct Config {
     pub audience: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TokenType {
     IdToken,

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 /// `key: "<secret>"` or `key: {value | file, location?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum KeyConfig {
     Inline(String),
@@ -18,7 +18,7 @@ impl std::fmt::Debug for KeyConfig {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDetail {
     pub value: Option<String>,
@@ -27,7 +27,7 @@ pub struct KeyDetail {
 }
 
 /// Where the key goes: `{header: X-Api-Key}` or `{query: api_key}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum Location {
     Header(String),

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use cache::{Cache, Fetched, Source};
 
 /// The YAML form: exactly one of the fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub key: Option<key::KeyConfig>,
@@ -35,7 +35,7 @@ pub struct Config {
     pub azure: Option<azure::Config>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
