@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    match portico::server::run(config, workers, wait_for_signal()) {
+    match portico::server::run(config, Some(file), workers, wait_for_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "portico::server", "{e:#}");

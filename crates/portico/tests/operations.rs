@@ -205,3 +205,68 @@ async fn admin_api_shows_config_targets_and_policies() {
     let missing = reqwest::get(format!("{admin}/nothing")).await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// A changed config file is swapped in for new sessions while live ones keep working; an invalid one
+/// is refused with its file:line error and the running config stays; SIGHUP reloads too.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_changes_reload_without_a_restart() {
+    let one = config_with_targets(&stdio_target("one", &[]), "");
+    let gateway = Gateway::start(&one).await;
+    let mut before = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = before.list_all("tools/list", "tools").await;
+    assert!(names(&tools, "name").contains(&"echo".to_string()));
+
+    let two = config_with_targets(
+        &format!("{}{}", stdio_target("one", &[]), stdio_target("two", &[])),
+        "",
+    );
+    gateway.rewrite_config(&two);
+    gateway.log_with("config reloaded").await;
+    let mut after = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = after.list_all("tools/list", "tools").await;
+    assert!(
+        names(&tools, "name").contains(&"two_echo".to_string()),
+        "{tools:?}"
+    );
+    assert_eq!(
+        text(&before.call("echo", json!({"message": "still"})).await),
+        "still"
+    );
+
+    gateway.rewrite_config(&two.replace("stdio:", "stdo:"));
+    let log = gateway.log_with("config reload refused").await;
+    assert!(
+        log.contains("unknown field `stdo`") && log.contains(".yaml:"),
+        "{log}"
+    );
+    let mut third = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = third.list_all("tools/list", "tools").await;
+    assert!(
+        names(&tools, "name").contains(&"two_echo".to_string()),
+        "the last good config serves"
+    );
+
+    gateway.rewrite_config(&two);
+    gateway.log_with("config reloaded").await;
+    let reloads = gateway.log_count("config reloaded");
+    let pid = gateway.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if gateway.log_count("config reloaded") > reloads {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        gateway.log_count("config reloaded") > reloads,
+        "SIGHUP reloads"
+    );
+    assert!(
+        gateway.log_text().contains("reason=\"SIGHUP\""),
+        "{}",
+        gateway.log_text()
+    );
+}

@@ -72,7 +72,7 @@ impl Default for Settings {
 }
 
 /// `config.limits` past the request's own size and depth (docs/security.md explains each default).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitSettings {
     pub sessions_per_route: usize,
     /// Live stdio target processes, all sessions together.

@@ -306,7 +306,8 @@ fn session(
 pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
-    let limit = gateway.config.settings.max_body_bytes;
+    let settings = &gateway.config.load().settings;
+    let (limit, max_depth) = (settings.max_body_bytes, settings.max_json_depth);
     // A declared length over the limit is refused before a byte of the body is read.
     if body.size_hint().lower() > limit as u64 {
         return Err(refuse(
@@ -341,7 +342,6 @@ pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value
             ));
         }
     };
-    let max_depth = gateway.config.settings.max_json_depth;
     if jsonrpc::nesting_depth(&body) > max_depth {
         return Err(refuse(
             StatusCode::BAD_REQUEST,

@@ -90,7 +90,7 @@ async fn proxy(
         Err(refused) => return refused,
     };
     let (parts, body) = request.into_parts();
-    let limit = gateway.config.settings.max_body_bytes;
+    let limit = gateway.config.load().settings.max_body_bytes;
     let read = Limited::new(body, limit).collect();
     let Ok(read) = tokio::time::timeout(streamable_http::BODY_READ_TIMEOUT, read).await else {
         return plain(

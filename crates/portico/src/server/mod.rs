@@ -3,12 +3,14 @@
 mod host;
 mod ops;
 pub mod path;
+mod reload;
 mod router;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,7 +29,8 @@ use crate::policy::mcp_authn::WELL_KNOWN;
 
 /// What every request handler shares.
 pub struct Gateway {
-    pub config: Arc<Config>,
+    /// The running config, swapped whole by a reload; a request loads it once.
+    pub config: ArcSwap<Config>,
     pub sessions: Arc<Sessions>,
     /// Open event streams of the legacy HTTP+SSE transport.
     pub legacy: crate::mcp::legacy_sse::Connections,
@@ -117,13 +120,17 @@ fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// (one single-threaded runtime each, so a request and its upstream call stay on one core), then drains:
 /// readiness turns 503, accepting stops, event streams end, requests in flight finish (up to
 /// `config.drainTimeout`), every session is closed (stopping stdio targets), and it returns.
+/// `source` is the config file, watched for changes (and re-read on SIGHUP) when given.
 pub fn run(
     config: Config,
+    source: Option<std::path::PathBuf>,
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let workers = workers.max(1);
     let main = worker_runtime()?;
+    // Registered now, so that the last-load time is the start.
+    crate::telemetry::metrics::metrics();
     let config = Arc::new(config);
     // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
     main.block_on(async { http_client() })?;
@@ -141,7 +148,7 @@ pub fn run(
         tracing::info!(target: "portico::server", admin = %ops::url(socket, ""), "serving the admin API (/config_dump, /targets, /policies)");
     }
     let gateway = Arc::new(Gateway {
-        config: config.clone(),
+        config: ArcSwap::new(config.clone()),
         sessions: Sessions::new(config.settings.session_ttl),
         legacy: Default::default(),
         limits: Limits::new(config.settings.limits, config.binds.len()),
@@ -165,8 +172,17 @@ pub fn run(
     tracing::info!(target: "portico::server", workers, "serving");
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
+        let refreshing = running.child_token();
         for jwt in token_validators(&config) {
-            jwt.spawn_refresh(running.clone());
+            jwt.spawn_refresh(refreshing.clone());
+        }
+        if let Some(path) = source {
+            tokio::spawn(reload::watch(
+                gateway.clone(),
+                path,
+                refreshing,
+                running.clone(),
+            ));
         }
         if let Some(socket) = readiness {
             let handler = ops::readiness(gateway.draining.clone());
@@ -201,7 +217,7 @@ pub fn run(
 
 /// Stops taking new work and lets the work in flight finish, for up to `config.drainTimeout`.
 async fn drain(gateway: &Gateway, accepting: &CancellationToken) {
-    let limit = gateway.config.settings.drain_timeout;
+    let limit = gateway.config.load().settings.drain_timeout;
     tracing::info!(target: "portico::server", sessions = gateway.sessions.len(), drain_timeout = ?limit,
         "shutting down: draining requests in flight");
     gateway.draining.cancel();
@@ -218,7 +234,7 @@ async fn drain(gateway: &Gateway, accepting: &CancellationToken) {
 }
 
 /// Every token validator of the config, once each.
-fn token_validators(config: &Config) -> Vec<Arc<JwtAuth>> {
+pub(crate) fn token_validators(config: &Config) -> Vec<Arc<JwtAuth>> {
     let mut validators: Vec<Arc<JwtAuth>> = Vec::new();
     let routes = config
         .binds
@@ -387,7 +403,7 @@ async fn serve_connection(
 ) {
     // Without NODELAY, delayed ACKs against small SSE writes cost ~40 ms per request.
     let _ = stream.set_nodelay(true);
-    let tls = gateway.config.binds[bind]
+    let tls = gateway.config.load().binds[bind]
         .listeners
         .iter()
         .find_map(|l| l.tls.clone());
@@ -498,7 +514,8 @@ async fn route(
             );
         }
     };
-    let listeners = &gateway.config.binds[bind].listeners;
+    let config = gateway.config.load_full();
+    let listeners = &config.binds[bind].listeners;
     if let Some(resource) = request.uri().path().strip_prefix(WELL_KNOWN) {
         return protected_resource_metadata(listeners, &request, resource);
     }

@@ -104,9 +104,9 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 /// The admin API's answers, read from the running config and sessions.
 pub fn admin(gateway: Arc<super::Gateway>) -> Handler {
     Arc::new(move |request| match request.uri().path() {
-        "/config_dump" => json(&config_dump(&gateway.config)),
+        "/config_dump" => json(&config_dump(&gateway.config.load())),
         "/targets" => json(&targets(&gateway)),
-        "/policies" => json(&crate::explain::explain(&gateway.config, None, None)),
+        "/policies" => json(&crate::explain::explain(&gateway.config.load(), None, None)),
         _ => text(
             StatusCode::NOT_FOUND,
             "try /config_dump, /targets or /policies",
@@ -149,7 +149,8 @@ fn targets(gateway: &super::Gateway) -> serde_json::Value {
     let sessions = gateway.sessions.all();
     let mut routes = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for bind in &gateway.config.binds {
+    let config = gateway.config.load_full();
+    for bind in &config.binds {
         for matcher in bind.listeners.iter().flat_map(|l| &l.matchers) {
             let route = &matcher.route;
             if !seen.insert(Arc::as_ptr(route)) {

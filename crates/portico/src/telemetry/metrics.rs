@@ -85,6 +85,11 @@ pub struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadResult {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetEvent {
     pub target: String,
     pub kind: String,
@@ -103,6 +108,10 @@ pub struct Metrics {
     pub guard: Family<TargetEvent, Counter<u64, AtomicU64>>,
     /// Limits hit: `rate_limit`, `timeout` by target; route rate limits under the route's name.
     pub limits: Family<TargetEvent, Counter<u64, AtomicU64>>,
+    /// Config reloads by `result` (`success`, `failure`).
+    pub reloads: Family<ReloadResult, Counter<u64, AtomicU64>>,
+    /// When the running config was last loaded, in seconds since the epoch.
+    pub last_reload: Gauge<f64, AtomicU64>,
     tools: Mutex<HashSet<(String, String)>>,
 }
 
@@ -134,6 +143,19 @@ impl Metrics {
         let authz = Family::default();
         let guard = Family::default();
         let limits = Family::default();
+        let reloads = Family::default();
+        let last_reload = Gauge::<f64, AtomicU64>::default();
+        last_reload.set(now_seconds());
+        registry.register(
+            "portico_config_reloads",
+            "Config reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "portico_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded (start or reload), seconds since the epoch",
+            last_reload.clone(),
+        );
         registry.register_with_unit(
             "mcp_server_operation_duration",
             "Duration of an MCP request from a client, as Portico served it",
@@ -182,6 +204,8 @@ impl Metrics {
             authz,
             guard,
             limits,
+            reloads,
+            last_reload,
             tools: Mutex::default(),
         }
     }
@@ -255,6 +279,19 @@ impl Metrics {
         self.tool_label(operation.target, operation.item)
     }
 
+    /// Counts one config reload; a successful one also sets the last-success time.
+    pub fn record_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ReloadResult {
+                result: result.to_string(),
+            })
+            .inc();
+        if success {
+            self.last_reload.set(now_seconds());
+        }
+    }
+
     /// Counts one event of `kind` at `target` in `family`.
     pub fn count(family: &Family<TargetEvent, Counter<u64, AtomicU64>>, target: &str, kind: &str) {
         family
@@ -264,6 +301,12 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The method label: a method Portico knows, or `_other` (clients may send anything).

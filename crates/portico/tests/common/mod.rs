@@ -72,6 +72,8 @@ pub struct Gateway {
     pub base: String,
     pub child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The config file it runs (rewrite it to test reloads; `PORT` stands for 0 here too).
+    pub config_path: PathBuf,
 }
 
 impl Gateway {
@@ -122,7 +124,30 @@ impl Gateway {
             .expect("gateway listens in time")
             .expect("gateway printed its address");
         let base = address.replace("0.0.0.0", "127.0.0.1");
-        Self { base, child, logs }
+        Self {
+            base,
+            child,
+            logs,
+            config_path: path,
+        }
+    }
+
+    /// Replaces the running config file with `yaml` (`PORT` → 0, as at start).
+    pub fn rewrite_config(&self, yaml: &str) {
+        // Written beside and renamed over, as editors and ConfigMaps do: never seen half-written.
+        let staged = self.config_path.with_extension("staged");
+        std::fs::write(&staged, yaml.replace("PORT", "0")).expect("write config");
+        std::fs::rename(&staged, &self.config_path).expect("replace config");
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn url(&self, path: &str) -> String {
