@@ -525,7 +525,11 @@ async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
     let yaml = format!(
         "config:\n  statsAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n{}",
         config_with_targets(
-            &format!("{}{}", stdio_target("one", &[]), stdio_target("two", &[])),
+            &format!(
+                "{}{}            policies:\n              mcpAuthorization:\n                rules: [\"true\"]\n",
+                stdio_target("one", &[]),
+                stdio_target("two", &[])
+            ),
             ""
         )
     );
@@ -633,6 +637,22 @@ async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
         find("portico_sessions_active", &[("route", "test")]).unwrap()["value"],
         1.0
     );
+    assert_eq!(
+        find("portico_target_up", &[("route", "test"), ("target", "one")]).unwrap()["value"],
+        1.0
+    );
+    assert!(find("portico_target_restarts_total", &[("target", "two")]).is_some());
+    let allowed = find(
+        "portico_authorization_decisions_total",
+        &[
+            ("target", "two"),
+            ("decision", "allow"),
+            ("rule", "target:0"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("the decision is counted: {samples:#?}"));
+    // `two_echo`, and `two_nope`, which the rule allows and the target then does not know.
+    assert_eq!(allowed["value"], 2.0);
     for process in [
         "process_resident_memory_bytes",
         "process_open_fds",

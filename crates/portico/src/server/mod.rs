@@ -155,6 +155,12 @@ pub fn run(
         draining: CancellationToken::new(),
         connections: TaskTracker::new(),
     });
+    let view = Arc::downgrade(&gateway);
+    crate::telemetry::metrics::watch_targets(Box::new(move || {
+        view.upgrade()
+            .map(|gateway| ops::target_states(&gateway))
+            .unwrap_or_default()
+    }));
     // Accepting stops first; runtimes stay up until the sessions they host are closed.
     let accepting = CancellationToken::new();
     let running = CancellationToken::new();

@@ -192,6 +192,23 @@ fn targets(gateway: &super::Gateway) -> serde_json::Value {
     serde_json::json!({ "routes": routes })
 }
 
+/// Each target's health for the metrics, from the same view as `/targets`.
+pub fn target_states(gateway: &super::Gateway) -> Vec<crate::telemetry::metrics::TargetState> {
+    let view = targets(gateway);
+    let mut states = Vec::new();
+    for route in view["routes"].as_array().into_iter().flatten() {
+        for target in route["targets"].as_array().into_iter().flatten() {
+            states.push(crate::telemetry::metrics::TargetState {
+                route: route["route"].as_str().unwrap_or_default().to_string(),
+                target: target["name"].as_str().unwrap_or_default().to_string(),
+                up: target["healthy"] == true,
+                restarts: target["restarts"].as_u64().unwrap_or_default(),
+            });
+        }
+    }
+    states
+}
+
 /// What an operator endpoint answers to a request.
 pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
 

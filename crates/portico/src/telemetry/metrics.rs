@@ -85,6 +85,14 @@ pub struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Decision {
+    pub target: String,
+    pub decision: String,
+    /// `<level>:<index>` of the rule that decided (`route:0`, `target:2`), or `<level>:none`.
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadResult {
     pub result: String,
 }
@@ -102,8 +110,8 @@ pub struct Metrics {
     pub client_operation: Family<ClientOperation, Histogram>,
     pub session_duration: Family<RouteLabel, Histogram>,
     pub sessions_active: Family<RouteLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
-    /// Authorization decisions by target and `allow`/`deny`.
-    pub authz: Family<TargetEvent, Counter<u64, AtomicU64>>,
+    /// Authorization decisions on calls by target, decision and deciding rule.
+    pub authz: Family<Decision, Counter<u64, AtomicU64>>,
     /// Prompt-guard refusals by target and side (`request`/`response`).
     pub guard: Family<TargetEvent, Counter<u64, AtomicU64>>,
     /// Limits hit: `rate_limit`, `timeout` by target; route rate limits under the route's name.
@@ -121,6 +129,30 @@ fn duration_histogram() -> Histogram {
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// One target's health as the admin API's `/targets` sees it, read at scrape time.
+pub struct TargetState {
+    pub route: String,
+    pub target: String,
+    pub up: bool,
+    pub restarts: u64,
+}
+
+/// Where the scrape reads the targets' health from (the running gateway).
+pub type TargetView = Box<dyn Fn() -> Vec<TargetState> + Send + Sync>;
+
+static TARGETS: OnceLock<TargetView> = OnceLock::new();
+
+/// Tells the metrics where to read target health; the first call wins.
+pub fn watch_targets(view: TargetView) {
+    let _ = TARGETS.set(view);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    route: String,
+    target: String,
+}
 
 /// The process's metrics, registered on first use.
 pub fn metrics() -> &'static Metrics {
@@ -194,7 +226,7 @@ impl Metrics {
             "Requests refused or cut by a rate limit or a timeout",
             limits.clone(),
         );
-        registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(ScrapeCollector));
         Self {
             registry,
             server_operation,
@@ -279,6 +311,26 @@ impl Metrics {
         self.tool_label(operation.target, operation.item)
     }
 
+    /// Counts one authorization decision on a call.
+    pub fn record_authorization(
+        &self,
+        target: &str,
+        allowed: bool,
+        level: crate::policy::Level,
+        rule: Option<usize>,
+    ) {
+        let rule = match rule {
+            Some(index) => format!("{}:{index}", level.name()),
+            None => format!("{}:none", level.name()),
+        };
+        let labels = Decision {
+            target: target.to_string(),
+            decision: if allowed { "allow" } else { "deny" }.to_string(),
+            rule,
+        };
+        self.authz.get_or_create(&labels).inc();
+    }
+
     /// Counts one config reload; a successful one also sets the last-success time.
     pub fn record_reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
@@ -328,11 +380,43 @@ pub fn observe(histogram: &Histogram, elapsed: Duration) {
     histogram.observe(elapsed.as_secs_f64());
 }
 
-/// CPU time, resident memory and open file descriptors, read from `/proc` when scraped.
+/// What is read when scraped: CPU time, resident memory and open file descriptors from `/proc`, dropped
+/// log lines, and each target's health.
 #[derive(Debug)]
-struct ProcessCollector;
+struct ScrapeCollector;
 
-impl prometheus_client::collector::Collector for ProcessCollector {
+impl ScrapeCollector {
+    fn targets(encoder: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        let states = TARGETS.get().map(|view| view()).unwrap_or_default();
+        let labels = |s: &TargetState| TargetLabels {
+            route: s.route.clone(),
+            target: s.target.clone(),
+        };
+        let mut up = encoder.encode_descriptor(
+            "portico_target_up",
+            "1 when the target answers (no sessions yet, or at least one connected), else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in &states {
+            let value = Value(MetricType::Gauge, if state.up { 1.0 } else { 0.0 });
+            value.encode(up.encode_family(&labels(state))?)?;
+        }
+        let mut restarts = encoder.encode_descriptor(
+            "portico_target_restarts",
+            "Connections to the target lost and restarted or retried",
+            None,
+            MetricType::Counter,
+        )?;
+        for state in &states {
+            let value = Value(MetricType::Counter, state.restarts as f64);
+            value.encode(restarts.encode_family(&labels(state))?)?;
+        }
+        Ok(())
+    }
+}
+
+impl prometheus_client::collector::Collector for ScrapeCollector {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
@@ -390,7 +474,7 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             let metric = encoder.encode_descriptor(name, help, None, kind)?;
             Value(kind, value).encode(metric)?;
         }
-        Ok(())
+        Self::targets(&mut encoder)
     }
 }
 

@@ -780,8 +780,7 @@ impl Mux {
             authz::mcp_variable(method, target, kind.noun(), name, arguments),
         );
         let decision = sourced.policy.decide(&context);
-        let effect = if decision.allowed { "allow" } else { "deny" };
-        Metrics::count(&metrics().authz, target, effect);
+        metrics().record_authorization(target, decision.allowed, sourced.level, decision.rule);
         Some(Verdict {
             decision,
             level: sourced.level,
