@@ -306,8 +306,14 @@ fn session(
 pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
-    let settings = &gateway.config.load().settings;
-    let (limit, max_depth) = (settings.max_body_bytes, settings.max_json_depth);
+    // Copied out, so the config is not held while the body arrives.
+    let (limit, max_depth) = {
+        let config = gateway.config.load();
+        (
+            config.settings.max_body_bytes,
+            config.settings.max_json_depth,
+        )
+    };
     // A declared length over the limit is refused before a byte of the body is read.
     if body.size_hint().lower() > limit as u64 {
         return Err(refuse(
