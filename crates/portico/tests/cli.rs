@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{EXE, temp_file};
+use common::{EXE, temp_file, validate_failure, validate_output};
 
 fn portico(args: &[&str]) -> Output {
     Command::new(EXE)
@@ -265,4 +265,17 @@ fn schema_accepts_every_example_and_refuses_unknown_fields() {
     )
     .unwrap();
     assert!(!validator.is_valid(&misspelt));
+}
+
+/// The `mcp` shorthand takes the listener's `publicUrl` too, and a malformed one is an error there.
+#[test]
+fn shorthand_public_url_is_checked() {
+    let yaml = "mcp:\n  port: 0\n  publicUrl: https://mcp.example.com/extra\n  targets:\n  - name: a\n    stdio: {cmd: echo}\n";
+    let text = validate_failure(yaml);
+    assert!(
+        text.contains("publicUrl") && text.contains("is not an origin"),
+        "{text}"
+    );
+    let fixed = yaml.replace("/extra", "");
+    validate_output(&fixed);
 }

@@ -138,6 +138,8 @@ pub struct McpBackend {
 pub struct McpShorthand {
     pub port: u16,
     pub address: Option<String>,
+    /// The listener's `publicUrl`.
+    pub public_url: Option<String>,
     #[serde(default)]
     pub targets: Vec<Target>,
     pub policies: Option<Policies>,

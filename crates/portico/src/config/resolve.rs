@@ -120,7 +120,7 @@ fn with_shorthand(
         listeners: vec![model::Listener {
             name: None,
             hostname: None,
-            public_url: None,
+            public_url: mcp.public_url,
             protocol: Protocol::HTTP,
             tls: None,
             policies: None,
