@@ -424,6 +424,14 @@ impl JwksServer {
     }
 }
 
+/// One stdio target behind a strict `jwtAuth` whose keys come from `url`.
+fn strict_with_jwks_url(url: &str) -> String {
+    let policy = format!(
+        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            url: {url}\n"
+    );
+    config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy)
+}
+
 async fn status_with(url: &str, token: &str) -> u16 {
     connect_with(url.to_string(), Some(token)).await.0
 }
@@ -433,13 +441,7 @@ async fn remote_jwks_is_fetched_and_rotated_keys_are_picked_up() {
     let first = Signer::new(Algorithm::ES256, "first");
     let second = Signer::new(Algorithm::ES256, "second");
     let server = JwksServer::start(jwks(&[&first])).await;
-    let policy = format!(
-        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            url: {}\n",
-        server.url
-    );
-    let yaml =
-        config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy);
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = Gateway::start(&strict_with_jwks_url(&server.url)).await;
     let url = gateway.url("/mcp");
     // Fetched at start, in the background.
     for _ in 0..50 {
@@ -492,13 +494,7 @@ async fn an_oversized_jwks_document_is_refused() {
     let padded =
         jwks(&[&signer]).replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(2 << 20)), 1);
     let server = JwksServer::start(padded).await;
-    let policy = format!(
-        "    - name: test\n      policies:\n        jwtAuth:\n          mode: strict\n          issuer: {ISSUER}\n          audiences: [{AUDIENCE}]\n          jwks:\n            url: {}\n",
-        server.url
-    );
-    let yaml =
-        config_with_targets(&stdio_target("a", &[]), "").replace("    - name: test\n", &policy);
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = Gateway::start(&strict_with_jwks_url(&server.url)).await;
     assert_eq!(
         status_with(&gateway.url("/mcp"), &signer.sign(&claims("ada", &[]))).await,
         401
