@@ -270,3 +270,132 @@ async fn config_changes_reload_without_a_restart() {
         gateway.log_text()
     );
 }
+
+/// A loopback OTLP/HTTP receiver: every span it is sent.
+async fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        kept.lock().unwrap().extend(scope.spans);
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Any::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+/// A tools/call through Portico with the client's `traceparent`: the request's span is the client
+/// span's child, the call to the target is the request span's child, and the target receives that
+/// call's context (header for HTTP targets, `_meta.traceparent` for all).
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_are_exported_over_otlp_with_the_context_carried() {
+    let (collector, spans) = otlp_receiver().await;
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let yaml = format!(
+        "config:\n  tracing:\n    otlpEndpoint: {collector}\n{}",
+        config_with_targets(
+            &format!(
+                "{}{}",
+                stdio_target("local", &[]),
+                http_target("remote", &fixture.url)
+            ),
+            ""
+        )
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.log_with("exporting traces").await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let client_trace = "0af7651916cd43dd8448eb211c80319c";
+    let client_span = "b7ad6b7169203331";
+    let reply = read_reply(
+        client
+            .post()
+            .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+            .body(
+                json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                    "params": {"name": "remote_echo_headers", "arguments": {}}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let seen: Value = serde_json::from_str(text(&reply.response["result"])).unwrap();
+    let sent = seen["traceparent"]
+        .as_str()
+        .expect("the target got a traceparent")
+        .to_string();
+    let mut client = client;
+    client.call("local_echo", json!({"message": "x"})).await;
+
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = spans.lock().unwrap().clone();
+        if found
+            .iter()
+            .filter(|s| s.name.starts_with("tools/call"))
+            .count()
+            >= 4
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let server = found
+        .iter()
+        .find(|s| s.name == "tools/call echo_headers" && s.kind == 2)
+        .unwrap_or_else(|| panic!("no server span: {found:#?}"));
+    assert_eq!(hex(&server.trace_id), client_trace);
+    assert_eq!(hex(&server.parent_span_id), client_span);
+    assert_eq!(attribute(server, "mcp.method.name"), "tools/call");
+    assert_eq!(attribute(server, "gen_ai.tool.name"), "echo_headers");
+    assert_eq!(attribute(server, "portico.target"), "remote");
+    let upstream = found
+        .iter()
+        .find(|s| s.kind == 3 && s.parent_span_id == server.span_id)
+        .unwrap_or_else(|| panic!("no client span under the server span: {found:#?}"));
+    assert_eq!(upstream.trace_id, server.trace_id);
+    assert_eq!(attribute(upstream, "network.transport"), "tcp");
+    assert_eq!(
+        sent,
+        format!("00-{client_trace}-{}-01", hex(&upstream.span_id)),
+        "the target received the call span's context"
+    );
+    let stdio = found
+        .iter()
+        .find(|s| s.kind == 3 && attribute(s, "portico.target") == "local")
+        .unwrap_or_else(|| panic!("no span for the stdio call: {found:#?}"));
+    assert_eq!(attribute(stdio, "network.transport"), "pipe");
+}

@@ -332,7 +332,12 @@ pub enum LogFormat {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TracingSettings {
+    /// The OTLP collector, e.g. `http://otel-collector:4318` (`/v1/traces` is added when no path).
     pub otlp_endpoint: Option<String>,
+    /// `http` (OTLP/HTTP, protobuf; the default) or `grpc`.
+    pub otlp_protocol: Option<String>,
+    /// The share of requests traced when the client sends no sampled `traceparent`: 0.0 to 1.0.
+    pub sampling_rate: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -150,10 +150,7 @@ fn with_shorthand(
 
 fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     let mut settings = Settings::default();
-    let unsupported = [
-        ("config.session", config.session.is_some()),
-        ("config.tracing", config.tracing.is_some()),
-    ];
+    let unsupported = [("config.session", config.session.is_some())];
     for (path, set) in unsupported {
         if set {
             r.error(path, "this setting is not supported yet").hint =
@@ -175,6 +172,7 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     if let Some(addr) = endpoint_setting(r, &config.admin_addr, "config.adminAddr") {
         settings.admin = addr;
     }
+    settings.tracing = tracing_setting(r, config.tracing.as_ref());
     if let Some(level) = &config.logging.level {
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
             r.error(
@@ -242,6 +240,62 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
         limits.pending_client_request_timeout = timeout;
     }
     settings
+}
+
+/// Where spans go: `config.tracing`, else the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as
+/// is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces`); `None` when neither is set.
+fn tracing_setting(
+    r: &mut Resolver,
+    config: Option<&model::TracingSettings>,
+) -> Option<crate::telemetry::traces::TracingSettings> {
+    let protocol = config
+        .and_then(|c| c.otlp_protocol.clone())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok());
+    match protocol.as_deref() {
+        None | Some("http") | Some("http/protobuf") => {}
+        Some("grpc") => {
+            r.error("config.tracing.otlpProtocol", "`grpc` is not supported yet")
+                .hint =
+                Some("use `otlpProtocol: http` (OTLP/HTTP, port 4318 on a collector)".into());
+            return None;
+        }
+        Some(other) => {
+            r.error(
+                "config.tracing.otlpProtocol",
+                format!("`{other}` is not an OTLP protocol"),
+            )
+            .hint = Some("use `http` or `grpc`".into());
+            return None;
+        }
+    }
+    let configured = config.and_then(|c| c.otlp_endpoint.clone());
+    let (text, as_is) = match configured {
+        Some(text) => (text, false),
+        None => match std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Ok(text) => (text, true),
+            Err(_) => (std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?, false),
+        },
+    };
+    let Ok(mut endpoint) = reqwest::Url::parse(&text) else {
+        r.error(
+            "config.tracing.otlpEndpoint",
+            format!("`{text}` is not a URL"),
+        )
+        .hint = Some("e.g. `http://otel-collector:4318`".into());
+        return None;
+    };
+    if !as_is && matches!(endpoint.path(), "" | "/") {
+        endpoint.set_path("/v1/traces");
+    }
+    let sampling = config.and_then(|c| c.sampling_rate).unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling) {
+        r.error(
+            "config.tracing.samplingRate",
+            format!("{sampling} is not between 0 and 1"),
+        );
+        return None;
+    }
+    Some(crate::telemetry::traces::TracingSettings { endpoint, sampling })
 }
 
 /// An operator endpoint's `ip:port` at `path`, if set and valid; an invalid one is reported.

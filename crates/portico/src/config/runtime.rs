@@ -35,6 +35,8 @@ pub struct Settings {
     pub admin: EndpointAddr,
     /// How long a shutdown waits for requests in flight before it closes what is left.
     pub drain_timeout: Duration,
+    /// Where spans are exported, if anywhere.
+    pub tracing: Option<crate::telemetry::traces::TracingSettings>,
 }
 
 /// An operator endpoint's address, and whether the config named it: the default is skipped with a
@@ -67,6 +69,7 @@ impl Default for Settings {
                 configured: false,
             },
             drain_timeout: Duration::from_secs(20),
+            tracing: None,
         }
     }
 }

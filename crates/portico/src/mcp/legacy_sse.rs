@@ -218,6 +218,7 @@ pub async fn message(
                 .mux
                 .authorizes()
                 .then(|| Caller::new(&parts.headers, "POST", parts.uri.path(), peer, claims));
+            let parent = super::streamable_http::traceparent(&parts.headers);
             let route = route.clone();
             tokio::spawn(async move {
                 let outcome = handle_request(
@@ -227,6 +228,7 @@ pub async fn message(
                     &connection.stream,
                     caller.as_ref(),
                     sub.as_deref(),
+                    parent,
                 )
                 .await;
                 drop(slot);

@@ -32,7 +32,7 @@ use crate::policy::headers::HeaderModifier;
 use crate::policy::jwt::Rejection;
 use crate::policy::mcp_authn::McpAuthentication;
 use crate::server::Gateway;
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, traces};
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
@@ -447,7 +447,8 @@ async fn post(
                 .mux
                 .authorizes()
                 .then(|| Caller::new(headers, "POST", path, peer, claims));
-            run_request(route, session, message, caller, sub, slot).await
+            let parent = traceparent(headers);
+            run_request(route, session, message, caller, sub, slot, parent).await
         }
         Kind::Notification => {
             session.mux.client_notification(message).await;
@@ -615,10 +616,25 @@ pub(crate) async fn handle_request(
     stream: &mpsc::Sender<String>,
     caller: Option<&Caller>,
     sub: Option<&str>,
+    parent: Option<traces::Context>,
 ) -> Outcome {
     let started = Instant::now();
     let method = jsonrpc::method(&message).to_string();
-    let outcome = session.mux.request(message, stream, caller).await;
+    // The client's context: its `traceparent` header, else the one in `params._meta`.
+    let parent = parent.or_else(|| {
+        message["params"]["_meta"]["traceparent"]
+            .as_str()
+            .and_then(traces::Context::parse)
+    });
+    let span = traces::OpenSpan::server(&method, parent);
+    let handling = session.mux.request(message, stream, caller);
+    let outcome = match &span {
+        Some(span) => traces::within(span.context(), handling).await,
+        None => handling.await,
+    };
+    if let Some(span) = span {
+        end_server_span(span, route, session, &method, &outcome);
+    }
     let served = Served {
         route,
         session: &session.tag,
@@ -631,6 +647,41 @@ pub(crate) async fn handle_request(
     outcome
 }
 
+/// The client's W3C trace context from its `traceparent` header, if tracing is on and it sent one.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<traces::Context> {
+    if !traces::enabled() {
+        return None;
+    }
+    header(headers, "traceparent").and_then(traces::Context::parse)
+}
+
+/// Names the request's span as the MCP conventions do (`tools/call echo`), with their attributes.
+fn end_server_span(
+    mut span: traces::OpenSpan,
+    route: &Route,
+    session: &Session,
+    method: &str,
+    outcome: &Outcome,
+) {
+    let item = outcome.item.as_deref().unwrap_or_default();
+    span.rename(method, item);
+    span.attribute("mcp.method.name", method);
+    let name_key = match method {
+        "prompts/get" => "gen_ai.prompt.name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "mcp.resource.uri",
+        _ => "gen_ai.tool.name",
+    };
+    span.attribute(name_key, item);
+    span.attribute("mcp.protocol.version", session.mux.protocol_version);
+    span.attribute("network.transport", "tcp");
+    span.attribute("portico.route", &route.name);
+    span.attribute(
+        "portico.target",
+        outcome.target.as_deref().unwrap_or_default(),
+    );
+    span.end(outcome.response.error_code());
+}
+
 /// Runs a client request. The reply is plain JSON when nothing else came first, else an SSE stream
 /// that carries the messages belonging to the request and ends with its response.
 async fn run_request(
@@ -640,6 +691,7 @@ async fn run_request(
     caller: Option<Caller>,
     sub: Option<String>,
     slot: RequestSlot,
+    parent: Option<traces::Context>,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     // Resolves when the client drops the reply stream, i.e. goes away.
@@ -653,6 +705,7 @@ async fn run_request(
             &tx,
             caller.as_ref(),
             sub.as_deref(),
+            parent,
         )
         .await;
         drop(slot);

@@ -178,6 +178,17 @@ pub fn run(
     tracing::info!(target: "portico::server", workers, "serving");
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
+        if let Some(tracing) = &config.settings.tracing {
+            match http_client() {
+                Ok(http) => {
+                    crate::telemetry::traces::start(tracing, http);
+                    tracing::info!(target: "portico::server", otlp = %tracing.endpoint, sampling = tracing.sampling, "exporting traces");
+                }
+                Err(e) => {
+                    tracing::error!(target: "portico::server", error = %e, "cannot export traces")
+                }
+            }
+        }
         let refreshing = running.child_token();
         for jwt in token_validators(&config) {
             jwt.spawn_refresh(refreshing.clone());

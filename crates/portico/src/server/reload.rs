@@ -130,5 +130,13 @@ fn restart_needed(running: &Config, new: &Config) -> Option<&'static str> {
     if old.log_level != new.log_level || old.log_format != new.log_format {
         return Some("`config.logging`");
     }
+    let exporter = |s: &config::runtime::Settings| {
+        s.tracing
+            .as_ref()
+            .map(|t| (t.endpoint.to_string(), t.sampling.to_bits()))
+    };
+    if exporter(old) != exporter(new) {
+        return Some("`config.tracing`");
+    }
     None
 }

@@ -40,6 +40,7 @@ use crate::policy::headers::HeaderModifier;
 use crate::policy::timeout::Timeout;
 use crate::policy::{Level, ai};
 use crate::telemetry::metrics::{Metrics, Operation, metrics};
+use crate::telemetry::traces;
 
 /// How long a target gets to start and answer `initialize`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -1017,13 +1018,33 @@ impl Mux {
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
         let mut call = self.track(t, upstream_id, &client_id, stream, progress_token);
         let limit = slot.target.policies.timeout.as_ref().map(|s| *s.policy);
+        let span = traces::OpenSpan::client(&method);
+        if let Some(span) = &span {
+            carry_trace_context(&mut request, span.context());
+        }
+        let sending = upstream.request(request);
+        let sending = async {
+            match &span {
+                Some(span) => traces::within(span.context(), sending).await,
+                None => sending.await,
+            }
+        };
         let reply = tokio::select! {
-            reply = within(limit, upstream.request(request)) => reply,
+            reply = within(limit, sending) => reply,
             _ = call.cancel.cancelled() => Err(CallError::Cancelled),
         };
         let response = settle(&mut call, &slot.target.name, client_id, reply);
         drop(call);
-        self.record_call(t, &method, &tool, response.error_code(), started.elapsed());
+        let error = response.error_code();
+        if let Some(mut span) = span {
+            span.rename(&method, &tool);
+            span.attribute("mcp.method.name", &method);
+            span.attribute("gen_ai.tool.name", &tool);
+            span.attribute("portico.target", &slot.target.name);
+            span.attribute("network.transport", transport(&slot.target));
+            span.end(error);
+        }
+        self.record_call(t, &method, &tool, error, started.elapsed());
         let response_headers = slot
             .target
             .policies
@@ -1047,10 +1068,7 @@ impl Mux {
         elapsed: Duration,
     ) {
         let target = &self.slots[t].target;
-        let transport = match target.kind {
-            crate::config::runtime::TargetKind::Stdio(_) => "pipe",
-            _ => "tcp",
-        };
+        let transport = transport(target);
         let operation = Operation {
             route: "",
             method,
@@ -1406,6 +1424,31 @@ impl Drop for Call<'_> {
             self.mux
                 .cancel_at_target(self.t, self.upstream_id, self.stop_reason);
         }
+    }
+}
+
+/// `network.transport` of a target: `pipe` for a stdio process, `tcp` for the rest.
+fn transport(target: &Target) -> &'static str {
+    match target.kind {
+        crate::config::runtime::TargetKind::Stdio(_) => "pipe",
+        _ => "tcp",
+    }
+}
+
+/// Puts the call's trace context in `params._meta.traceparent`, as the MCP conventions carry it to
+/// every kind of target. Only when tracing: otherwise the request goes out as the client sent it.
+fn carry_trace_context(request: &mut Value, context: traces::Context) {
+    let Some(params) = jsonrpc::params_mut(request) else {
+        return;
+    };
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert(
+            "traceparent".to_string(),
+            Value::String(context.traceparent()),
+        );
     }
 }
 

@@ -103,6 +103,10 @@ impl HttpUpstream {
             .header(ACCEPT, ACCEPT_BOTH)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
+        let request = match crate::telemetry::traces::current_traceparent() {
+            Some(traceparent) => request.header("traceparent", traceparent),
+            None => request,
+        };
         self.client
             .execute(self.prepare(request).await?)
             .await
