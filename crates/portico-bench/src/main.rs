@@ -8,6 +8,7 @@
 //! - the gateway's resident memory idle and after 1000 idle sessions.
 
 mod hardening;
+mod tracing_cost;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,6 +51,9 @@ struct Cli {
     /// beside 1,000 slow connections.
     #[arg(long)]
     hardening: bool,
+    /// Only the cost of tracing: off, 1 % sampled, every request.
+    #[arg(long)]
+    tracing: bool,
 }
 
 struct Proc(Child);
@@ -780,6 +784,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if cli.hardening {
         return hardening::run(&portico).await;
+    }
+    if cli.tracing {
+        return tracing_cost::run(&cli, &portico).await;
     }
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;

@@ -145,12 +145,15 @@ pub struct OpenSpan {
 }
 
 impl OpenSpan {
-    /// The span of a client request, child of `parent` (the client's context) if there is one.
+    /// The span of a client request, child of `parent` (the client's context) if there is one. A
+    /// request that starts a trace and is not sampled gets no span at all, so it costs nothing; one
+    /// whose client sent an unsampled context still passes that context on.
     pub fn server(name: &str, parent: Option<Context>) -> Option<Self> {
         let tracer = TRACER.get()?;
         let sampled = match parent {
             Some(parent) => parent.sampled,
-            None => rand::random::<f64>() < tracer.sampling,
+            None if rand::random::<f64>() < tracer.sampling => true,
+            None => return None,
         };
         Some(Self::new(name, span::SpanKind::Server, parent, sampled))
     }
