@@ -985,7 +985,11 @@ impl Mux {
         stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let slot = &self.slots[t];
-        let client_id = request.get("id").cloned().unwrap_or(Value::Null);
+        // Taken, not copied: the request goes out under the gateway's own id.
+        let client_id = request
+            .get_mut("id")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
         let target = Some(slot.target.name.clone());
         let refused = |response: Reply| Outcome {
             response,
