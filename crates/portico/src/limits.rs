@@ -46,7 +46,27 @@ pub struct Limits {
 pub struct SessionQuota {
     limits: Arc<Limits>,
     route: Arc<str>,
-    _stdio: Option<OwnedSemaphorePermit>,
+    stdio: Option<OwnedSemaphorePermit>,
+}
+
+impl SessionQuota {
+    /// One of the stdio places admitted with the session, to be held by the target that uses it.
+    pub fn take_process(&mut self) -> Option<OwnedSemaphorePermit> {
+        let permits = self.stdio.as_mut()?;
+        if permits.num_permits() > 1 {
+            return permits.split(1);
+        }
+        self.stdio.take()
+    }
+
+    /// A place for one more stdio process, for a target a reload added to the live session.
+    pub fn admit_process(&self) -> Result<OwnedSemaphorePermit, Exceeded> {
+        self.limits
+            .stdio
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.limits.stdio_exceeded())
+    }
 }
 
 impl Drop for SessionQuota {
@@ -97,15 +117,11 @@ impl Limits {
             0 => None,
             n => {
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
-                let permit =
-                    self.stdio
-                        .clone()
-                        .try_acquire_many_owned(n)
-                        .map_err(|_| Exceeded {
-                            limit: "stdioProcesses",
-                            value: self.settings.stdio_processes,
-                            retry_after_secs: 10,
-                        })?;
+                let permit = self
+                    .stdio
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| self.stdio_exceeded())?;
                 Some(permit)
             }
         };
@@ -123,8 +139,16 @@ impl Limits {
         Ok(SessionQuota {
             limits: self.clone(),
             route,
-            _stdio: permits,
+            stdio: permits,
         })
+    }
+
+    fn stdio_exceeded(&self) -> Exceeded {
+        Exceeded {
+            limit: "stdioProcesses",
+            value: self.settings.stdio_processes,
+            retry_after_secs: 10,
+        }
     }
 
     /// Admits one more connection on bind `bind`.

@@ -206,7 +206,7 @@ async fn admin_api_shows_config_targets_and_policies() {
     assert_eq!(missing.status(), 404);
 }
 
-/// A changed config file is swapped in for new sessions while live ones keep working; an invalid one
+/// A changed config file is swapped in for new sessions and live ones; an invalid one
 /// is refused with its file:line error and the running config stays; SIGHUP reloads too.
 #[tokio::test(flavor = "multi_thread")]
 async fn config_changes_reload_without_a_restart() {
@@ -228,8 +228,9 @@ async fn config_changes_reload_without_a_restart() {
         names(&tools, "name").contains(&"two_echo".to_string()),
         "{tools:?}"
     );
+    // The live session moved onto the new config: two targets, so names are prefixed now.
     assert_eq!(
-        text(&before.call("echo", json!({"message": "still"})).await),
+        text(&before.call("one_echo", json!({"message": "still"})).await),
         "still"
     );
 
@@ -398,4 +399,152 @@ async fn traces_are_exported_over_otlp_with_the_context_carried() {
         .find(|s| s.kind == 3 && attribute(s, "portico.target") == "local")
         .unwrap_or_else(|| panic!("no span for the stdio call: {found:#?}"));
     assert_eq!(attribute(stdio, "network.transport"), "pipe");
+}
+
+/// The pid of the gateway's stdio fixture child named `name`.
+fn fixture_pid(gateway: &Gateway, name: &str) -> Option<u32> {
+    gateway.children().into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == name.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+/// Reads a GET stream until `needle` arrives (15 s at most); what it read.
+async fn read_until(stream: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("`{needle}` in time; got {seen}"))
+            .expect("stream open")
+            .expect("stream not ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+/// A live session follows a reload of its route: an added target is connected, a removed one is
+/// closed (its process stopped), a kept one keeps its connection, and the client hears that the
+/// lists changed; a policy-only change takes effect without reconnecting the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_moves_live_sessions_onto_the_new_targets() {
+    let targets = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| stdio_target(n, &[]))
+            .collect::<String>()
+    };
+    let gateway = Gateway::start(&config_with_targets(&targets(&["one", "two"]), "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let mut stream = client
+        .http
+        .get(gateway.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert!(names(&tools, "name").contains(&"two_echo".to_string()));
+    let one = fixture_pid(&gateway, "one").expect("one runs");
+    let two = fixture_pid(&gateway, "two").expect("two runs");
+
+    // A call in flight at the removed target still gets its answer.
+    let in_flight = client.send(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+        "params": {"name": "two_sleep", "arguments": {"ms": 1500}}}));
+    let reload = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        gateway.rewrite_config(&config_with_targets(&targets(&["one", "three"]), ""));
+        gateway.log_with("config reloaded").await;
+        read_until(&mut stream, "notifications/tools/list_changed").await;
+    };
+    let (in_flight, _) = tokio::join!(in_flight, reload);
+    let in_flight = read_reply(in_flight).await;
+    assert_eq!(
+        text(&in_flight.response["result"]),
+        "slept 1500 ms",
+        "{:?}",
+        in_flight.response
+    );
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&tools, "name");
+    assert!(listed.contains(&"three_echo".to_string()), "{listed:?}");
+    assert!(!listed.iter().any(|n| n.starts_with("two_")), "{listed:?}");
+    assert_eq!(
+        text(&client.call("three_echo", json!({"message": "new"})).await),
+        "new"
+    );
+    let gone = client
+        .request(
+            "tools/call",
+            json!({"name": "two_echo", "arguments": {"message": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        gone.response["error"]["code"], -32602,
+        "{:?}",
+        gone.response
+    );
+    assert_eq!(
+        fixture_pid(&gateway, "one"),
+        Some(one),
+        "a kept target keeps its process"
+    );
+    for _ in 0..100 {
+        if !gateway.children().contains(&two) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !gateway.children().contains(&two),
+        "the removed target's process is stopped"
+    );
+
+    // Only a policy changes: the lists change, the connection stays.
+    let deny_echo = stdio_target("one", &[])
+        + "            policies:\n              mcpAuthorization:\n                rules:\n                - 'mcp.tool.name != \"echo\"'\n";
+    gateway.rewrite_config(&config_with_targets(
+        &(deny_echo + &stdio_target("three", &[])),
+        "",
+    ));
+    let reloads = gateway.log_count("config reloaded");
+    for _ in 0..100 {
+        if gateway.log_count("config reloaded") > reloads {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    read_until(&mut stream, "notifications/tools/list_changed").await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let listed = names(&tools, "name");
+    assert!(!listed.contains(&"one_echo".to_string()), "{listed:?}");
+    assert!(listed.contains(&"three_echo".to_string()), "{listed:?}");
+    assert_eq!(
+        fixture_pid(&gateway, "one"),
+        Some(one),
+        "a policy change keeps the process"
+    );
+
+    // The session's route is gone (renamed): the session is closed, its processes stopped.
+    let reloads = gateway.log_count("config reloaded");
+    gateway.rewrite_config(
+        &config_with_targets(&targets(&["one", "three"]), "").replace("name: test", "name: other"),
+    );
+    gateway.log_with("no longer in the config").await;
+    assert!(gateway.log_count("config reloaded") > reloads);
+    let closed = client
+        .send(json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}))
+        .await;
+    assert_eq!(closed.status(), 404);
+    for _ in 0..100 {
+        if gateway.children().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gateway.children(), Vec::<u32>::new());
 }

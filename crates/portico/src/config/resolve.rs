@@ -1055,12 +1055,22 @@ fn target_rt(
         }
         _ => None,
     };
+    let connection = crate::policy::fingerprint(&(
+        (&target.stdio, &target.mcp, &target.sse, &target.openapi),
+        [route_policies, backend_policies, &own].map(|level| level.connection),
+    ));
+    let revision = crate::policy::fingerprint(&(
+        connection,
+        [route_policies, backend_policies, &own].map(|level| level.revision),
+    ));
     Some(runtime::Target {
         name: target.name.as_str().into(),
         kind,
         policies,
         tls_client,
         health: Default::default(),
+        connection,
+        revision,
     })
 }
 

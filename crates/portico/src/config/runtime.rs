@@ -337,6 +337,12 @@ pub struct Target {
     pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
     /// What sessions observed of this target, for the admin API (the one mutable part: counters).
     pub health: TargetHealth,
+    /// Fingerprint of what a connection to the target depends on (its kind and address or command,
+    /// `backendAuth`, `backendTLS`, `requestHeaderModifier` at every level). On reload a live session
+    /// keeps its connection to a target whose name and fingerprint stay, and reconnects otherwise.
+    pub connection: u64,
+    /// Fingerprint of the target's whole effective config, policies included.
+    pub revision: u64,
 }
 
 /// A target's health as its sessions saw it: lost connections (each one restarted or retried), the

@@ -94,6 +94,22 @@ pub struct LevelPolicies {
     pub a2a: Option<Arc<a2a::A2a>>,
     pub timeout: Option<Arc<timeout::Timeout>>,
     pub rate_limit: Option<Arc<rate_limit::RateLimit>>,
+    /// What a target's connection depends on at this level (`backendAuth`, `backendTLS`,
+    /// `requestHeaderModifier`), as a fingerprint: a reload reconnects a live session's target only
+    /// when it changes.
+    pub connection: u64,
+    /// The whole `policies` object as a fingerprint: a reload tells live sessions their lists may
+    /// have changed only when some level's policies did.
+    pub revision: u64,
+}
+
+/// A fingerprint of a config value, to tell whether a reload changed it. Config types derive `Debug`
+/// (not `Hash`: they hold floats and maps), and their `Debug` form is the whole value.
+pub fn fingerprint(value: &impl std::fmt::Debug) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{value:?}").hash(&mut hasher);
+    hasher.finish()
 }
 
 impl LevelPolicies {
@@ -104,10 +120,20 @@ impl LevelPolicies {
         path: &str,
         errors: &mut Vec<ConfigError>,
     ) -> Self {
-        let mut compiled = Self::default();
+        let mut compiled = Self {
+            // Absent policies fingerprint like absent connection policies, so adding e.g. only an
+            // `mcpAuthorization` leaves the connection fingerprint as it was.
+            connection: fingerprint(
+                &policies
+                    .map(|p| (&p.backend_auth, &p.backend_tls, &p.request_header_modifier))
+                    .unwrap_or((&None, &None, &None)),
+            ),
+            ..Self::default()
+        };
         let Some(policies) = policies else {
             return compiled;
         };
+        compiled.revision = fingerprint(policies);
         for policy in policies.present() {
             let field = format!("{path}.{policy}");
             let levels = allowed_levels(policy);
@@ -218,6 +244,8 @@ impl LevelPolicies {
             a2a: self.a2a.or(other.a2a),
             timeout: self.timeout.or(other.timeout),
             rate_limit: self.rate_limit.or(other.rate_limit),
+            connection: fingerprint(&(self.connection, other.connection)),
+            revision: fingerprint(&(self.revision, other.revision)),
         }
     }
 }

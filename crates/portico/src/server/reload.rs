@@ -2,11 +2,14 @@
 //! new config is swapped in whole; an invalid one is logged with the same file:line errors as
 //! `portico validate`, counted, and the running config stays.
 //!
-//! What a reload changes: routes, backends, targets, policies and listener TLS certificates, for
-//! requests and sessions that start after it. Live sessions keep the targets they started with until
-//! they end. Binds (addresses), `config.limits` and the operator endpoints need a restart; a change to
-//! them is refused with an error that says so.
+//! What a reload changes: routes, backends, targets, policies and listener TLS certificates. Live
+//! sessions move onto the new config of their backend (found by its name, `<route>/<index>`): added
+//! targets are connected, removed ones closed, policies take effect, and the client hears
+//! `notifications/*/list_changed`; a session whose backend is gone is closed. Binds (addresses),
+//! `config.limits` and the operator endpoints need a restart; a change to them is refused with an
+//! error that says so.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
+use crate::config::runtime::McpBackend;
 use crate::config::{self, Config};
 use crate::telemetry::metrics::metrics;
 
@@ -55,7 +59,31 @@ pub async fn watch(
             for jwt in super::token_validators(&config) {
                 jwt.spawn_refresh(refreshing.clone());
             }
-            gateway.config.store(config);
+            gateway.config.store(config.clone());
+            move_sessions(&gateway, &config).await;
+        }
+    }
+}
+
+/// Moves every live session onto its backend in `config`, and closes those whose backend is gone.
+async fn move_sessions(gateway: &Gateway, config: &Config) {
+    let backends: HashMap<&str, &Arc<McpBackend>> = config
+        .binds
+        .iter()
+        .flat_map(|bind| &bind.listeners)
+        .flat_map(|listener| &listener.matchers)
+        .flat_map(|matcher| &matcher.route.backends)
+        .map(|backend| (backend.mcp.name.as_str(), &backend.mcp))
+        .collect();
+    for session in gateway.sessions.all() {
+        let name = session.mux.backend_name();
+        match backends.get(name.as_str()) {
+            Some(backend) => session.mux.reconfigure(Arc::clone(backend)),
+            None => {
+                tracing::info!(target: "portico::session", session = %session.tag, backend = %name,
+                    "session closed: its route or backend is no longer in the config");
+                gateway.sessions.remove(&session.id).await;
+            }
         }
     }
 }

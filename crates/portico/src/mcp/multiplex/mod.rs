@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use downlink::Downlink;
@@ -80,11 +80,42 @@ impl Outcome {
 
 /// One target's connection for this session.
 struct Slot {
-    target: Arc<Target>,
+    /// The target's current config: a reload that changes only what does not touch the connection
+    /// (authorization, guards, limits) swaps it in place.
+    target: ArcSwap<Target>,
     upstream: ArcSwapOption<Upstream>,
     /// Counts connections, so a close reported by an old one is ignored.
     generation: AtomicU64,
     reconnecting: AtomicBool,
+    /// Set when a reload took the target out of the session. The slot stays (its index is named by
+    /// requests still in flight) but serves nothing new.
+    retired: AtomicBool,
+    /// A stdio target's place under `config.limits.stdioProcesses`, given back when the slot retires.
+    process: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    fn new(target: Arc<Target>, process: Option<OwnedSemaphorePermit>) -> Arc<Self> {
+        Arc::new(Self {
+            target: ArcSwap::new(target),
+            upstream: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
+            reconnecting: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            process: Mutex::new(process),
+        })
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}
+
+/// The session's targets. Slots are only ever added, so an index (`t`) names the same slot for the
+/// session's life; `live` lists the current targets' slots in config order.
+struct Table {
+    slots: Vec<Arc<Slot>>,
+    live: Vec<usize>,
 }
 
 /// A request in flight at a target, by `(target index, upstream id)`.
@@ -116,8 +147,9 @@ pub struct Mux {
     pub protocol_version: &'static str,
     /// Handed to upstream connections, which report to the session without keeping it alive.
     me: Weak<Mux>,
-    backend: Arc<McpBackend>,
-    slots: Vec<Slot>,
+    /// The session's backend as the config has it now (replaced on reload).
+    backend: ArcSwap<McpBackend>,
+    table: ArcSwap<Table>,
     init_params: Value,
     http: reqwest::Client,
     inflight: Mutex<Inflight>,
@@ -139,6 +171,9 @@ pub struct Mux {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// How long a target a reload removed keeps serving the calls already in flight at it.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
+
 /// At most this many remembered decisions per session; past it the memory starts over.
 const DECISIONS_LIMIT: usize = 16_384;
 
@@ -159,7 +194,7 @@ impl Mux {
         initialize: &Value,
         http: reqwest::Client,
         client_token: Option<http::HeaderValue>,
-        quota: SessionQuota,
+        mut quota: SessionQuota,
         limits: LimitSettings,
     ) -> Result<(Arc<Mux>, Value), Value> {
         let id = initialize["id"].clone();
@@ -168,20 +203,23 @@ impl Mux {
             .cloned()
             .unwrap_or_else(|| json!({}));
         let version = negotiate_version(init_params["protocolVersion"].as_str());
+        let slots: Vec<Arc<Slot>> = backend
+            .targets
+            .iter()
+            .map(|target| {
+                let process = is_stdio(target).then(|| quota.take_process()).flatten();
+                Slot::new(target.clone(), process)
+            })
+            .collect();
+        let table = Table {
+            live: (0..slots.len()).collect(),
+            slots,
+        };
         let mux = Arc::new_cyclic(|me| Mux {
             protocol_version: version,
             me: me.clone(),
-            slots: backend
-                .targets
-                .iter()
-                .map(|target| Slot {
-                    target: target.clone(),
-                    upstream: ArcSwapOption::empty(),
-                    generation: AtomicU64::new(0),
-                    reconnecting: AtomicBool::new(false),
-                })
-                .collect(),
-            backend,
+            table: ArcSwap::from_pointee(table),
+            backend: ArcSwap::new(backend),
             init_params,
             http,
             inflight: Mutex::default(),
@@ -197,38 +235,70 @@ impl Mux {
             limits,
             in_flight: Arc::default(),
         });
-        let results = join_all((0..mux.slots.len()).map(|i| mux.connect(i))).await;
-        let failed: Vec<(usize, UpstreamError)> = results
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.err().map(|e| (i, e)))
-            .collect();
-        if mux.backend.failure_mode == FailureMode::FailClosed
+        let all: Vec<usize> = mux.table.load().live.clone();
+        let failed = mux.connect_all(&all).await;
+        if mux.backend.load().failure_mode == FailureMode::FailClosed
             && let Some((i, e)) = failed.first()
         {
-            let message = format!("target {} unavailable: {e}", mux.slots[*i].target.name);
+            let message = format!("target {} unavailable: {e}", mux.target(*i).name);
             mux.close().await;
             return Err(jsonrpc::error(id, code::INTERNAL_ERROR, message));
         }
-        for (i, e) in failed {
-            mux.slots[i].target.health.failed(&e.to_string());
-            tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name, error = %e,
-                "target unavailable; left out of this session and retried with backoff");
-            mux.spawn_reconnect(i);
-        }
-        let upstreams: Vec<_> = mux.slots.iter().map(|s| s.upstream.load_full()).collect();
-        let answered: Vec<(&str, &Value)> = mux
-            .slots
+        mux.retry_later(failed);
+        let answered: Vec<(Arc<Target>, Arc<Upstream>)> = all
             .iter()
-            .zip(&upstreams)
-            .filter_map(|(slot, up)| up.as_ref().map(|u| (&*slot.target.name, &u.init_result)))
+            .filter_map(|t| {
+                let slot = mux.slot(*t);
+                Some((slot.target.load_full(), slot.upstream.load_full()?))
+            })
+            .collect();
+        let answered: Vec<(&str, &Value)> = answered
+            .iter()
+            .map(|(target, upstream)| (&*target.name, &upstream.init_result))
             .collect();
         let result = merge::initialize_result(version, &answered);
         Ok((mux.clone(), jsonrpc::result(id, result)))
     }
 
+    /// Connects the targets of `slots` concurrently; the ones that failed, with why.
+    async fn connect_all(&self, slots: &[usize]) -> Vec<(usize, UpstreamError)> {
+        let results = join_all(slots.iter().map(|t| self.connect(*t))).await;
+        slots
+            .iter()
+            .zip(results)
+            .filter_map(|(t, r)| r.err().map(|e| (*t, e)))
+            .collect()
+    }
+
+    /// Leaves targets that could not be connected out of the session for now, and retries them.
+    fn retry_later(self: &Arc<Self>, failed: Vec<(usize, UpstreamError)>) {
+        for (t, e) in failed {
+            let target = self.target(t);
+            target.health.failed(&e.to_string());
+            tracing::warn!(target: "portico::mux", target = %target.name, error = %e,
+                "target unavailable; left out of this session and retried with backoff");
+            self.spawn_reconnect(t);
+        }
+    }
+
+    /// The slot of target index `t`. Indices come from the table, which only grows.
+    fn slot(&self, t: usize) -> Arc<Slot> {
+        self.table.load().slots[t].clone()
+    }
+
+    /// The current config of target index `t`.
+    fn target(&self, t: usize) -> Arc<Target> {
+        self.slot(t).target.load_full()
+    }
+
+    /// The indices of the session's current targets, in config order.
+    fn live(&self) -> Vec<usize> {
+        self.table.load().live.clone()
+    }
+
     async fn connect(&self, i: usize) -> Result<(), UpstreamError> {
-        let slot = &self.slots[i];
+        let slot = self.slot(i);
+        let target = slot.target.load_full();
         let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let sink = InboundSink {
             target: i,
@@ -236,7 +306,7 @@ impl Mux {
             handler: self.weak_self(),
         };
         let connect = Upstream::connect(
-            &slot.target,
+            &target,
             &self.init_params,
             sink,
             &self.http,
@@ -248,19 +318,27 @@ impl Mux {
             .map_err(|_| {
                 UpstreamError::Initialize(format!("no answer within {CONNECT_TIMEOUT:?}"))
             })??;
-        if self.closed.is_cancelled() {
+        if self.closed.is_cancelled() || slot.is_retired() {
             upstream.close().await;
             return Err(UpstreamError::Closed);
         }
         slot.upstream.store(Some(upstream));
-        tracing::info!(target: "portico::mux", target = %slot.target.name, "target connected");
+        // A reload may have retired the slot meanwhile; whichever side comes second closes.
+        if slot.is_retired()
+            && let Some(upstream) = slot.upstream.swap(None)
+        {
+            upstream.close().await;
+            return Err(UpstreamError::Closed);
+        }
+        tracing::info!(target: "portico::mux", target = %target.name, "target connected");
         Ok(())
     }
 
     /// Retries a target with exponential backoff until it answers or the session ends; the client
     /// then hears that the lists changed.
     fn spawn_reconnect(self: &Arc<Self>, i: usize) {
-        if self.slots[i].reconnecting.swap(true, Ordering::AcqRel) {
+        let slot = self.slot(i);
+        if slot.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
         let mux = self.clone();
@@ -271,25 +349,148 @@ impl Mux {
                     _ = mux.closed.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
+                if slot.is_retired() {
+                    break;
+                }
                 match mux.connect(i).await {
                     Ok(()) => {
-                        for list in ["tools", "prompts", "resources"] {
-                            let method = format!("notifications/{list}/list_changed");
-                            mux.downlink
-                                .send(jsonrpc::notification(&method, json!({})).to_string());
-                        }
+                        mux.lists_changed();
                         break;
                     }
                     Err(e) => {
-                        mux.slots[i].target.health.failed(&e.to_string());
-                        tracing::warn!(target: "portico::mux", target = %mux.slots[i].target.name,
+                        let target = slot.target.load();
+                        target.health.failed(&e.to_string());
+                        tracing::warn!(target: "portico::mux", target = %target.name,
                         error = %e, retry_in = ?backoff * 2, "target still unavailable")
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            mux.slots[i].reconnecting.store(false, Ordering::Release);
+            slot.reconnecting.store(false, Ordering::Release);
         });
+    }
+
+    /// Tells the client (on its GET stream) that every list may have changed.
+    fn lists_changed(&self) {
+        for list in ["tools", "prompts", "resources"] {
+            let method = format!("notifications/{list}/list_changed");
+            self.downlink
+                .send(jsonrpc::notification(&method, json!({})).to_string());
+        }
+    }
+
+    /// The name of the session's backend (`<route>/<index>`), by which a reload finds its successor.
+    pub fn backend_name(&self) -> String {
+        self.backend.load().name.clone()
+    }
+
+    /// Moves the live session onto a reloaded config of its backend. A target whose name and
+    /// connection fingerprint stay keeps its connection and takes the new policies; a removed or
+    /// re-addressed one is retired (its calls in flight finish first, within [`RETIRE_GRACE`]); a new
+    /// one is connected. The client hears `notifications/*/list_changed` when anything changed.
+    pub fn reconfigure(self: &Arc<Self>, backend: Arc<McpBackend>) {
+        if self.is_closed() {
+            return;
+        }
+        let old = self.backend.swap(backend.clone());
+        let table = self.table.load_full();
+        let mut changed =
+            old.prefixed != backend.prefixed || old.prefix_mode != backend.prefix_mode;
+        let mut successor_of: Vec<Option<usize>> = vec![None; backend.targets.len()];
+        for &t in &table.live {
+            let slot = &table.slots[t];
+            let current = slot.target.load_full();
+            let successor = backend
+                .targets
+                .iter()
+                .position(|new| new.name == current.name && new.connection == current.connection);
+            match successor {
+                Some(n) => {
+                    changed |= backend.targets[n].revision != current.revision;
+                    slot.target.store(backend.targets[n].clone());
+                    successor_of[n] = Some(t);
+                }
+                None => {
+                    changed = true;
+                    self.retire(t, slot.clone());
+                }
+            }
+        }
+        let mut slots = table.slots.clone();
+        let mut live = Vec::with_capacity(backend.targets.len());
+        let mut added = Vec::new();
+        for (target, kept) in backend.targets.iter().zip(successor_of) {
+            if let Some(t) = kept {
+                live.push(t);
+                continue;
+            }
+            let Some(process) = self.process_for(target) else {
+                continue;
+            };
+            changed = true;
+            slots.push(Slot::new(target.clone(), process));
+            live.push(slots.len() - 1);
+            added.push(slots.len() - 1);
+        }
+        self.table.store(Arc::new(Table { slots, live }));
+        lock(&self.decisions).clear();
+        lock(&self.bare_names).clear();
+        if !changed {
+            return;
+        }
+        let mux = self.clone();
+        tokio::spawn(async move {
+            let failed = mux.connect_all(&added).await;
+            mux.retry_later(failed);
+            mux.lists_changed();
+        });
+    }
+
+    /// A stdio target's place under `stdioProcesses` (`Some(None)` for other targets); `None` when the
+    /// limit leaves no room, and the target stays out of the session.
+    fn process_for(&self, target: &Target) -> Option<Option<OwnedSemaphorePermit>> {
+        if !is_stdio(target) {
+            return Some(None);
+        }
+        let quota = lock(&self.quota);
+        match quota.as_ref().map(SessionQuota::admit_process) {
+            Some(Ok(permit)) => Some(Some(permit)),
+            Some(Err(over)) => {
+                tracing::warn!(target: "portico::mux", target = %target.name, %over,
+                    "target added by the reload left out of this live session");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Takes slot `t` out of the session: nothing new is routed to it, its calls in flight get
+    /// [`RETIRE_GRACE`] to finish, then its connection closes (a stdio process is stopped).
+    fn retire(self: &Arc<Self>, t: usize, slot: Arc<Slot>) {
+        slot.retired.store(true, Ordering::Release);
+        // A close reported by the connection being retired is not a crash to recover from.
+        slot.generation.fetch_add(1, Ordering::Relaxed);
+        let mux = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
+            while mux.has_calls_at(t) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Some(upstream) = slot.upstream.swap(None) {
+                upstream.close().await;
+            }
+            lock(&slot.process).take();
+            tracing::info!(target: "portico::mux", target = %slot.target.load().name,
+                "target left the session (config reloaded)");
+        });
+    }
+
+    /// Whether target index `t` has requests in flight.
+    fn has_calls_at(&self, t: usize) -> bool {
+        lock(&self.inflight)
+            .by_upstream
+            .keys()
+            .any(|(target, _)| *target == t)
     }
 
     fn weak_self(&self) -> Weak<dyn InboundHandler> {
@@ -298,9 +499,9 @@ impl Mux {
 
     /// Whether any target forwards the client's own token (`backendAuth: passthrough`).
     pub fn passes_token_through(&self) -> bool {
-        self.slots.iter().any(|s| {
+        self.backend.load().targets.iter().any(|target| {
             matches!(
-                s.target.policies.backend_auth.as_ref().map(|a| &*a.policy),
+                target.policies.backend_auth.as_ref().map(|a| &*a.policy),
                 Some(crate::policy::backend_auth::BackendAuth::Passthrough)
             )
         })
@@ -313,10 +514,13 @@ impl Mux {
 
     /// The names of the targets this session is connected to now.
     pub fn connected_targets(&self) -> Vec<Arc<str>> {
-        self.slots
+        let table = self.table.load();
+        table
+            .live
             .iter()
+            .map(|t| &table.slots[*t])
             .filter(|s| s.upstream.load().is_some())
-            .map(|s| s.target.name.clone())
+            .map(|s| s.target.load().name.clone())
             .collect()
     }
 
@@ -332,7 +536,7 @@ impl Mux {
         let inflight: Vec<(usize, u64)> =
             lock(&self.inflight).by_upstream.keys().copied().collect();
         let cancels = inflight.into_iter().filter_map(|(t, upstream_id)| {
-            let upstream = self.slots[t].upstream.load_full()?;
+            let upstream = self.slot(t).upstream.load_full()?;
             let message = jsonrpc::notification(
                 "notifications/cancelled",
                 json!({"requestId": upstream_id, "reason": "the session ended"}),
@@ -340,12 +544,16 @@ impl Mux {
             Some(async move { upstream.notify(message).await })
         });
         join_all(cancels).await;
-        let upstreams: Vec<_> = self
+        let table = self.table.load_full();
+        let upstreams: Vec<_> = table
             .slots
             .iter()
             .filter_map(|s| s.upstream.swap(None))
             .collect();
         join_all(upstreams.iter().map(|u| u.close())).await;
+        for slot in &table.slots {
+            lock(&slot.process).take();
+        }
         lock(&self.quota).take();
     }
 
@@ -356,11 +564,20 @@ impl Mux {
     }
 
     fn target_index(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| &*s.target.name == name)
+        let table = self.table.load();
+        table
+            .live
+            .iter()
+            .copied()
+            .find(|t| &*table.slots[*t].target.load().name == name)
     }
 
+    /// The target of a backend that has just one: it serves every method, named or not.
     fn single_target(&self) -> Option<usize> {
-        (self.slots.len() == 1).then_some(0)
+        match self.table.load().live[..] {
+            [t] => Some(t),
+            _ => None,
+        }
     }
 
     // ---- client → targets ------------------------------------------------------------------------
@@ -415,7 +632,7 @@ impl Mux {
 
     /// Resolves a client-facing name to `(target, the target's own name)`.
     async fn resolve(self: &Arc<Self>, kind: ListKind, name: &str) -> Option<(usize, String)> {
-        if self.backend.prefixed {
+        if self.backend.load().prefixed {
             let (target, rest) = naming::split(name, kind.separator())?;
             return Some((self.target_index(target)?, rest.to_string()));
         }
@@ -502,7 +719,7 @@ impl Mux {
         if guarded_result {
             self.guard_response(t, &mut outcome);
         }
-        if self.backend.prefixed {
+        if self.backend.load().prefixed {
             match kind {
                 ListKind::Resources => self.prefix_contents(&mut outcome.response, t),
                 ListKind::Tools => self.prefix_resource_links(&mut outcome.response, t),
@@ -558,8 +775,10 @@ impl Mux {
 
     /// `logging/setLevel`: every connected target gets it; the client gets `{}`.
     async fn broadcast(self: &Arc<Self>, request: Value, stream: &mpsc::Sender<String>) -> Outcome {
-        let targets: Vec<usize> = (0..self.slots.len())
-            .filter(|t| self.slots[*t].upstream.load().is_some())
+        let targets: Vec<usize> = self
+            .live()
+            .into_iter()
+            .filter(|t| self.slot(*t).upstream.load().is_some())
             .collect();
         join_all(
             targets
@@ -581,8 +800,9 @@ impl Mux {
         let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) else {
             return;
         };
+        let target = self.target(t).name.clone();
         for content in contents {
-            naming::prefix_item(content, ListKind::Resources, &self.slots[t].target.name);
+            naming::prefix_item(content, ListKind::Resources, &target);
         }
         *response = Reply::result(response.id.take(), &result);
     }
@@ -602,11 +822,12 @@ impl Mux {
         let Some(content) = result.get_mut("content").and_then(Value::as_array_mut) else {
             return;
         };
+        let target = self.target(t).name.clone();
         for item in content
             .iter_mut()
             .filter(|item| item["type"] == "resource_link")
         {
-            naming::prefix_item(item, ListKind::Resources, &self.slots[t].target.name);
+            naming::prefix_item(item, ListKind::Resources, &target);
         }
         *response = Reply::result(response.id.take(), &result);
     }
@@ -629,9 +850,14 @@ impl Mux {
                 }
             },
         };
-        let asked: Vec<(usize, Option<String>)> = (0..self.slots.len())
+        let live = self.live();
+        let backend = self.backend.load_full();
+        let asked: Vec<(usize, Option<String>)> = live
+            .iter()
+            .copied()
             .filter_map(|t| {
-                let name = &*self.slots[t].target.name;
+                let target = self.target(t);
+                let name = &*target.name;
                 match &pages {
                     None => Some((t, None)),
                     Some(pages) => pages
@@ -655,7 +881,7 @@ impl Mux {
         let replies = join_all(calls).await;
         let mut pages = Vec::with_capacity(replies.len());
         for ((t, _), reply) in asked.iter().zip(&replies) {
-            let target = &self.slots[*t].target.name;
+            let target = self.target(*t);
             match reply
                 .response
                 .result_raw()
@@ -666,8 +892,7 @@ impl Mux {
                         && page.next_cursor.is_none()
                         && pages_of_one(&request)
                     {
-                        self.slots[*t]
-                            .target
+                        target
                             .health
                             .tools
                             .store(page.items.len(), Ordering::Relaxed);
@@ -675,15 +900,15 @@ impl Mux {
                     pages.push((*t, page))
                 }
                 failed => {
-                    if self.backend.failure_mode == FailureMode::FailClosed {
-                        let message = format!("target {target} unavailable");
+                    if backend.failure_mode == FailureMode::FailClosed {
+                        let message = format!("target {} unavailable", target.name);
                         return Outcome::of(Reply::error(id, code::INTERNAL_ERROR, message));
                     }
                     let error = match failed {
                         Some(Err(e)) => format!("invalid list result: {e}"),
                         _ => reply.response.error_message().unwrap_or_default(),
                     };
-                    tracing::warn!(target: "portico::mux", target = %target, method = kind.method(), error,
+                    tracing::warn!(target: "portico::mux", target = %target.name, method = kind.method(), error,
                         "target left out of the list");
                 }
             }
@@ -693,7 +918,7 @@ impl Mux {
                 self.filter_items(*t, caller, kind, &mut page.items);
             }
         }
-        let never = self.backend.prefix_mode == PrefixMode::Never && self.slots.len() > 1;
+        let never = backend.prefix_mode == PrefixMode::Never && live.len() > 1;
         if never {
             for (t, page) in &mut pages {
                 self.record_bare_names(kind, *t, &mut page.items);
@@ -706,7 +931,7 @@ impl Mux {
         let mut first = true;
         let mut next = cursor::Pages::new();
         for (t, page) in pages {
-            let target = &self.slots[t].target.name;
+            let target = self.target(t).name.clone();
             if let Some(c) = page.next_cursor {
                 next.push((target.to_string(), c));
             }
@@ -718,8 +943,8 @@ impl Mux {
                     merged.push(',');
                 }
                 first = false;
-                if self.backend.prefixed {
-                    item.write_prefixed(&mut merged, kind, target);
+                if backend.prefixed {
+                    item.write_prefixed(&mut merged, kind, &target);
                 } else {
                     merged.push_str(item.raw.get());
                 }
@@ -746,7 +971,7 @@ impl Mux {
 
     /// Whether target `t` is connected and declared the capability `kind` needs.
     fn declares(&self, t: usize, kind: ListKind) -> bool {
-        let upstream = self.slots[t].upstream.load();
+        let upstream = self.slot(t).upstream.load();
         upstream.as_ref().is_some_and(|u| {
             u.init_result["capabilities"]
                 .get(kind.capability())
@@ -756,9 +981,11 @@ impl Mux {
 
     /// Whether any target of this session has an `mcpAuthorization` policy.
     pub fn authorizes(&self) -> bool {
-        self.slots
+        self.backend
+            .load()
+            .targets
             .iter()
-            .any(|s| s.target.policies.authorization.is_some())
+            .any(|target| target.policies.authorization.is_some())
     }
 
     /// The decision of target `t`'s effective `mcpAuthorization` on one item; `None` without a policy.
@@ -771,8 +998,9 @@ impl Mux {
         name: &str,
         arguments: Option<&Value>,
     ) -> Option<Verdict> {
-        let sourced = self.slots[t].target.policies.authorization.as_ref()?;
-        let target = &self.slots[t].target.name;
+        let config = self.target(t);
+        let sourced = config.policies.authorization.as_ref()?;
+        let target = &config.name;
         let anonymous = Caller::default();
         let base = caller.unwrap_or(&anonymous).context();
         let mut context = base.new_inner_scope();
@@ -803,7 +1031,7 @@ impl Mux {
     ) -> Option<Outcome> {
         let verdict = verdict.as_ref().filter(|v| !v.decision.allowed)?;
         let mut outcome = Outcome::of(unknown(request["id"].clone(), kind, name));
-        outcome.target = Some(self.slots[t].target.name.clone());
+        outcome.target = Some(self.target(t).name.clone());
         outcome.item = Some(own.to_string());
         outcome.authz = Some(verdict.describe());
         Some(outcome)
@@ -817,10 +1045,11 @@ impl Mux {
         kind: ListKind,
         list: &mut Vec<items::Item<'_>>,
     ) {
-        let Some(sourced) = &self.slots[t].target.policies.authorization else {
+        let config = self.target(t);
+        let Some(sourced) = &config.policies.authorization else {
             return;
         };
-        let target = &self.slots[t].target.name;
+        let target = &config.name;
         let base = caller.context();
         let method = kind.method();
         if !sourced.policy.per_item {
@@ -906,14 +1135,8 @@ impl Mux {
 
     /// Runs target `t`'s request guards over `value` (arguments); masks in place.
     fn guard_request(&self, t: usize, value: &mut Value) -> Option<ai::Denied> {
-        let guards = self.slots[t]
-            .target
-            .policies
-            .ai
-            .as_ref()?
-            .policy
-            .request
-            .as_ref()?;
+        let target = self.target(t);
+        let guards = target.policies.ai.as_ref()?.policy.request.as_ref()?;
         if value.is_null() {
             return None;
         }
@@ -922,8 +1145,8 @@ impl Mux {
 
     /// Runs target `t`'s response guards over a result: masks it, or replaces it with the denial.
     fn guard_response(&self, t: usize, outcome: &mut Outcome) {
-        let Some(guards) = self.slots[t]
-            .target
+        let target = self.target(t);
+        let Some(guards) = target
             .policies
             .ai
             .as_ref()
@@ -936,13 +1159,13 @@ impl Mux {
         };
         let Ok(mut result) = serde_json::from_str::<Value>(raw.get()) else {
             // Too deep to read is too deep to check: refused rather than let through unguarded.
-            tracing::warn!(target: "portico::guard", target = %self.slots[t].target.name, "a result the prompt guard cannot read was refused");
+            tracing::warn!(target: "portico::guard", target = %target.name, "a result the prompt guard cannot read was refused");
             outcome.response = Reply::error(
                 outcome.response.id.clone(),
                 code::INTERNAL_ERROR,
                 format!(
                     "target {}: the reply could not be checked by the prompt guard",
-                    self.slots[t].target.name
+                    target.name
                 ),
             );
             return;
@@ -953,8 +1176,8 @@ impl Mux {
                 outcome.response = Reply::result(outcome.response.id.clone(), &result);
             }
             Err(denied) => {
-                Metrics::count(&metrics().guard, &self.slots[t].target.name, "response");
-                tracing::warn!(target: "portico::guard", target = %self.slots[t].target.name, rule = %denied.rule, "response refused by prompt guard");
+                Metrics::count(&metrics().guard, &target.name, "response");
+                tracing::warn!(target: "portico::guard", target = %target.name, rule = %denied.rule, "response refused by prompt guard");
                 outcome.response =
                     Reply::error(outcome.response.id.clone(), ai::DENIED, denied.message);
                 outcome.guard = Some(denied.rule);
@@ -963,7 +1186,7 @@ impl Mux {
     }
 
     fn refused_by_guard(&self, t: usize, id: Value, denied: ai::Denied, item: String) -> Outcome {
-        let target = &self.slots[t].target;
+        let target = &self.target(t);
         Metrics::count(&metrics().guard, &target.name, "request");
         tracing::warn!(target: "portico::guard", target = %target.name, rule = %denied.rule, "request refused by prompt guard");
         Outcome {
@@ -984,13 +1207,14 @@ impl Mux {
         mut request: Value,
         stream: &mpsc::Sender<String>,
     ) -> Outcome {
-        let slot = &self.slots[t];
+        let slot = self.slot(t);
+        let config = slot.target.load_full();
         // Taken, not copied: the request goes out under the gateway's own id.
         let client_id = request
             .get_mut("id")
             .map(Value::take)
             .unwrap_or(Value::Null);
-        let target = Some(slot.target.name.clone());
+        let target = Some(config.name.clone());
         let refused = |response: Reply| Outcome {
             response,
             target: target.clone(),
@@ -998,17 +1222,17 @@ impl Mux {
             authz: None,
             response_headers: None,
             guard: None,
-            protocol: protocol(&slot.target),
+            protocol: protocol(&config),
         };
         let Some(upstream) = slot.upstream.load_full() else {
-            let message = format!("target {} unavailable", slot.target.name);
+            let message = format!("target {} unavailable", config.name);
             return refused(Reply::error(client_id, code::INTERNAL_ERROR, message));
         };
-        if let Some(limit) = &slot.target.policies.rate_limit
+        if let Some(limit) = &config.policies.rate_limit
             && let Err(wait) = limit.policy.take()
         {
-            Metrics::count(&metrics().limits, &slot.target.name, "rate_limit");
-            return refused(rate_limited(client_id, &slot.target.name, wait));
+            Metrics::count(&metrics().limits, &config.name, "rate_limit");
+            return refused(rate_limited(client_id, &config.name, wait));
         }
         let started = std::time::Instant::now();
         let method = jsonrpc::method(&request).to_string();
@@ -1021,7 +1245,7 @@ impl Mux {
         jsonrpc::set_id(&mut request, json!(upstream_id));
         let progress_token = request["params"]["_meta"].get("progressToken").cloned();
         let mut call = self.track(t, upstream_id, &client_id, stream, progress_token);
-        let limit = slot.target.policies.timeout.as_ref().map(|s| *s.policy);
+        let limit = config.policies.timeout.as_ref().map(|s| *s.policy);
         let span = traces::OpenSpan::client(&method);
         if let Some(span) = &span {
             carry_trace_context(&mut request, span.context());
@@ -1037,20 +1261,19 @@ impl Mux {
             reply = within(limit, sending) => reply,
             _ = call.cancel.cancelled() => Err(CallError::Cancelled),
         };
-        let response = settle(&mut call, &slot.target.name, client_id, reply);
+        let response = settle(&mut call, &config.name, client_id, reply);
         drop(call);
         let error = response.error_code();
         if let Some(mut span) = span {
             span.rename(&method, &tool);
             span.attribute("mcp.method.name", &method);
             span.attribute("gen_ai.tool.name", &tool);
-            span.attribute("portico.target", &slot.target.name);
-            span.attribute("network.transport", transport(&slot.target));
+            span.attribute("portico.target", &config.name);
+            span.attribute("network.transport", transport(&config));
             span.end(error);
         }
         self.record_call(t, &method, &tool, error, started.elapsed());
-        let response_headers = slot
-            .target
+        let response_headers = config
             .policies
             .response_headers
             .as_ref()
@@ -1071,7 +1294,7 @@ impl Mux {
         error: Option<i64>,
         elapsed: Duration,
     ) {
-        let target = &self.slots[t].target;
+        let target = &self.target(t);
         let transport = transport(target);
         let operation = Operation {
             route: "",
@@ -1124,7 +1347,7 @@ impl Mux {
 
     /// Tells target `t` to stop working on its request `upstream_id` (`notifications/cancelled`).
     fn cancel_at_target(&self, t: usize, upstream_id: u64, reason: &str) {
-        let Some(upstream) = self.slots[t].upstream.load_full() else {
+        let Some(upstream) = self.slot(t).upstream.load_full() else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -1171,16 +1394,16 @@ impl Mux {
                         return;
                     };
                     params.insert("requestId".to_string(), json!(upstream_id));
-                    if let Some(upstream) = self.slots[t].upstream.load_full() {
+                    if let Some(upstream) = self.slot(t).upstream.load_full() {
                         let _ = upstream.notify(message.clone()).await;
                     }
                 }
             }
             _ => {
                 let upstreams: Vec<_> = self
-                    .slots
-                    .iter()
-                    .filter_map(|s| s.upstream.load_full())
+                    .live()
+                    .into_iter()
+                    .filter_map(|t| self.slot(t).upstream.load_full())
                     .collect();
                 join_all(upstreams.iter().map(|u| u.notify(message.clone()))).await;
             }
@@ -1196,10 +1419,10 @@ impl Mux {
             return false;
         };
         jsonrpc::set_id(&mut message, original_id);
-        if let Some(upstream) = self.slots[t].upstream.load_full()
+        if let Some(upstream) = self.slot(t).upstream.load_full()
             && let Err(e) = upstream.notify(message).await
         {
-            tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, error = %e,
+            tracing::warn!(target: "portico::mux", target = %self.target(t).name, error = %e,
                 "could not deliver the client's answer");
         }
         true
@@ -1208,18 +1431,19 @@ impl Mux {
     // ---- targets → client ------------------------------------------------------------------------
 
     async fn target_closed(self: &Arc<Self>, t: usize, generation: u64, reason: &str) {
-        let slot = &self.slots[t];
+        let slot = self.slot(t);
+        let target = slot.target.load_full();
         if slot.generation.load(Ordering::Relaxed) != generation || self.closed.is_cancelled() {
             return;
         }
         let Some(old) = slot.upstream.swap(None) else {
             return;
         };
-        tracing::warn!(target: "portico::mux", target = %slot.target.name, reason, "target connection lost");
-        slot.target.health.restarts.fetch_add(1, Ordering::Relaxed);
-        slot.target.health.failed(reason);
+        tracing::warn!(target: "portico::mux", target = %target.name, reason, "target connection lost");
+        target.health.restarts.fetch_add(1, Ordering::Relaxed);
+        target.health.failed(reason);
         old.close().await;
-        if self.backend.failure_mode == FailureMode::FailClosed {
+        if self.backend.load().failure_mode == FailureMode::FailClosed {
             self.close().await;
             return;
         }
@@ -1251,13 +1475,9 @@ impl Mux {
             }
             Kind::Notification => {
                 match jsonrpc::method(&message) {
-                    "notifications/resources/updated" if self.backend.prefixed => {
+                    "notifications/resources/updated" if self.backend.load().prefixed => {
                         if let Some(params) = message.get_mut("params") {
-                            naming::prefix_item(
-                                params,
-                                ListKind::Resources,
-                                &self.slots[t].target.name,
-                            );
+                            naming::prefix_item(params, ListKind::Resources, &self.target(t).name);
                         }
                     }
                     "notifications/cancelled" => {
@@ -1288,7 +1508,7 @@ impl Mux {
         if lock(&self.server_requests).len() < cap {
             return Ok(());
         }
-        tracing::warn!(target: "portico::mux", target = %self.slots[t].target.name, %id, cap,
+        tracing::warn!(target: "portico::mux", target = %self.target(t).name, %id, cap,
             "request to the client refused: too many unanswered (config.limits.pendingClientRequestsPerSession)");
         Err(format!(
             "the client has {cap} unanswered requests (config.limits.pendingClientRequestsPerSession); try again later"
@@ -1305,7 +1525,7 @@ impl Mux {
             let Some((t, original)) = lock(&mux.server_requests).remove(&gateway_id) else {
                 return;
             };
-            tracing::warn!(target: "portico::mux", target = %mux.slots[t].target.name, id = %original,
+            tracing::warn!(target: "portico::mux", target = %mux.target(t).name, id = %original,
                 "the client did not answer a request of the target in time (config.limits.pendingClientRequestTimeout)");
             let message = format!(
                 "the client did not answer within {after:?} (config.limits.pendingClientRequestTimeout)"
@@ -1316,7 +1536,7 @@ impl Mux {
 
     /// Sends target `t` a response to one of its own requests.
     fn answer_target(&self, t: usize, response: Value) {
-        if let Some(upstream) = self.slots[t].upstream.load_full() {
+        if let Some(upstream) = self.slot(t).upstream.load_full() {
             tokio::spawn(async move { upstream.notify(response).await });
         }
     }
@@ -1325,7 +1545,7 @@ impl Mux {
     /// over its messages (a denial is answered to the target, and the client never sees the request),
     /// then defaults, overrides and model aliases. `false` when the request was refused.
     fn shape_sampling(&self, t: usize, message: &mut Value) -> bool {
-        let target = &self.slots[t].target;
+        let target = &self.target(t);
         let Some(ai) = target.policies.ai.as_ref().map(|s| &s.policy) else {
             return true;
         };
@@ -1429,6 +1649,10 @@ impl Drop for Call<'_> {
                 .cancel_at_target(self.t, self.upstream_id, self.stop_reason);
         }
     }
+}
+
+fn is_stdio(target: &Target) -> bool {
+    matches!(target.kind, crate::config::runtime::TargetKind::Stdio(_))
 }
 
 /// `network.transport` of a target: `pipe` for a stdio process, `tcp` for the rest.
