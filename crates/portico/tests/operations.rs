@@ -302,6 +302,75 @@ async fn otlp_receiver() -> (
     (url, spans)
 }
 
+type Spans = std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+/// A loopback OTLP/gRPC receiver (tonic, the collector's own `TraceService`): every span it is sent.
+async fn otlp_grpc_receiver() -> (String, Spans) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    struct Receiver(Spans);
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    self.0.lock().unwrap().extend(scope.spans);
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let spans = Spans::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(Receiver(spans.clone())));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(server.serve_with_incoming(incoming));
+    (url, spans)
+}
+
+/// With `otlpProtocol: grpc` the same spans reach a gRPC collector.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_are_exported_over_otlp_grpc() {
+    let (collector, spans) = otlp_grpc_receiver().await;
+    let yaml = format!(
+        "config:\n  tracing:\n    otlpEndpoint: {collector}\n    otlpProtocol: grpc\n{}",
+        config_with_targets(&stdio_target("local", &[]), "")
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway
+        .log_line_with(&["exporting traces", "protocol=\"grpc\""])
+        .await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    client.call("echo", json!({"message": "x"})).await;
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = spans.lock().unwrap().clone();
+        if found.iter().filter(|s| s.name == "tools/call echo").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let server = found
+        .iter()
+        .find(|s| s.name == "tools/call echo" && s.kind == 2)
+        .unwrap_or_else(|| panic!("no server span: {found:#?}"));
+    let upstream = found
+        .iter()
+        .find(|s| s.kind == 3 && s.parent_span_id == server.span_id)
+        .unwrap_or_else(|| panic!("no client span under the server span: {found:#?}"));
+    assert_eq!(attribute(upstream, "portico.target"), "local");
+    assert_eq!(attribute(upstream, "network.transport"), "pipe");
+}
+
 fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> String {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
     span.attributes

@@ -11,6 +11,7 @@ use super::error::ConfigError;
 use super::model::{self, File, Policies, PrefixMode, Protocol, StatefulMode};
 use super::runtime::{self, Config, Settings};
 use crate::policy::{Level, LevelPolicies, Sourced, TargetPolicies};
+use crate::telemetry::traces::OtlpProtocol;
 
 #[derive(Default)]
 struct Resolver {
@@ -243,7 +244,8 @@ fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
 }
 
 /// Where spans go: `config.tracing`, else the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as
-/// is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces`); `None` when neither is set.
+/// is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces` for OTLP/HTTP); `None` when neither is set.
+/// The protocol: `otlpProtocol`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http`.
 fn tracing_setting(
     r: &mut Resolver,
     config: Option<&model::TracingSettings>,
@@ -251,14 +253,9 @@ fn tracing_setting(
     let protocol = config
         .and_then(|c| c.otlp_protocol.clone())
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok());
-    match protocol.as_deref() {
-        None | Some("http") | Some("http/protobuf") => {}
-        Some("grpc") => {
-            r.error("config.tracing.otlpProtocol", "`grpc` is not supported yet")
-                .hint =
-                Some("use `otlpProtocol: http` (OTLP/HTTP, port 4318 on a collector)".into());
-            return None;
-        }
+    let protocol = match protocol.as_deref() {
+        None | Some("http") | Some("http/protobuf") => OtlpProtocol::Http,
+        Some("grpc") => OtlpProtocol::Grpc,
         Some(other) => {
             r.error(
                 "config.tracing.otlpProtocol",
@@ -267,7 +264,7 @@ fn tracing_setting(
             .hint = Some("use `http` or `grpc`".into());
             return None;
         }
-    }
+    };
     let configured = config.and_then(|c| c.otlp_endpoint.clone());
     let (text, as_is) = match configured {
         Some(text) => (text, false),
@@ -284,7 +281,8 @@ fn tracing_setting(
         .hint = Some("e.g. `http://otel-collector:4318`".into());
         return None;
     };
-    if !as_is && matches!(endpoint.path(), "" | "/") {
+    // gRPC names its method itself; only OTLP/HTTP has a path to add.
+    if protocol == OtlpProtocol::Http && !as_is && matches!(endpoint.path(), "" | "/") {
         endpoint.set_path("/v1/traces");
     }
     let sampling = config.and_then(|c| c.sampling_rate).unwrap_or(1.0);
@@ -295,7 +293,11 @@ fn tracing_setting(
         );
         return None;
     }
-    Some(crate::telemetry::traces::TracingSettings { endpoint, sampling })
+    Some(crate::telemetry::traces::TracingSettings {
+        endpoint,
+        protocol,
+        sampling,
+    })
 }
 
 /// An operator endpoint's `ip:port` at `path`, if set and valid; an invalid one is reported.

@@ -182,7 +182,7 @@ pub fn run(
             match http_client() {
                 Ok(http) => {
                     crate::telemetry::traces::start(tracing, http);
-                    tracing::info!(target: "portico::server", otlp = %tracing.endpoint, sampling = tracing.sampling, "exporting traces");
+                    tracing::info!(target: "portico::server", otlp = %tracing.endpoint, protocol = tracing.protocol.name(), sampling = tracing.sampling, "exporting traces");
                 }
                 Err(e) => {
                     tracing::error!(target: "portico::server", error = %e, "cannot export traces")

@@ -161,7 +161,7 @@ fn restart_needed(running: &Config, new: &Config) -> Option<&'static str> {
     let exporter = |s: &config::runtime::Settings| {
         s.tracing
             .as_ref()
-            .map(|t| (t.endpoint.to_string(), t.sampling.to_bits()))
+            .map(|t| (t.endpoint.to_string(), t.protocol, t.sampling.to_bits()))
     };
     if exporter(old) != exporter(new) {
         return Some("`config.tracing`");

@@ -1,5 +1,6 @@
-//! Traces: a span per client request and a child span per call to a target, exported over OTLP/HTTP
-//! (protobuf) to `config.tracing.otlpEndpoint`, with the W3C trace context carried both ways.
+//! Traces: a span per client request and a child span per call to a target, exported over OTLP
+//! (HTTP with protobuf, or gRPC) to `config.tracing.otlpEndpoint`, with the W3C trace context carried
+//! both ways.
 //!
 //! A client's `traceparent` (HTTP header, or `params._meta.traceparent`) is the parent of its request's
 //! span; each call to a target carries its own span's context to the target (`params._meta.traceparent`
@@ -11,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -19,19 +21,41 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 use rand::RngCore;
 use tokio::sync::mpsc;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Spans waiting for the exporter; past this new ones are dropped.
 const QUEUE: usize = 8192;
 /// Spans per export request at most.
 const BATCH: usize = 512;
+/// How long one export may take, connecting included.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where spans go and how many requests are traced.
 #[derive(Debug, Clone)]
 pub struct TracingSettings {
-    /// `http://collector:4318/v1/traces`.
+    /// `http://collector:4318/v1/traces` (HTTP) or `http://collector:4317` (gRPC).
     pub endpoint: reqwest::Url,
+    pub protocol: OtlpProtocol,
     /// The share of requests without a sampled parent that are traced, 0.0 to 1.0.
     pub sampling: f64,
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (a collector's port 4318).
+    Http,
+    /// OTLP/gRPC, `TraceService/Export` (a collector's port 4317).
+    Grpc,
+}
+
+impl OtlpProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            OtlpProtocol::Http => "http",
+            OtlpProtocol::Grpc => "grpc",
+        }
+    }
 }
 
 struct Tracer {
@@ -125,8 +149,34 @@ pub fn start(settings: &TracingSettings, http: reqwest::Client) {
         })
         .is_ok()
     {
-        tokio::spawn(export(spans, settings.endpoint.clone(), http));
+        let exporter = match settings.protocol {
+            OtlpProtocol::Http => Exporter::Http {
+                client: http,
+                endpoint: settings.endpoint.clone(),
+            },
+            OtlpProtocol::Grpc => match grpc_client(&settings.endpoint) {
+                Ok(client) => Exporter::Grpc(client),
+                Err(e) => {
+                    tracing::error!(target: "portico::traces", error = %e, endpoint = %settings.endpoint, "cannot export traces over gRPC");
+                    return;
+                }
+            },
+        };
+        tokio::spawn(export(spans, exporter));
     }
+}
+
+/// A gRPC client of the collector's trace service; it connects on first use and reconnects as needed.
+fn grpc_client(
+    endpoint: &reqwest::Url,
+) -> Result<TraceServiceClient<Channel>, tonic::transport::Error> {
+    let mut channel = Endpoint::from_shared(endpoint.to_string())?
+        .timeout(EXPORT_TIMEOUT)
+        .connect_timeout(EXPORT_TIMEOUT);
+    if endpoint.scheme() == "https" {
+        channel = channel.tls_config(ClientTlsConfig::new().with_native_roots())?;
+    }
+    Ok(TraceServiceClient::new(channel.connect_lazy()))
 }
 
 /// Whether spans are recorded at all.
@@ -256,16 +306,60 @@ pub fn current_traceparent() -> Option<String> {
 }
 
 /// Sends spans as they come: whatever queued while the last batch was in flight goes in the next one.
-async fn export(mut spans: mpsc::Receiver<Span>, endpoint: reqwest::Url, http: reqwest::Client) {
+/// Where the exporter sends its batches.
+enum Exporter {
+    Http {
+        client: reqwest::Client,
+        endpoint: reqwest::Url,
+    },
+    Grpc(TraceServiceClient<Channel>),
+}
+
+async fn export(mut spans: mpsc::Receiver<Span>, mut exporter: Exporter) {
     let mut batch = Vec::with_capacity(BATCH);
     while spans.recv_many(&mut batch, BATCH).await > 0 {
-        send(&http, &endpoint, std::mem::take(&mut batch)).await;
+        let count = batch.len();
+        let request = export_request(std::mem::take(&mut batch));
+        let refused = match &mut exporter {
+            Exporter::Http { client, endpoint } => send_http(client, endpoint, request).await,
+            Exporter::Grpc(client) => client
+                .export(request)
+                .await
+                .err()
+                .map(|status| format!("{}: {}", status.code(), status.message())),
+        };
+        if let Some(error) = refused {
+            tracing::warn!(target: "portico::traces", error, spans = count, "spans not exported");
+        }
     }
 }
 
-async fn send(http: &reqwest::Client, endpoint: &reqwest::Url, spans: Vec<Span>) {
-    let count = spans.len();
-    let request = ExportTraceServiceRequest {
+/// Sends one batch over OTLP/HTTP; why it failed, if it did.
+async fn send_http(
+    http: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    request: ExportTraceServiceRequest,
+) -> Option<String> {
+    let sent = http
+        .post(endpoint.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+        .timeout(EXPORT_TIMEOUT)
+        .body(request.encode_to_vec())
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(format!(
+            "the collector answered HTTP {}",
+            response.status().as_u16()
+        )),
+        Err(e) => Some(e.without_url().to_string()),
+    }
+}
+
+/// One batch as the OTLP export request, under Portico's resource and scope.
+fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
@@ -288,22 +382,6 @@ async fn send(http: &reqwest::Client, endpoint: &reqwest::Url, spans: Vec<Span>)
             }],
             schema_url: String::new(),
         }],
-    };
-    let sent = http
-        .post(endpoint.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-        .timeout(Duration::from_secs(10))
-        .body(request.encode_to_vec())
-        .send()
-        .await;
-    match sent {
-        Ok(response) if response.status().is_success() => {}
-        Ok(response) => {
-            tracing::warn!(target: "portico::traces", status = response.status().as_u16(), spans = count, "the collector refused spans")
-        }
-        Err(e) => {
-            tracing::warn!(target: "portico::traces", error = %e.without_url(), spans = count, "spans not exported")
-        }
     }
 }
 
