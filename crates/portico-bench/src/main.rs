@@ -7,6 +7,7 @@
 //! - `tools/list` latency at 1 connection over 10 targets of 50 tools vs 1 target;
 //! - the gateway's resident memory idle and after 1000 idle sessions.
 
+mod goals;
 mod hardening;
 mod tracing_cost;
 
@@ -54,6 +55,10 @@ struct Cli {
     /// Only the cost of tracing: off, 1 % sampled, every request.
     #[arg(long)]
     tracing: bool,
+    /// Only the figures of the performance goals (gateway CPU per call, added latency, list merging,
+    /// session start-up, memory per session, binary size), each against direct in the same run.
+    #[arg(long)]
+    goals: bool,
 }
 
 struct Proc(Child);
@@ -232,6 +237,20 @@ struct Stats {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Requests answered in the window.
+    calls: usize,
+}
+
+impl Stats {
+    /// Each figure's median over `rounds`.
+    fn median_of(rounds: &[Stats]) -> Stats {
+        Stats {
+            per_second: median(&mut rounds.iter().map(|s| s.per_second).collect::<Vec<_>>()),
+            p50_ms: median(&mut rounds.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
+            p99_ms: median(&mut rounds.iter().map(|s| s.p99_ms).collect::<Vec<_>>()),
+            calls: rounds.iter().map(|s| s.calls).sum::<usize>() / rounds.len().max(1),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -298,6 +317,7 @@ async fn load(
         per_second: all.len() as f64 / elapsed,
         p50_ms: percentile(&all, 0.5),
         p99_ms: percentile(&all, 0.99),
+        calls: all.len(),
     })
 }
 
@@ -328,6 +348,7 @@ async fn fan_out(urls: &[String], seconds: f64) -> anyhow::Result<Stats> {
         per_second: latencies.len() as f64 / started.elapsed().as_secs_f64(),
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
+        calls: latencies.len(),
     })
 }
 
@@ -371,12 +392,7 @@ async fn compare_all(
             rounds[i].push(load(sides[i], connections, cli.seconds, make).await?);
         }
     }
-    let summarize = |rounds: &[Stats]| Stats {
-        per_second: median(&mut rounds.iter().map(|s| s.per_second).collect::<Vec<_>>()),
-        p50_ms: median(&mut rounds.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
-        p99_ms: median(&mut rounds.iter().map(|s| s.p99_ms).collect::<Vec<_>>()),
-    };
-    Ok(rounds.iter().map(|r| summarize(r)).collect())
+    Ok(rounds.iter().map(|r| Stats::median_of(r)).collect())
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -787,6 +803,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.tracing {
         return tracing_cost::run(&cli, &portico).await;
+    }
+    if cli.goals {
+        return goals::run(&cli, &portico).await;
     }
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;

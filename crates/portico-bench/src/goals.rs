@@ -1,0 +1,267 @@
+//! `portico-bench --goals`: the figures of the performance issue (#11), each as a ratio to a direct
+//! connection measured in the same run, so they hold on any machine:
+//! - gateway CPU per proxied `tools/call` at 32 connections (from `/proc/<pid>/stat`);
+//! - added latency at 1 connection, p50 and p99;
+//! - `tools/list` of 10 targets × 50 tools at 1 connection, and gateway CPU per merged tool;
+//! - 200 × (`initialize` + `DELETE`) through one HTTP target and one stdio target, vs direct;
+//! - RSS idle and per idle session with one HTTP target;
+//! - the size of the `portico` binary as built.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::{
+    Cli, Conn, Side, Stats, echo_call, fixture, gateway, http_target, list_tools, load, median,
+    route, rss_kib,
+};
+
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
+/// A load run and the CPU the gateway spent on it, per request (µs).
+async fn with_cpu(
+    pid: u32,
+    side: Side<'_>,
+    connections: usize,
+    seconds: f64,
+    make: fn(u64) -> serde_json::Value,
+) -> anyhow::Result<(Stats, f64)> {
+    let before = cpu_seconds(pid);
+    let stats = load(side, connections, seconds, make).await?;
+    let used = cpu_seconds(pid) - before;
+    Ok((stats, used / stats.calls.max(1) as f64 * 1e6))
+}
+
+/// `rounds` alternating (direct, through) runs; medians of each.
+async fn versus(
+    cli: &Cli,
+    pid: u32,
+    direct: &str,
+    through: &str,
+    connections: usize,
+) -> anyhow::Result<(Stats, Stats, f64)> {
+    let (mut a, mut b, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..cli.rounds {
+        let through_first = round % 2 == 1;
+        if through_first {
+            let (stats, used) = with_cpu(
+                pid,
+                Side::plain(through),
+                connections,
+                cli.seconds,
+                echo_call,
+            )
+            .await?;
+            b.push(stats);
+            cpu.push(used);
+        }
+        a.push(load(Side::plain(direct), connections, cli.seconds, echo_call).await?);
+        if !through_first {
+            let (stats, used) = with_cpu(
+                pid,
+                Side::plain(through),
+                connections,
+                cli.seconds,
+                echo_call,
+            )
+            .await?;
+            b.push(stats);
+            cpu.push(used);
+        }
+    }
+    Ok((Stats::median_of(&a), Stats::median_of(&b), median(&mut cpu)))
+}
+
+/// `count` × (`initialize`, `DELETE`) on one keep-alive connection; seconds taken.
+async fn sessions_over_http(url: &str, count: usize) -> anyhow::Result<f64> {
+    let mut conn = Conn::open(url, None).await?;
+    let started = Instant::now();
+    for _ in 0..count {
+        conn.session = None;
+        conn.initialize().await?;
+        conn.delete().await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// `count` × (start the stdio fixture, `initialize`, close its stdin and wait for it): what a client
+/// that runs the server itself pays.
+async fn sessions_over_stdio(portico: &Path, count: usize) -> anyhow::Result<f64> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+    let started = Instant::now();
+    for _ in 0..count {
+        let mut child = Command::new(portico)
+            .args(["fixture", "--name", "stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?;
+        stdin.write_all(format!("{init}\n").as_bytes()).await?;
+        let mut lines = BufReader::new(stdout).lines();
+        let answer = lines.next_line().await?.unwrap_or_default();
+        anyhow::ensure!(answer.contains("\"result\""), "stdio fixture: {answer}");
+        stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .await?;
+        drop(stdin);
+        child.wait().await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Median seconds of `rounds` runs of `run`.
+async fn median_seconds<F, Fut>(rounds: usize, mut run: F) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let mut all = Vec::new();
+    for _ in 0..rounds {
+        all.push(run().await?);
+    }
+    Ok(median(&mut all))
+}
+
+fn stdio_target(portico: &Path) -> String {
+    format!(
+        "          - name: local\n            stdio:\n              cmd: \"{}\"\n              args: [\"fixture\", \"--name\", \"local\"]\n",
+        portico.display()
+    )
+}
+
+pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
+    let (_call_fixture, call_url) = fixture(portico, &["--name", "call"]).await?;
+    let mut list_fixtures = Vec::new();
+    let mut list_targets = Vec::new();
+    for i in 0..10 {
+        // 20 built-in tools + 30 generated = 50 tools per target.
+        let (proc, url) = fixture(
+            portico,
+            &["--name", &format!("list{i}"), "--extra-tools", "30"],
+        )
+        .await?;
+        list_fixtures.push(proc);
+        list_targets.push(http_target(&format!("t{i}"), &url));
+    }
+    let config = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}{}config:\n  logging: {{level: warn}}\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n  adminAddr: 127.0.0.1:0\n",
+        route("call", "/call", &http_target("call", &call_url)),
+        route("ten", "/ten", &list_targets.concat()),
+        route("one", "/one", &list_targets[0]),
+        route("stdio", "/stdio", &stdio_target(portico)),
+    );
+    let (gateway_proc, base) = gateway(portico, &config).await?;
+    let pid = gateway_proc.0.id().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = rss_kib(pid);
+    let through = format!("{base}/call");
+
+    println!(
+        "## Performance goals (issue #11), {} s × {} rounds, medians\n",
+        cli.seconds, cli.rounds
+    );
+    println!("| figure | direct | through portico | result |\n|---|---|---|---|");
+
+    let (direct, proxied, cpu) = versus(cli, pid, &call_url, &through, cli.connections).await?;
+    println!(
+        "| tools/call, {} connections: calls/s | {:.0} | {:.0} | {:.2}× direct; gateway CPU {cpu:.1} µs per call |",
+        cli.connections,
+        direct.per_second,
+        proxied.per_second,
+        proxied.per_second / direct.per_second
+    );
+    let (direct, proxied, _) = versus(cli, pid, &call_url, &through, 1).await?;
+    println!(
+        "| tools/call, 1 connection: p50 / p99 ms | {:.3} / {:.3} | {:.3} / {:.3} | added {:+.3} / {:+.3} ms |",
+        direct.p50_ms,
+        direct.p99_ms,
+        proxied.p50_ms,
+        proxied.p99_ms,
+        proxied.p50_ms - direct.p50_ms,
+        proxied.p99_ms - direct.p99_ms
+    );
+
+    let (one_url, ten_url) = (format!("{base}/one"), format!("{base}/ten"));
+    let (mut one, mut ten, mut per_tool) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..cli.rounds {
+        one.push(load(Side::plain(&one_url), 1, cli.seconds, list_tools).await?);
+        let (stats, cpu) = with_cpu(pid, Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
+        ten.push(stats);
+        per_tool.push(cpu / 500.0);
+    }
+    let (one, ten) = (Stats::median_of(&one), Stats::median_of(&ten));
+    println!(
+        "| tools/list, 10 targets × 50 tools, 1 connection: p50 ms | 1 target: {:.3} | {:.3} | {:.1}× one target; gateway CPU {:.2} µs per merged tool |",
+        one.p50_ms,
+        ten.p50_ms,
+        ten.p50_ms / one.p50_ms,
+        median(&mut per_tool)
+    );
+
+    let count = 200;
+    let direct = median_seconds(cli.rounds, || sessions_over_http(&call_url, count)).await?;
+    let proxied = median_seconds(cli.rounds, || sessions_over_http(&through, count)).await?;
+    println!(
+        "| {count} × (initialize + DELETE), one HTTP target: s | {direct:.3} | {proxied:.3} | {:.2}× direct |",
+        proxied / direct
+    );
+    let stdio_url = format!("{base}/stdio");
+    let direct = median_seconds(cli.rounds, || sessions_over_stdio(portico, count)).await?;
+    let proxied = median_seconds(cli.rounds, || sessions_over_http(&stdio_url, count)).await?;
+    println!(
+        "| {count} × (initialize + DELETE), one stdio target: s | {direct:.3} | {proxied:.3} | {:.2}× direct |",
+        proxied / direct
+    );
+
+    let before = rss_kib(pid);
+    let mut conns = Vec::new();
+    for _ in 0..cli.sessions {
+        let mut conn = Conn::open(&through, None).await?;
+        conn.initialize().await?;
+        conns.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = rss_kib(pid);
+    println!(
+        "| RSS idle / per idle session (one HTTP target, {} sessions) | | {:.1} MiB / {:.1} KiB | |",
+        cli.sessions,
+        idle_rss as f64 / 1024.0,
+        loaded.saturating_sub(before) as f64 / cli.sessions as f64
+    );
+    drop(conns);
+    let size = std::fs::metadata(portico)?.len();
+    println!(
+        "| release binary `{}` | | {:.1} MB | |",
+        portico.display(),
+        size as f64 / 1e6
+    );
+    Ok(())
+}
