@@ -22,6 +22,9 @@ pub struct FixtureOptions {
     pub page_size: usize,
     /// Every tool, built once: listing is the benchmarks' hot path.
     pub tools: ListToolsResult,
+    /// Send `notifications/tools/list_changed` this long after each session is initialized, outside
+    /// any request (so it travels on the session's GET stream).
+    pub list_changed_after: Option<std::time::Duration>,
 }
 
 /// The full tool list: the built-in tools plus `extra` generated ones.
@@ -391,6 +394,16 @@ impl Fixture {
 }
 
 impl ServerHandler for Fixture {
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        let Some(after) = self.options.list_changed_after else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = context.peer.notify_tool_list_changed().await;
+        });
+    }
+
     fn get_info(&self) -> ServerConfig {
         let info = json!({
             "protocolVersion": "2025-11-25",

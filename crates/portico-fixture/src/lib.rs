@@ -63,6 +63,10 @@ pub struct FixtureArgs {
     /// An access key the `--sigv4` check accepts, as `ACCESS_KEY_ID:SECRET` (repeatable).
     #[arg(long, value_name = "ID:SECRET")]
     pub sigv4_key: Vec<String>,
+    /// Send `notifications/tools/list_changed` this many milliseconds after each session starts,
+    /// outside any request.
+    #[arg(long, value_name = "MS")]
+    pub list_changed_after: Option<u64>,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
@@ -73,6 +77,7 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
         name: cli.name,
         tools: handler::tool_list(cli.extra_tools),
         page_size: cli.page_size,
+        list_changed_after: cli.list_changed_after.map(std::time::Duration::from_millis),
     });
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,

@@ -527,3 +527,33 @@ async fn stdio_environment_and_stderr() {
         "{stderr_line}"
     );
 }
+
+/// A message an HTTP target sends outside any request (on its own GET stream) reaches the client's GET
+/// stream: Portico opens the target's stream when the client opens its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_targets_unprompted_message_reaches_the_clients_get_stream() {
+    let fixture = HttpFixture::start(&["--name", "remote", "--list-changed-after", "700"]).await;
+    let gateway = Gateway::start(&config_with_targets(
+        &http_target("remote", &fixture.url),
+        "",
+    ))
+    .await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let mut get = client
+        .http
+        .get(gateway.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("notifications/tools/list_changed") {
+        let chunk = tokio::time::timeout_at(deadline.into(), get.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("the target's list_changed in time; got {seen:?}"));
+        seen.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+}

@@ -254,7 +254,7 @@ async fn initialize(
 ) {
     let reply = match start_session(gateway, route, &message, claims, token).await {
         Ok((session, result)) => {
-            session.mux.downlink.attach(connection.stream.clone());
+            session.mux.attach_stream(connection.stream.clone());
             let _ = connection.session.set(session);
             result
         }

@@ -86,6 +86,8 @@ pub struct Sessions {
     map: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     epoch: Instant,
     ttl: Duration,
+    /// Sessions being closed after the client deleted them; shutdown waits for them.
+    closing: tokio_util::task::TaskTracker,
 }
 
 impl Sessions {
@@ -94,6 +96,7 @@ impl Sessions {
             map: RwLock::default(),
             epoch: Instant::now(),
             ttl,
+            closing: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -151,6 +154,19 @@ impl Sessions {
             .remove(id);
         let Some(session) = removed else { return false };
         session.mux.close().await;
+        true
+    }
+
+    /// Removes a session at once and closes it (its targets) in the background, so the client's
+    /// `DELETE` does not wait for remote targets or processes to stop; `false` if there was none.
+    pub fn end(&self, id: &str) -> bool {
+        let removed = self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let Some(session) = removed else { return false };
+        self.closing.spawn(async move { session.mux.close().await });
         true
     }
 
@@ -225,6 +241,8 @@ impl Sessions {
             .map(|(_, s)| s)
             .collect();
         futures::future::join_all(all.iter().map(|s| s.mux.close())).await;
+        self.closing.close();
+        self.closing.wait().await;
     }
 }
 

@@ -787,7 +787,7 @@ fn get(
         Err(refused) => return refused,
     };
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-    session.mux.downlink.attach(tx);
+    session.mux.attach_stream(tx);
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         let frame = tokio::select! {
             message = rx.recv() => sse::message_frame(&message?),
@@ -808,7 +808,7 @@ async fn delete(
         Ok(session) => session,
         Err(refused) => return refused,
     };
-    gateway.sessions.remove(&session.id).await;
+    gateway.sessions.end(&session.id);
     tracing::info!(target: "portico::session", route = %route.name, session = %session.tag, "session deleted by the client");
     empty(StatusCode::OK)
 }

@@ -158,6 +158,9 @@ pub struct Mux {
     /// Name → target for `prefixMode: never` (`None`: served by several targets, hidden).
     bare_names: Mutex<HashMap<(u8, String), Option<usize>>>,
     pub downlink: Downlink,
+    /// Whether the client has opened a stream for messages outside requests; from then on every
+    /// target's own such stream is open too.
+    listening: AtomicBool,
     closed: CancellationToken,
     /// List-item authorization decisions: (target, kind, caller fingerprint) → name → allowed.
     decisions: Mutex<Decisions>,
@@ -227,6 +230,7 @@ impl Mux {
             next_server_request: AtomicU64::new(1),
             bare_names: Mutex::default(),
             downlink: Downlink::default(),
+            listening: AtomicBool::new(false),
             closed: CancellationToken::new(),
             decisions: Mutex::default(),
             fingerprint_keys: Default::default(),
@@ -330,8 +334,25 @@ impl Mux {
             upstream.close().await;
             return Err(UpstreamError::Closed);
         }
+        if self.listening.load(Ordering::Acquire)
+            && let Some(upstream) = slot.upstream.load_full()
+        {
+            upstream.listen();
+        }
         tracing::info!(target: "portico::mux", target = %target.name, "target connected");
         Ok(())
+    }
+
+    /// Makes `stream` the client's stream for messages outside requests (its GET stream, or the
+    /// legacy SSE stream), and opens each target's own.
+    pub fn attach_stream(&self, stream: mpsc::Sender<String>) {
+        self.downlink.attach(stream);
+        self.listening.store(true, Ordering::Release);
+        for t in self.live() {
+            if let Some(upstream) = self.slot(t).upstream.load_full() {
+                upstream.listen();
+            }
+        }
     }
 
     /// Retries a target with exponential backoff until it answers or the session ends; the client
@@ -701,6 +722,12 @@ impl Mux {
             return denied;
         }
         let guarded_result = matches!(method, "tools/call" | "prompts/get" | "resources/read");
+        if method == "resources/subscribe"
+            && let Some(upstream) = self.slot(t).upstream.load_full()
+        {
+            // The target sends `notifications/resources/updated` outside the request.
+            upstream.listen();
+        }
         // `params` is an object (checked in `request`); only the name changes, nothing is added.
         let Some(params) = jsonrpc::params_mut(&mut request) else {
             return Outcome::of(unknown(request["id"].clone(), kind, &name));

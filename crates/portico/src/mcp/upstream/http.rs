@@ -1,6 +1,7 @@
 //! A target reached over MCP Streamable HTTP: one POST per message, JSON or SSE replies, a GET stream
 //! for the target's unprompted messages, and the upstream's own `Mcp-Session-Id`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,11 @@ pub struct HttpUpstream {
     /// The `initialize` request, replayed once if the upstream session expires.
     init_request: RwLock<Option<Value>>,
     listen: CancellationToken,
+    /// Whether the GET stream was opened: only once someone can hear what comes on it.
+    listening: AtomicBool,
+    /// Held (for writing) while `notifications/initialized` is on its way; everything else sent to
+    /// the target waits for it (reads), so the target hears it first.
+    ready: Arc<tokio::sync::RwLock<()>>,
     outbound: Arc<Outbound>,
     /// Largest reply body or SSE event accepted from the target.
     max_message: usize,
@@ -78,6 +84,8 @@ impl HttpUpstream {
             protocol_version: RwLock::new(None),
             init_request: RwLock::new(None),
             listen: CancellationToken::new(),
+            listening: AtomicBool::new(false),
+            ready: Arc::default(),
         }
     }
 
@@ -95,6 +103,7 @@ impl HttpUpstream {
     }
 
     async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
+        let _ready = self.ready.read().await;
         let body =
             serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let request = self
@@ -212,6 +221,36 @@ impl HttpUpstream {
         Err(UpstreamError::Closed)
     }
 
+    /// Sends `notifications/initialized` without waiting for the target's 202: the client's
+    /// `initialize` is answered a round trip sooner, and whatever is sent next waits for it instead.
+    pub fn send_initialized(&self) {
+        let Ok(gate) = self.ready.clone().try_write_owned() else {
+            return;
+        };
+        let message = jsonrpc::notification("notifications/initialized", serde_json::json!({}));
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(ACCEPT, ACCEPT_BOTH)
+            .header(CONTENT_TYPE, "application/json")
+            .body(message.to_string());
+        let session = (read(&self.session_id), read(&self.protocol_version));
+        let (client, outbound) = (self.client.clone(), self.outbound.clone());
+        tokio::spawn(async move {
+            let _gate = gate;
+            let sent = match outbound.finish(with_session(request, &session)).await {
+                Ok(request) => client.execute(request).await.map_err(connect_error),
+                Err(e) => Err(e),
+            };
+            let refused = match sent {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => format!("HTTP {}", response.status().as_u16()),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(target: "portico::upstream", error = %refused, "the target did not take notifications/initialized");
+        });
+    }
+
     /// Sends a notification or a response; the target answers 202 with no body.
     pub async fn send(&self, message: Value) -> Result<(), UpstreamError> {
         let response = self.post(&message).await?;
@@ -222,13 +261,20 @@ impl HttpUpstream {
         }
     }
 
-    /// Opens the GET stream on which the target may send notifications and requests at any time.
+    /// Opens the GET stream on which the target may send notifications and requests at any time,
+    /// unless it is open already. Not at connect: an idle session then costs the target no stream, and
+    /// Portico no pooled connection, tasks and buffers.
     pub fn open_listen_stream(&self) {
+        if self.listening.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let session = (read(&self.session_id), read(&self.protocol_version));
         let (sink, cancel, client) = (self.sink.clone(), self.listen.clone(), self.client.clone());
         let (url, outbound, max_event) =
             (self.url.clone(), self.outbound.clone(), self.max_message);
+        let ready = self.ready.clone();
         tokio::spawn(async move {
+            drop(ready.read().await);
             let mut backoff = Duration::from_millis(500);
             loop {
                 // Built again for every attempt: credentials may have been refreshed since.
@@ -257,6 +303,7 @@ impl HttpUpstream {
         if read(&self.session_id).is_none() {
             return;
         }
+        let _ready = self.ready.read().await;
         let Ok(request) = self.prepare(self.client.delete(self.url.clone())).await else {
             return;
         };

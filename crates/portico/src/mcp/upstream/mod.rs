@@ -212,6 +212,8 @@ impl Upstream {
         upstream.init_result = result;
         if let Transport::Http(http) = &upstream.transport {
             http.set_protocol_version(&version);
+            http.send_initialized();
+            return Ok(Arc::new(upstream));
         }
         upstream
             .notify(jsonrpc::notification(
@@ -219,10 +221,15 @@ impl Upstream {
                 Value::Object(Default::default()),
             ))
             .await?;
-        if let Transport::Http(http) = &upstream.transport {
+        Ok(Arc::new(upstream))
+    }
+
+    /// Opens the target's channel for messages outside requests (the GET stream of an HTTP target),
+    /// once someone listens: the client opened its own GET stream, or subscribed to a resource.
+    pub fn listen(&self) {
+        if let Transport::Http(http) = &self.transport {
             http.open_listen_stream();
         }
-        Ok(Arc::new(upstream))
     }
 
     /// A fresh id for a request to this target.
