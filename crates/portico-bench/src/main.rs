@@ -9,6 +9,7 @@
 
 mod goals;
 mod hardening;
+mod instructions;
 mod tracing_cost;
 
 use std::path::PathBuf;
@@ -59,6 +60,13 @@ struct Cli {
     /// session start-up, memory per session, binary size), each against direct in the same run.
     #[arg(long)]
     goals: bool,
+    /// The performance gate: instructions per proxied call and per merged tool, counted under
+    /// `valgrind --tool=callgrind`; fails when one is > 10 % worse than the committed baseline.
+    #[arg(long)]
+    instructions: bool,
+    /// With `--instructions`: write the figures as the new baseline.
+    #[arg(long, requires = "instructions")]
+    update_baseline: bool,
 }
 
 struct Proc(Child);
@@ -806,6 +814,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.goals {
         return goals::run(&cli, &portico).await;
+    }
+    if cli.instructions {
+        return instructions::run(&portico, cli.update_baseline).await;
     }
 
     let (_call_fixture, call_url) = fixture(&portico, &["--name", "call"]).await?;
