@@ -14,6 +14,9 @@ pub struct Event {
 #[derive(Debug)]
 pub struct Reader {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no line end: a long line arriving in many chunks is
+    /// scanned once, not once per chunk.
+    scanned: usize,
     current: Event,
     has_data: bool,
     max_event: usize,
@@ -28,6 +31,7 @@ impl Reader {
     pub fn new(max_event: usize) -> Self {
         Self {
             buffer: Vec::new(),
+            scanned: 0,
             current: Event::default(),
             has_data: false,
             max_event,
@@ -41,26 +45,31 @@ impl Reader {
 
     /// Adds `chunk` and returns the events it completed; `Err` once an event is larger than the limit.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
-        self.buffer.extend_from_slice(chunk);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut start = 0;
-        while let Some(offset) = self.buffer[start..]
-            .iter()
-            .position(|b| *b == b'\n' || *b == b'\r')
-        {
-            let end = start + offset;
+        let mut search = self.scanned;
+        // Where the unfinished line's scan stopped: the end, or a `\r` that may start a `\r\n`.
+        let mut scanned_to = buffer.len();
+        while let Some(offset) = memchr::memchr2(b'\n', b'\r', &buffer[search..]) {
+            let end = search + offset;
             // A lone `\r` at the end of the buffer may be the first half of `\r\n`: wait for more.
-            if self.buffer[end] == b'\r' && end + 1 == self.buffer.len() {
+            if buffer[end] == b'\r' && end + 1 == buffer.len() {
+                scanned_to = end;
                 break;
             }
-            let line = String::from_utf8_lossy(&self.buffer[start..end]).into_owned();
-            let skip = if self.buffer[end] == b'\r' && self.buffer.get(end + 1) == Some(&b'\n') {
+            // Borrowed unless the line is not UTF-8.
+            let line = String::from_utf8_lossy(&buffer[start..end]);
+            let event = self.line(&line);
+            let skip = if buffer[end] == b'\r' && buffer.get(end + 1) == Some(&b'\n') {
                 2
             } else {
                 1
             };
             start = end + skip;
-            if let Some(event) = self.line(&line) {
+            search = start;
+            if let Some(event) = event {
                 events.push(event);
             }
             if self.current.data.len() > self.max_event
@@ -69,7 +78,9 @@ impl Reader {
                 return Err(EventTooLarge);
             }
         }
-        self.buffer.drain(..start);
+        buffer.drain(..start);
+        self.scanned = scanned_to - start;
+        self.buffer = buffer;
         if self.buffer.len() + self.current.data.len() > self.max_event {
             return Err(EventTooLarge);
         }
@@ -136,6 +147,23 @@ mod tests {
         assert_eq!(events[0].event.as_deref(), Some("message"));
         assert_eq!(events[1].data, "x\ny");
         assert_eq!(events[1].id.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn every_split_of_a_stream_gives_the_same_events() {
+        let stream = b"event: message\r\ndata: {\"long\":\"0123456789abcdef\"}\r\n\r\ndata: a\rdata: b\r\rid: 9\ndata: \xff\n\n";
+        let whole = Reader::new(1024).feed(stream).unwrap();
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[1].data, "a\nb");
+        assert_eq!(whole[2].data, "\u{fffd}");
+        for size in 1..stream.len() {
+            let mut reader = Reader::new(1024);
+            let events: Vec<Event> = stream
+                .chunks(size)
+                .flat_map(|chunk| reader.feed(chunk).unwrap())
+                .collect();
+            assert_eq!(events, whole, "chunks of {size}");
+        }
     }
 
     #[test]

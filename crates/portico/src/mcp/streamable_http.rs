@@ -627,7 +627,9 @@ pub(crate) async fn handle_request(
             .and_then(traces::Context::parse)
     });
     let span = traces::OpenSpan::server(&method, parent);
-    let handling = session.mux.request(message, stream, caller);
+    // Boxed: a future is moved (copied) whole at each await that holds it, and this one holds every
+    // stage down to the target's HTTP client.
+    let handling = Box::pin(session.mux.request(message, stream, caller));
     let outcome = match &span {
         Some(span) => traces::within(span.context(), handling).await,
         None => handling.await,
@@ -698,7 +700,7 @@ async fn run_request(
     let client = tx.clone();
     let route = route.clone();
     let mut handling = Box::pin(async move {
-        let outcome = handle_request(
+        let outcome = Box::pin(handle_request(
             &route,
             &session,
             message,
@@ -706,7 +708,7 @@ async fn run_request(
             caller.as_ref(),
             sub.as_deref(),
             parent,
-        )
+        ))
         .await;
         drop(slot);
         (outcome.response, outcome.response_headers, tx)

@@ -54,7 +54,8 @@ impl Mux {
         if let Some(span) = &span {
             carry_trace_context(&mut request, span.context());
         }
-        let sending = upstream.request(request);
+        // Boxed: the transport's future is large, and would otherwise be copied at every await above.
+        let sending = Box::pin(upstream.request(request));
         let sending = async {
             match &span {
                 Some(span) => traces::within(span.context(), sending).await,

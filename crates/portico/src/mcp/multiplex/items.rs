@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::naming::{self, ListKind};
@@ -18,8 +18,47 @@ pub struct Page<'a> {
 /// One listed item: raw JSON, its fields read at most once, when something needs its name.
 pub struct Item<'a> {
     pub raw: &'a RawValue,
-    fields: Option<Vec<(String, &'a RawValue)>>,
+    fields: Option<Vec<(Key<'a>, &'a RawValue)>>,
     name: Option<Option<String>>,
+}
+
+/// An object key: borrowed from the JSON text unless it has escapes.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl std::ops::Deref for Key<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_string()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 impl<'a> Item<'a> {
@@ -31,7 +70,7 @@ impl<'a> Item<'a> {
         }
     }
 
-    fn fields(&mut self) -> Option<&[(String, &'a RawValue)]> {
+    fn fields(&mut self) -> Option<&[(Key<'a>, &'a RawValue)]> {
         if self.fields.is_none() {
             let Fields(fields) = serde_json::from_str(self.raw.get()).ok()?;
             self.fields = Some(fields);
@@ -45,7 +84,7 @@ impl<'a> Item<'a> {
             let field = kind.name_field();
             let name = self
                 .fields()
-                .and_then(|fields| fields.iter().find(|(key, _)| key == field))
+                .and_then(|fields| fields.iter().find(|(key, _)| &**key == field))
                 .and_then(|(_, value)| serde_json::from_str(value.get()).ok());
             self.name = Some(name);
         }
@@ -70,7 +109,7 @@ impl<'a> Item<'a> {
             push_json_string(out, key);
             out.push(':');
             match &name {
-                Some(name) if key == kind.name_field() => push_json_string(out, name),
+                Some(name) if &**key == kind.name_field() => push_json_string(out, name),
                 _ => out.push_str(value.get()),
             }
         }
@@ -78,26 +117,54 @@ impl<'a> Item<'a> {
     }
 }
 
-/// Reads the items and the cursor of a list result.
+/// Reads the items and the cursor of a list result, in one pass over its text.
 pub fn read_page(result: &RawValue, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
-    let Fields(fields) = serde_json::from_str(result.get())?;
-    let mut page = Page {
-        items: Vec::new(),
-        next_cursor: None,
-    };
-    for (key, value) in fields {
-        if key == kind.result_key() {
-            let raw: Vec<&RawValue> = serde_json::from_str(value.get())?;
-            page.items = raw.into_iter().map(Item::new).collect();
-        } else if key == "nextCursor" {
-            page.next_cursor = serde_json::from_str(value.get())?;
-        }
-    }
+    let mut deserializer = serde_json::Deserializer::from_str(result.get());
+    let page = PageSeed(kind).deserialize(&mut deserializer)?;
+    deserializer.end()?;
     Ok(page)
 }
 
+/// Deserializes a list result into a [`Page`]: the items array is split into raw items as it is
+/// read; other fields are skipped unparsed.
+struct PageSeed(ListKind);
+
+impl<'de> DeserializeSeed<'de> for PageSeed {
+    type Value = Page<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Page<'de>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed {
+    type Value = Page<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list result object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Page<'de>, A::Error> {
+        let mut page = Page {
+            items: Vec::new(),
+            next_cursor: None,
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if &*key == self.0.result_key() {
+                let raw: Vec<&'de RawValue> = map.next_value()?;
+                page.items = raw.into_iter().map(Item::new).collect();
+            } else if &*key == "nextCursor" {
+                page.next_cursor = map.next_value()?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(page)
+    }
+}
+
 /// An object's fields in order, values unparsed.
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+struct Fields<'a>(Vec<(Key<'a>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -111,7 +178,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(key) = map.next_key::<Key<'de>>()? {
                     fields.push((key, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Fields(fields))
@@ -122,6 +189,13 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 }
 
 pub fn push_json_string(out: &mut String, text: &str) {
+    let needs_escape = text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    if !needs_escape {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     // Serializing a string cannot fail.
     out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
@@ -141,6 +215,21 @@ mod tests {
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.next_cursor.as_deref(), Some("2"));
         assert_eq!(page.items[1].name(ListKind::Tools), Some("b"));
+    }
+
+    #[test]
+    fn escaped_keys_and_other_fields_are_read_alike() {
+        let result = raw(
+            r#"{"_meta":{"tools":[1]},"too\u006cs":[{"na\u006de":"a\"b","x":1}],"nextCursor":null}"#,
+        );
+        let mut page = read_page(&result, ListKind::Tools).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.next_cursor, None);
+        assert_eq!(page.items[0].name(ListKind::Tools), Some("a\"b"));
+        let mut out = String::new();
+        page.items[0].write_prefixed(&mut out, ListKind::Tools, "t");
+        assert_eq!(out, r#"{"name":"t_a\"b","x":1}"#);
+        assert!(read_page(&raw(r#"{"tools":{}}"#), ListKind::Tools).is_err());
     }
 
     #[test]
