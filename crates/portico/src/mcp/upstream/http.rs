@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -207,10 +208,13 @@ impl HttpUpstream {
                         payload,
                     }) if Some(answered) == id => {
                         // The target ends the stream right after its response; reading that end lets the
-                        // connection go back to the pool instead of being closed.
-                        tokio::spawn(
-                            async move { while let Ok(Some(_)) = response.chunk().await {} },
-                        );
+                        // connection go back to the pool instead of being closed. Usually the end has
+                        // arrived with the response: only when it has not does a task wait for it.
+                        if !matches!(response.chunk().now_or_never(), Some(Ok(None))) {
+                            tokio::spawn(async move {
+                                while let Ok(Some(_)) = response.chunk().await {}
+                            });
+                        }
                         return Ok(payload);
                     }
                     Some(Incoming::Other(message)) => self.sink.message(message, id),
