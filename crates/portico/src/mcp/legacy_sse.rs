@@ -22,11 +22,9 @@ use super::jsonrpc::{self, Kind, code};
 use super::multiplex::STREAM_CAPACITY;
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
-use super::streamable_http::{
-    Body, KEEP_ALIVE, empty, handle_request, over_limit, over_rate_limit, read_body, refuse,
-    sse_response, start_session, subject,
-};
 use crate::config::runtime::Route;
+use crate::mcp::handling::{handle_request, over_rate_limit, read_body, start_session, subject};
+use crate::mcp::respond::{Body, KEEP_ALIVE, empty, over_limit, refuse, sse_response};
 use crate::policy::authz::Caller;
 use crate::server::Gateway;
 
@@ -218,7 +216,7 @@ pub async fn message(
                 .mux
                 .authorizes()
                 .then(|| Caller::new(&parts.headers, "POST", parts.uri.path(), peer, claims));
-            let parent = super::streamable_http::traceparent(&parts.headers);
+            let parent = super::handling::traceparent(&parts.headers);
             let route = route.clone();
             tokio::spawn(async move {
                 let outcome = handle_request(

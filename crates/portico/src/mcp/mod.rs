@@ -1,10 +1,13 @@
 //! The Model Context Protocol: messages, the client-facing transport, sessions, multiplexing and the
 //! connections to targets.
 
+pub mod endpoint;
+pub mod handling;
 pub mod jsonrpc;
 pub mod legacy_sse;
 pub mod multiplex;
 pub mod params;
+pub mod respond;
 pub mod session;
 pub mod sse;
 pub mod streamable_http;

@@ -14,7 +14,8 @@ use hyper::body::{Frame, Incoming};
 
 use super::Gateway;
 use crate::config::runtime::{HostBackend, Route};
-use crate::mcp::streamable_http::{self, Body};
+use crate::mcp::handling;
+use crate::mcp::respond::{self, Body};
 use crate::policy::a2a;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and the ones the
@@ -32,7 +33,7 @@ const NOT_FORWARDED: [header::HeaderName; 9] = [
 ];
 
 fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(streamable_http::full(text));
+    let mut response = Response::new(respond::full(text));
     *response.status_mut() = status;
     response
 }
@@ -79,20 +80,20 @@ async fn proxy(
     let Some(backend) = route.pick_host() else {
         return plain(StatusCode::BAD_GATEWAY, "no backend");
     };
-    if let Some(refused) = streamable_http::over_rate_limit(route) {
+    if let Some(refused) = handling::over_rate_limit(route) {
         return refused;
     }
     let a2a = backend.policies.a2a.is_some();
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    let sub = match streamable_http::authenticate(route, request.headers()).await {
+    let sub = match handling::authenticate(route, request.headers()).await {
         Ok(claims) => claims["sub"].as_str().map(str::to_string),
         Err(refused) => return refused,
     };
     let (parts, body) = request.into_parts();
     let limit = gateway.config.load().settings.max_body_bytes;
     let read = Limited::new(body, limit).collect();
-    let Ok(read) = tokio::time::timeout(streamable_http::BODY_READ_TIMEOUT, read).await else {
+    let Ok(read) = tokio::time::timeout(handling::BODY_READ_TIMEOUT, read).await else {
         return plain(
             StatusCode::REQUEST_TIMEOUT,
             "the request body did not arrive in time",
@@ -108,7 +109,7 @@ async fn proxy(
         }
     };
     let a2a_method = a2a.then(|| a2a::method(&body)).flatten();
-    let public_origin = streamable_http::base_url(route, &parts.headers);
+    let public_origin = handling::base_url(route, &parts.headers);
     let outcome = forward(gateway, backend, &parts, body, peer).await;
     let response = match outcome {
         Ok(response) => {
@@ -222,7 +223,7 @@ async fn respond(
             );
         };
         let rewritten = a2a::rewrite_card(&card, &backend.url, public_origin);
-        streamable_http::full(rewritten.unwrap_or_else(|| card.to_vec()))
+        respond::full(rewritten.unwrap_or_else(|| card.to_vec()))
     } else {
         // Streamed as it comes (A2A's `message/stream` answers with SSE); a broken upstream ends it.
         let frames = response

@@ -22,8 +22,9 @@ use crate::config::Config;
 use crate::config::runtime::{Bind, Listener};
 use crate::limits::Limits;
 use crate::mcp::jsonrpc::code;
+use crate::mcp::respond::{self, Body};
 use crate::mcp::session::Sessions;
-use crate::mcp::streamable_http::{self, Body};
+use crate::mcp::{endpoint, handling};
 use crate::policy::jwt::JwtAuth;
 use crate::policy::mcp_authn::WELL_KNOWN;
 
@@ -500,12 +501,12 @@ fn protected_resource_metadata(
         .map(|m| &m.route)
         .find(|r| r.authentication.is_some() && r.resource_path == resource);
     let Some((route, authn)) = route.and_then(|r| r.authentication.as_ref().map(|a| (r, a))) else {
-        let mut response = Response::new(streamable_http::full("no protected resource here"));
+        let mut response = Response::new(respond::full("no protected resource here"));
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     };
-    let base = streamable_http::base_url(route, request.headers());
-    let mut response = Response::new(streamable_http::full(
+    let base = handling::base_url(route, request.headers());
+    let mut response = Response::new(respond::full(
         authn.metadata(&base, &route.resource_path).to_string(),
     ));
     response.headers_mut().insert(
@@ -524,7 +525,7 @@ async fn route(
     let request = match with_normalized_path(request) {
         Ok(request) => request,
         Err(refused) => {
-            return streamable_http::refuse(
+            return respond::refuse(
                 StatusCode::BAD_REQUEST,
                 code::INVALID_REQUEST,
                 format!("{refused}; send the plain path"),
@@ -542,7 +543,7 @@ async fn route(
             code::INVALID_REQUEST,
             "no route matches this request",
         );
-        let mut response = Response::new(streamable_http::full(body.to_string()));
+        let mut response = Response::new(respond::full(body.to_string()));
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     };
@@ -550,7 +551,7 @@ async fn route(
     if !route.hosts.is_empty() {
         return host::serve(gateway, &route, request, peer).await;
     }
-    streamable_http::handle(gateway, &route, request, peer).await
+    endpoint::handle(gateway, &route, request, peer).await
 }
 
 /// The request with its path in canonical form ([`path::normalize`]): routes are matched on it, and

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::runtime::EndpointAddr;
-use crate::mcp::streamable_http::{Body, full};
+use crate::mcp::respond::{Body, full};
 
 /// Binds an operator endpoint. A configured address that cannot be bound is an error (`setting`
 /// names it); a default one is skipped with a warning (another gateway on the machine may hold it).

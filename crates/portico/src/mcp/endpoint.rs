@@ -1,0 +1,179 @@
+//! An MCP route's entry: origin and CORS checks, the DNS-rebinding guard, the protocol version
+//! header, authentication, then the transport the request speaks (Streamable HTTP or legacy SSE), and
+//! the route's and the target's response header changes on the way out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HOST, ORIGIN};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::runtime::Route;
+use crate::mcp::handling::authenticate;
+use crate::mcp::jsonrpc::code;
+use crate::mcp::multiplex::SUPPORTED_VERSIONS;
+use crate::mcp::respond::{
+    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, empty, header, refuse,
+};
+use crate::mcp::{legacy_sse, streamable_http};
+use crate::server::Gateway;
+
+pub(crate) fn is_localhost(host: &str) -> bool {
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+/// The MCP spec's DNS-rebinding defence: a browser origin must be allowed by the route's `cors`, or
+/// be a localhost origin when there is no cors policy.
+pub(crate) fn origin_allowed(route: &Route, origin: &str) -> bool {
+    match &route.cors {
+        Some(cors) => cors.policy.allows(origin),
+        None => is_localhost(origin.split_once("://").map_or(origin, |(_, rest)| rest)),
+    }
+}
+
+/// Serves one HTTP request on an MCP route.
+pub async fn handle(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let origin = header(request.headers(), ORIGIN).map(str::to_string);
+    let Some(origin) = origin else {
+        return serve(gateway, route, request, peer).await;
+    };
+    if !origin_allowed(route, &origin) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            format!("origin `{origin}` is not allowed; add it to the route's cors.allowOrigins"),
+        );
+    }
+    let Some(cors) = &route.cors else {
+        return serve(gateway, route, request, peer).await;
+    };
+    if request.method() == Method::OPTIONS {
+        let mut response = empty(StatusCode::NO_CONTENT);
+        *response.headers_mut() = cors.policy.preflight(&origin, request.headers());
+        return response;
+    }
+    let mut response = serve(gateway, route, request, peer).await;
+    cors.policy.decorate(&origin, response.headers_mut());
+    response
+}
+
+/// The route's `responseHeaderModifier`, then the answering target's, so the more specific wins.
+pub(crate) fn modify_response(route: &Route, mut response: Response<Body>) -> Response<Body> {
+    if let Some(modifier) = &route.response_headers {
+        modifier.apply(response.headers_mut());
+    }
+    if let Some(TargetHeaders(modifier)) = response.extensions_mut().remove::<TargetHeaders>() {
+        modifier.apply(response.headers_mut());
+    }
+    response
+}
+
+pub(crate) async fn serve(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let response = dispatch(gateway, route, request, peer).await;
+    modify_response(route, response)
+}
+
+pub(crate) async fn dispatch(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let rebinding_guard = route
+        .backends
+        .iter()
+        .any(|b| b.mcp.dns_rebinding_protection);
+    if rebinding_guard && !header(request.headers(), HOST).is_some_and(is_localhost) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            "Host is not localhost (dnsRebindingProtection)",
+        );
+    }
+    if let Some(version) = header(request.headers(), VERSION_HEADER)
+        && !SUPPORTED_VERSIONS.contains(&version)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "unsupported MCP-Protocol-Version `{version}`; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+    }
+    let claims = match authenticate(route, request.headers()).await {
+        Ok(claims) => claims,
+        Err(refused) => return refused,
+    };
+    if *request.method() == Method::POST
+        && !request.headers().contains_key(SESSION_HEADER)
+        && let Some(id) = legacy_sse::message_session(request.uri())
+    {
+        let parts = request.into_parts();
+        return legacy_sse::message(gateway, route, &id, parts, peer, claims).await;
+    }
+    if *request.method() == Method::GET
+        && legacy_sse::opens_stream(request.uri().path(), request.headers())
+    {
+        if !accepts(request.headers(), "text/event-stream") {
+            return refuse(
+                StatusCode::NOT_ACCEPTABLE,
+                code::INVALID_REQUEST,
+                "Accept must allow text/event-stream",
+            );
+        }
+        return legacy_sse::open(gateway, route, request.uri().path(), &claims);
+    }
+    match *request.method() {
+        Method::POST => streamable_http::post(gateway, route, request, peer, claims).await,
+        Method::GET => streamable_http::get(gateway, route, request.headers(), &claims),
+        Method::DELETE => streamable_http::delete(gateway, route, request.headers(), &claims).await,
+        _ => {
+            let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE"),
+            );
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_forms() {
+        for host in [
+            "localhost",
+            "localhost:3000",
+            "127.0.0.1:80",
+            "[::1]:3000",
+            "[::1]",
+        ] {
+            assert!(is_localhost(host), "{host}");
+        }
+        for host in ["evil.example", "127.0.0.2", "localhost.evil.com:80"] {
+            assert!(!is_localhost(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The phases of one MCP request that both client transports share, in the order they run:
+//! authentication, the body, the route's rate limit, starting a session, handling a request in it
+//! (trace span, multiplexer, access log and metrics).
+// A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::runtime::Route;
+use crate::limits::Exceeded;
+use crate::mcp::jsonrpc::{self, code};
+use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
+use crate::mcp::params;
+use crate::mcp::respond::{Body, header, refuse};
+use crate::mcp::session::{self, Session};
+use crate::policy::authz::Caller;
+use crate::policy::jwt::Rejection;
+use crate::policy::mcp_authn::McpAuthentication;
+use crate::server::Gateway;
+use crate::telemetry::{metrics, traces};
+
+/// `scheme://host[:port]` that URLs written for this request's client start with
+/// ([`crate::config::runtime::PublicOrigin`]).
+pub fn base_url(route: &Route, headers: &HeaderMap) -> String {
+    route.origin.resolve(header(headers, HOST))
+}
+
+/// Validates the bearer token when the route has `mcpAuthentication` or `jwtAuth`: `Ok(claims)`
+/// (`Null` when anonymous), or the 401 to answer.
+pub(crate) async fn authenticate(
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<Value, Response<Body>> {
+    let (validator, metadata) = match (&route.authentication, &route.jwt) {
+        (Some(authn), _) => (
+            &*authn.jwt,
+            Some(McpAuthentication::metadata_url(
+                &base_url(route, headers),
+                &route.resource_path,
+            )),
+        ),
+        (None, Some(jwt)) => (&*jwt.policy, None),
+        (None, None) => return Ok(Value::Null),
+    };
+    validator.authenticate(headers).await.map_err(|rejection| {
+        tracing::info!(target: "portico::access", route = %route.name, reason = %rejection, "request refused: authentication");
+        let mut params = Vec::new();
+        if let Some(url) = metadata {
+            params.push(format!("resource_metadata=\"{url}\""));
+        }
+        if rejection != Rejection::Missing {
+            params.push("error=\"invalid_token\"".to_string());
+            params.push(format!("error_description=\"{rejection}\""));
+        }
+        let challenge = if params.is_empty() { "Bearer".to_string() } else { format!("Bearer {}", params.join(", ")) };
+        let mut response = refuse(StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, rejection.to_string());
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        response
+    })
+}
+
+/// How long a client may take to send a request body: a slow sender holds a connection and a buffer.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
+    // Copied out, so the config is not held while the body arrives.
+    let (limit, max_depth) = {
+        let config = gateway.config.load();
+        (
+            config.settings.max_body_bytes,
+            config.settings.max_json_depth,
+        )
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_REQUEST,
+            format!("request body exceeds {limit} bytes (config.limits.requestBody)"),
+        ));
+    }
+    let Ok(read) =
+        tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await
+    else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            code::INVALID_REQUEST,
+            format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+        ));
+    };
+    let body = match read {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::INVALID_REQUEST,
+                format!("request body exceeds {limit} bytes (config.limits.requestBody)"),
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                code::PARSE_ERROR,
+                "could not read the request body",
+            ));
+        }
+    };
+    if jsonrpc::nesting_depth(&body) > max_depth {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!("JSON nests deeper than {max_depth} levels (config.limits.jsonDepth)"),
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            code::PARSE_ERROR,
+            format!("Parse error: {e}"),
+        )
+    })
+}
+
+/// HTTP 429 when the route's `localRateLimit` has no token for one more request.
+pub(crate) fn over_rate_limit(route: &Route) -> Option<Response<Body>> {
+    let wait = route.rate_limit.as_ref()?.take().err()?;
+    let seconds = crate::policy::rate_limit::retry_after_secs(wait);
+    metrics::Metrics::count(&metrics::metrics().limits, &route.name, "route_rate_limit");
+    tracing::info!(target: "portico::access", route = %route.name, retry_after = seconds, "request refused: route rate limit (localRateLimit)");
+    let mut response = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::INVALID_REQUEST,
+        format!(
+            "rate limit of route {} reached (localRateLimit); retry in {seconds} s",
+            route.name
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    Some(response)
+}
+
+/// The caller's `sub` claim, for the access log.
+pub(crate) fn subject(claims: &Value) -> Option<String> {
+    claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Why no session was started: the JSON-RPC error to answer, and the limit if one was reached.
+pub(crate) struct NotStarted {
+    pub error: Value,
+    pub over: Option<Exceeded>,
+}
+
+impl From<Value> for NotStarted {
+    fn from(error: Value) -> Self {
+        Self { error, over: None }
+    }
+}
+
+/// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
+/// the session and the `initialize` reply, or the JSON-RPC error to answer. The session belongs to
+/// the caller whose `claims` (`Null` when anonymous) made it.
+pub(crate) async fn start_session(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    message: &Value,
+    claims: &Value,
+    token: Option<HeaderValue>,
+) -> Result<(Arc<Session>, Value), NotStarted> {
+    let sub = subject(claims);
+    let version = negotiate_version(message["params"]["protocolVersion"].as_str());
+    let mut served = Served {
+        route,
+        session: "-",
+        method: "initialize",
+        version,
+        sub: sub.as_deref(),
+        started: Instant::now(),
+    };
+    if let Err(invalid) = params::check("initialize", message.get("params")) {
+        served.log(None, Some(code::INVALID_PARAMS));
+        return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
+    }
+    let backend = route.pick_backend().mcp.clone();
+    let Some(http) = gateway.http_client() else {
+        return Err(jsonrpc::error(
+            message["id"].clone(),
+            code::INTERNAL_ERROR,
+            "no HTTP client",
+        )
+        .into());
+    };
+    let quota = match gateway
+        .limits
+        .admit_session(&route.name, backend.stdio_targets())
+    {
+        Ok(quota) => quota,
+        Err(over) => {
+            tracing::warn!(target: "portico::access", route = %route.name, method = "initialize", sub = served.sub.unwrap_or("-"), %over, "session refused");
+            let error = jsonrpc::error(
+                message["id"].clone(),
+                code::INTERNAL_ERROR,
+                over.to_string(),
+            );
+            return Err(NotStarted {
+                error,
+                over: Some(over),
+            });
+        }
+    };
+    let limits = gateway.limits.settings;
+    match Mux::start(backend, message, http, token, quota, limits).await {
+        Ok((mux, response)) => {
+            let owner = session::owner(claims);
+            let session = gateway
+                .sessions
+                .insert(route.name.as_str().into(), owner, mux);
+            served.session = &session.tag;
+            served.log(None, jsonrpc::error_code(&response));
+            Ok((session, response))
+        }
+        Err(error) => {
+            served.log(None, jsonrpc::error_code(&error));
+            Err(error.into())
+        }
+    }
+}
+
+/// Runs one client request in `session` (either transport) and writes its access-log line.
+pub(crate) async fn handle_request(
+    route: &Route,
+    session: &Session,
+    message: Value,
+    stream: &mpsc::Sender<String>,
+    caller: Option<&Caller>,
+    sub: Option<&str>,
+    parent: Option<traces::Context>,
+) -> Outcome {
+    let started = Instant::now();
+    let method = jsonrpc::method(&message).to_string();
+    // The client's context: its `traceparent` header, else the one in `params._meta`.
+    let parent = parent.or_else(|| {
+        message["params"]["_meta"]["traceparent"]
+            .as_str()
+            .and_then(traces::Context::parse)
+    });
+    let span = traces::OpenSpan::server(&method, parent);
+    // Boxed: a future is moved (copied) whole at each await that holds it, and this one holds every
+    // stage down to the target's HTTP client.
+    let handling = Box::pin(session.mux.request(message, stream, caller));
+    let outcome = match &span {
+        Some(span) => traces::within(span.context(), handling).await,
+        None => handling.await,
+    };
+    if let Some(span) = span {
+        end_server_span(span, route, session, &method, &outcome);
+    }
+    let served = Served {
+        route,
+        session: &session.tag,
+        method: &method,
+        version: session.mux.protocol_version,
+        sub,
+        started,
+    };
+    served.log(Some(&outcome), outcome.response.error_code());
+    outcome
+}
+
+/// The client's W3C trace context from its `traceparent` header, if tracing is on and it sent one.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<traces::Context> {
+    if !traces::enabled() {
+        return None;
+    }
+    header(headers, "traceparent").and_then(traces::Context::parse)
+}
+
+/// Names the request's span as the MCP conventions do (`tools/call echo`), with their attributes.
+pub(crate) fn end_server_span(
+    mut span: traces::OpenSpan,
+    route: &Route,
+    session: &Session,
+    method: &str,
+    outcome: &Outcome,
+) {
+    let item = outcome.item.as_deref().unwrap_or_default();
+    span.rename(method, item);
+    span.attribute("mcp.method.name", method);
+    let name_key = match method {
+        "prompts/get" => "gen_ai.prompt.name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "mcp.resource.uri",
+        _ => "gen_ai.tool.name",
+    };
+    span.attribute(name_key, item);
+    span.attribute("mcp.protocol.version", session.mux.protocol_version);
+    span.attribute("network.transport", "tcp");
+    span.attribute("portico.route", &route.name);
+    span.attribute(
+        "portico.target",
+        outcome.target.as_deref().unwrap_or_default(),
+    );
+    span.end(outcome.response.error_code());
+}
+
+/// One client request as the access log and the metrics see it.
+pub(crate) struct Served<'a> {
+    pub(crate) route: &'a Route,
+    /// The session's log tag (`-` before there is one).
+    pub(crate) session: &'a str,
+    pub(crate) method: &'a str,
+    /// The session's negotiated MCP protocol version.
+    pub(crate) version: &'a str,
+    pub(crate) sub: Option<&'a str>,
+    pub(crate) started: Instant,
+}
+
+impl Served<'_> {
+    /// Writes the access-log line and records `mcp.server.operation.duration`.
+    fn log(&self, outcome: Option<&Outcome>, error: Option<i64>) {
+        let elapsed = self.started.elapsed();
+        let field = |f: fn(&Outcome) -> Option<&str>| outcome.and_then(f).unwrap_or("-");
+        tracing::info!(
+            target: "portico::access",
+            route = %self.route.name,
+            session = self.session,
+            method = self.method,
+            target = field(|o| o.target.as_deref()),
+            tool = field(|o| o.item.as_deref()),
+            authz = field(|o| o.authz.as_deref()),
+            guard = field(|o| o.guard.as_deref()),
+            protocol = outcome.map_or("mcp", |o| o.protocol),
+            sub = self.sub.unwrap_or("-"),
+            error_code = error.unwrap_or(0),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "mcp request",
+        );
+        self.record(outcome, error, elapsed);
+    }
+
+    fn record(&self, outcome: Option<&Outcome>, error: Option<i64>, elapsed: Duration) {
+        let operation = metrics::Operation {
+            route: &self.route.name,
+            method: self.method,
+            target: outcome
+                .and_then(|o| o.target.as_deref())
+                .unwrap_or_default(),
+            item: outcome.and_then(|o| o.item.as_deref()).unwrap_or_default(),
+            error,
+            version: self.version,
+        };
+        metrics::metrics().record_server_operation(&operation, elapsed);
+    }
+}

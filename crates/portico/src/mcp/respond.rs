@@ -1,0 +1,134 @@
+//! HTTP answers shared by the MCP transports and the `host` proxy: bodies, JSON and SSE replies,
+//! refusals with their JSON-RPC error.
+// A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use serde_json::Value;
+
+use crate::limits::Exceeded;
+use crate::mcp::jsonrpc::{self, code};
+use crate::mcp::sse;
+use crate::policy::headers::HeaderModifier;
+
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
+
+pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// A comment on idle GET streams, so proxies and clients do not time them out.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed_unsync()
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+pub(crate) fn json_response(status: StatusCode, message: &Value) -> Response<Body> {
+    json_text_response(status, message.to_string())
+}
+
+pub(crate) fn json_text_response(status: StatusCode, json: String) -> Response<Body> {
+    let mut response = Response::new(full(json));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A refusal with a JSON-RPC error body (`id: null`): the request never reached a session.
+pub(crate) fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &jsonrpc::error(Value::Null, code, message))
+}
+
+pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub(crate) fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+    let wildcard = format!("{kind}/*");
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| {
+            accept.split(',').any(|part| {
+                let range = part.split(';').next().unwrap_or_default().trim();
+                range == media || range == wildcard || range == "*/*"
+            })
+        })
+}
+
+/// A target's own `responseHeaderModifier`, carried from the reply to the route's entry (`endpoint`), which applies it.
+#[derive(Clone)]
+pub(crate) struct TargetHeaders(pub(crate) Arc<HeaderModifier>);
+
+/// HTTP 503 with `Retry-After` and a JSON-RPC error naming the limit that was reached.
+pub(crate) fn over_limit(id: Value, over: Exceeded) -> Response<Body> {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &jsonrpc::error(id, code::INTERNAL_ERROR, over.to_string()),
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(over.retry_after_secs),
+    );
+    response
+}
+
+pub(crate) fn sse_body(messages: impl futures::Stream<Item = String> + Send + 'static) -> Body {
+    let frames =
+        messages.map(|message| Ok::<_, Infallible>(Frame::data(sse::message_frame(&message))));
+    StreamBody::new(frames).boxed_unsync()
+}
+
+pub(crate) fn sse_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn accept_ranges() {
+        let both = with_accept("application/json, text/event-stream");
+        assert!(accepts(&both, "application/json") && accepts(&both, "text/event-stream"));
+        assert!(accepts(&with_accept("*/*"), "text/event-stream"));
+        assert!(!accepts(
+            &with_accept("application/json"),
+            "text/event-stream"
+        ));
+        assert!(accepts(&with_accept("text/*;q=0.5"), "text/event-stream"));
+    }
+}
