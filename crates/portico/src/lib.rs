@@ -5,6 +5,7 @@
 //! session ([`mcp::session`]) → multiplexer ([`mcp::multiplex`]) → target ([`mcp::upstream`]); the
 //! response walks back. See `docs/architecture.md`.
 
+pub mod base;
 pub mod config;
 pub mod explain;
 pub mod limits;

@@ -1,17 +1,15 @@
 //! Config: the YAML model ([`model`]), where each field was written ([`source`]), and its resolution into
 //! the immutable runtime form ([`runtime`]) that requests read.
 
-pub mod error;
 pub mod model;
-pub mod pem;
 pub(crate) mod resolve;
 pub mod runtime;
 mod source;
 
 use std::path::Path;
 
-pub use error::{ConfigError, ConfigErrors};
-pub use resolve::parse_duration;
+pub use crate::base::diagnostic::{ConfigError, ConfigErrors};
+pub use crate::base::units::parse_duration;
 pub use runtime::Config;
 
 /// A YAML (or JSON) text as a JSON value, `$VAR` references left as written: what an editor checks
@@ -51,7 +49,7 @@ pub fn load_str(
         let message = e.inner().to_string();
         let mut error = ConfigError::new(path.clone(), message.clone());
         error.location = source.locate(&path);
-        error.hint = error::hint_for_serde_message(&message);
+        error.hint = crate::base::diagnostic::hint_for_serde_message(&message);
         with_file(vec![error])
     })?;
     let mut config = resolve::resolve(file).map_err(|mut errors| {

@@ -230,55 +230,7 @@ pub struct OpenApiSchema {
     pub inline: Option<serde_json::Value>,
 }
 
-/// The `policies` object of any level. Each type is checked against the levels where it may appear;
-/// types whose behaviour is not built yet are refused at load rather than ignored.
-#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Policies {
-    pub cors: Option<crate::policy::cors::Config>,
-    pub jwt_auth: Option<crate::policy::jwt::Config>,
-    pub mcp_authentication: Option<crate::policy::mcp_authn::Config>,
-    pub mcp_authorization: Option<crate::policy::authz::Config>,
-    pub backend_auth: Option<crate::policy::backend_auth::Config>,
-    #[serde(rename = "backendTLS")]
-    pub backend_tls: Option<crate::policy::backend_tls::Config>,
-    pub request_header_modifier: Option<crate::policy::headers::Config>,
-    pub response_header_modifier: Option<crate::policy::headers::Config>,
-    pub ai: Option<crate::policy::ai::Config>,
-    pub a2a: Option<crate::policy::a2a::Config>,
-    pub local_rate_limit: Option<crate::policy::rate_limit::Config>,
-    pub timeout: Option<crate::policy::timeout::Config>,
-}
-
-impl Policies {
-    /// The YAML names of the policy types this object sets.
-    pub fn present(&self) -> Vec<&'static str> {
-        let all = [
-            ("cors", self.cors.is_some()),
-            ("jwtAuth", self.jwt_auth.is_some()),
-            ("mcpAuthentication", self.mcp_authentication.is_some()),
-            ("mcpAuthorization", self.mcp_authorization.is_some()),
-            ("backendAuth", self.backend_auth.is_some()),
-            ("backendTLS", self.backend_tls.is_some()),
-            (
-                "requestHeaderModifier",
-                self.request_header_modifier.is_some(),
-            ),
-            (
-                "responseHeaderModifier",
-                self.response_header_modifier.is_some(),
-            ),
-            ("ai", self.ai.is_some()),
-            ("a2a", self.a2a.is_some()),
-            ("localRateLimit", self.local_rate_limit.is_some()),
-            ("timeout", self.timeout.is_some()),
-        ];
-        all.into_iter()
-            .filter(|(_, set)| *set)
-            .map(|(name, _)| name)
-            .collect()
-    }
-}
+pub use crate::policy::Policies;
 
 /// The static `config:` section.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

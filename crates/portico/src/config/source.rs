@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde_json::{Map, Number, Value};
 
-use super::error::{ConfigError, Location};
+use crate::base::diagnostic::{ConfigError, Location};
 
 /// A parsed config document.
 pub struct Source {

@@ -43,7 +43,7 @@ pub struct BackendTls {
 }
 
 fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
-    crate::config::pem::certificates(path).map_err(|e| (field.to_string(), e))
+    crate::base::pem::certificates(path).map_err(|e| (field.to_string(), e))
 }
 
 impl BackendTls {
@@ -97,8 +97,7 @@ impl BackendTls {
         let mut client = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => {
                 let certs = pem_certs("cert", cert)?;
-                let key =
-                    crate::config::pem::private_key(key).map_err(|e| ("key".to_string(), e))?;
+                let key = crate::base::pem::private_key(key).map_err(|e| ("key".to_string(), e))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
                     (
                         "cert".to_string(),

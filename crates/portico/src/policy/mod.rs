@@ -17,8 +17,59 @@ pub mod timeout;
 
 use std::sync::Arc;
 
-use crate::config::ConfigError;
-use crate::config::model::Policies;
+use serde::Deserialize;
+
+use crate::base::diagnostic::ConfigError;
+
+/// The `policies` object of any level. Each type is checked against the levels where it may appear;
+/// types whose behaviour is not built yet are refused at load rather than ignored.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policies {
+    pub cors: Option<cors::Config>,
+    pub jwt_auth: Option<jwt::Config>,
+    pub mcp_authentication: Option<mcp_authn::Config>,
+    pub mcp_authorization: Option<authz::Config>,
+    pub backend_auth: Option<backend_auth::Config>,
+    #[serde(rename = "backendTLS")]
+    pub backend_tls: Option<backend_tls::Config>,
+    pub request_header_modifier: Option<headers::Config>,
+    pub response_header_modifier: Option<headers::Config>,
+    pub ai: Option<ai::Config>,
+    pub a2a: Option<a2a::Config>,
+    pub local_rate_limit: Option<rate_limit::Config>,
+    pub timeout: Option<timeout::Config>,
+}
+
+impl Policies {
+    /// The YAML names of the policy types this object sets.
+    pub fn present(&self) -> Vec<&'static str> {
+        let all = [
+            ("cors", self.cors.is_some()),
+            ("jwtAuth", self.jwt_auth.is_some()),
+            ("mcpAuthentication", self.mcp_authentication.is_some()),
+            ("mcpAuthorization", self.mcp_authorization.is_some()),
+            ("backendAuth", self.backend_auth.is_some()),
+            ("backendTLS", self.backend_tls.is_some()),
+            (
+                "requestHeaderModifier",
+                self.request_header_modifier.is_some(),
+            ),
+            (
+                "responseHeaderModifier",
+                self.response_header_modifier.is_some(),
+            ),
+            ("ai", self.ai.is_some()),
+            ("a2a", self.a2a.is_some()),
+            ("localRateLimit", self.local_rate_limit.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ];
+        all.into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
 
 /// Where a policy was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

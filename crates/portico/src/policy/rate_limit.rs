@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::resolve::parse_duration;
+use crate::base::units::parse_duration;
 
 /// The YAML form: a list of buckets (agentgateway's shape); a request needs a token from each.
 pub type Config = Vec<BucketConfig>;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::resolve::parse_duration;
+use crate::base::units::parse_duration;
 
 /// The YAML form (agentgateway's shape).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

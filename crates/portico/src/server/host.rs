@@ -216,7 +216,7 @@ async fn respond(
         }
     }
     let body = if a2a && status.is_success() && a2a::is_agent_card(path) {
-        let Ok(card) = crate::mcp::upstream::read_body(response, max_card).await else {
+        let Ok(card) = crate::base::http::read_capped(response, max_card).await else {
             return plain(
                 StatusCode::BAD_GATEWAY,
                 "the agent card is too large or broke off",

@@ -8,6 +8,7 @@ mod sse;
 mod stdio;
 mod waiters;
 
+use crate::base::http::BodyError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -49,30 +50,17 @@ pub enum UpstreamError {
     TooLarge(usize),
 }
 
-/// Reads a whole HTTP reply body as it arrives, refusing (and dropping the connection of) one larger
-/// than `limit` bytes, so an oversized reply is never held whole.
+/// Reads a whole HTTP reply body from a target, at most `limit` bytes ([`crate::base::http::read_capped`]).
 pub async fn read_body(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
 ) -> Result<bytes::Bytes, UpstreamError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(UpstreamError::TooLarge(limit));
-    }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
+    crate::base::http::read_capped(response, limit)
         .await
-        .map_err(|e| UpstreamError::Connect(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(UpstreamError::TooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => UpstreamError::TooLarge(limit),
+            BodyError::Read(message) => UpstreamError::Connect(message),
+        })
 }
 
 /// Where a target's unprompted messages go, and which target and connection they are from.
