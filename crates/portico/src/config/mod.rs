@@ -1,6 +1,7 @@
 //! Config: the YAML model ([`model`]), where each field was written ([`source`]), and its resolution into
 //! the immutable runtime form ([`runtime`]) that requests read.
 
+mod documents;
 pub mod model;
 pub(crate) mod resolve;
 pub mod runtime;
