@@ -8,6 +8,7 @@
 pub mod base;
 pub mod config;
 pub mod explain;
+pub mod gateway;
 pub mod limits;
 pub mod mcp;
 pub mod policy;

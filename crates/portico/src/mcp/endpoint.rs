@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::runtime::Route;
+use crate::gateway::Gateway;
 use crate::mcp::handling::authenticate;
 use crate::mcp::jsonrpc::code;
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
@@ -17,7 +18,6 @@ use crate::mcp::respond::{
     Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, empty, header, refuse,
 };
 use crate::mcp::{legacy_sse, streamable_http};
-use crate::server::Gateway;
 
 pub(crate) fn is_localhost(host: &str) -> bool {
     let host = match host.rsplit_once(':') {

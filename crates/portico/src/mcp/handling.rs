@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
+use crate::gateway::Gateway;
 use crate::limits::Exceeded;
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
@@ -24,7 +25,6 @@ use crate::mcp::session::{self, Session};
 use crate::policy::authz::Caller;
 use crate::policy::jwt::Rejection;
 use crate::policy::mcp_authn::McpAuthentication;
-use crate::server::Gateway;
 use crate::telemetry::{metrics, traces};
 
 /// `scheme://host[:port]` that URLs written for this request's client start with

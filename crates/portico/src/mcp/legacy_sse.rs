@@ -23,10 +23,10 @@ use super::multiplex::STREAM_CAPACITY;
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use crate::config::runtime::Route;
+use crate::gateway::Gateway;
 use crate::mcp::handling::{handle_request, over_rate_limit, read_body, start_session, subject};
 use crate::mcp::respond::{Body, KEEP_ALIVE, empty, over_limit, refuse, sse_response};
 use crate::policy::authz::Caller;
-use crate::server::Gateway;
 
 /// Where the event stream's messages go, and the session once `initialize` made one.
 struct Connection {

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
+use crate::gateway::Gateway;
 use crate::limits::RequestSlot;
 use crate::mcp::handling::{
     NotStarted, handle_request, over_rate_limit, read_body, start_session, subject, traceparent,
@@ -35,7 +36,6 @@ use crate::mcp::respond::{
 use crate::mcp::session::{self, Session};
 use crate::mcp::sse;
 use crate::policy::authz::Caller;
-use crate::server::Gateway;
 use crate::telemetry::traces;
 
 /// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one, and

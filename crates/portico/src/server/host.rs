@@ -12,8 +12,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use super::Gateway;
 use crate::config::runtime::{HostBackend, Route};
+use crate::gateway::Gateway;
 use crate::mcp::handling;
 use crate::mcp::respond::{self, Body};
 use crate::policy::a2a;

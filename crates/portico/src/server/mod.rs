@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::config::runtime::{Bind, Listener};
+use crate::gateway::Gateway;
 use crate::limits::Limits;
 use crate::mcp::jsonrpc::code;
 use crate::mcp::respond::{self, Body};
@@ -27,52 +28,6 @@ use crate::mcp::session::Sessions;
 use crate::mcp::{endpoint, handling};
 use crate::policy::jwt::JwtAuth;
 use crate::policy::mcp_authn::WELL_KNOWN;
-
-/// What every request handler shares.
-pub struct Gateway {
-    /// The running config, swapped whole by a reload; a request loads it once.
-    pub config: ArcSwap<Config>,
-    pub sessions: Arc<Sessions>,
-    /// Open event streams of the legacy HTTP+SSE transport.
-    pub legacy: crate::mcp::legacy_sse::Connections,
-    /// `config.limits`: sessions, processes, connections.
-    pub limits: Arc<Limits>,
-    /// Fired when a shutdown begins: readiness turns 503 and connections finish what is in flight.
-    pub draining: CancellationToken,
-    /// Every open client connection, so a shutdown can wait for them.
-    pub connections: TaskTracker,
-}
-
-impl Gateway {
-    /// Ends every event stream (GET streams, legacy SSE streams), so that their connections can close.
-    fn end_streams(&self) {
-        self.sessions.end_streams();
-        self.legacy.end_all();
-    }
-}
-
-thread_local! {
-    /// Each worker's pooled client for HTTP targets: a session's upstream connections are driven by the
-    /// thread that serves it, so a request and its upstream call never cross threads.
-    static HTTP_CLIENT: Option<reqwest::Client> = http_client()
-        .inspect_err(|e| tracing::error!(target: "portico::server", error = %e, "cannot build the HTTP client"))
-        .ok();
-}
-
-impl Gateway {
-    /// This worker's HTTP client for targets.
-    pub fn http_client(&self) -> Option<reqwest::Client> {
-        HTTP_CLIENT.with(Clone::clone)
-    }
-}
-
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()?)
-}
 
 /// One listening socket per bind per worker: the same address, shared with `SO_REUSEPORT`, so the
 /// kernel spreads connections over the workers.
@@ -134,7 +89,7 @@ pub fn run(
     crate::telemetry::metrics::metrics();
     let config = Arc::new(config);
     // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
-    main.block_on(async { http_client() })?;
+    main.block_on(async { crate::gateway::http_client() })?;
     let mut sockets = bind_sockets(&config, workers)?.into_iter();
     let readiness = ops::bind(config.settings.readiness, "config.readinessAddr")?;
     if let Some(socket) = &readiness {
@@ -180,7 +135,7 @@ pub fn run(
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
         if let Some(tracing) = &config.settings.tracing {
-            match http_client() {
+            match crate::gateway::http_client() {
                 Ok(http) => {
                     crate::telemetry::traces::start(tracing, http);
                     tracing::info!(target: "portico::server", otlp = %tracing.endpoint, protocol = tracing.protocol.name(), sampling = tracing.sampling, "exporting traces");

@@ -102,7 +102,7 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 }
 
 /// The admin API's answers, read from the running config and sessions.
-pub fn admin(gateway: Arc<super::Gateway>) -> Handler {
+pub fn admin(gateway: Arc<crate::gateway::Gateway>) -> Handler {
     Arc::new(move |request| match request.uri().path() {
         "/config_dump" => json(&config_dump(&gateway.config.load())),
         "/targets" => json(&targets(&gateway)),
@@ -145,7 +145,7 @@ fn config_dump(config: &crate::config::Config) -> serde_json::Value {
 
 /// Per route and target: kind, live sessions, how many are connected to it now, restarts, the last
 /// error, and the tool count of its last complete list.
-fn targets(gateway: &super::Gateway) -> serde_json::Value {
+fn targets(gateway: &crate::gateway::Gateway) -> serde_json::Value {
     let sessions = gateway.sessions.all();
     let mut routes = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -193,7 +193,9 @@ fn targets(gateway: &super::Gateway) -> serde_json::Value {
 }
 
 /// Each target's health for the metrics, from the same view as `/targets`.
-pub fn target_states(gateway: &super::Gateway) -> Vec<crate::telemetry::metrics::TargetState> {
+pub fn target_states(
+    gateway: &crate::gateway::Gateway,
+) -> Vec<crate::telemetry::metrics::TargetState> {
     let view = targets(gateway);
     let mut states = Vec::new();
     for route in view["routes"].as_array().into_iter().flatten() {

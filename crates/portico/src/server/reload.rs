@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Gateway;
 use crate::config::runtime::McpBackend;
 use crate::config::{self, Config};
+use crate::gateway::Gateway;
 use crate::telemetry::metrics::metrics;
 
 /// How often the file is looked at.

@@ -1,0 +1,60 @@
+//! The running gateway's shared state: the current config, the session table, the legacy SSE
+//! streams, the limits, and the shutdown signals. The server fills it in; the MCP transports and the
+//! host proxy read it. It holds data, no behaviour that calls back up.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::limits::Limits;
+use crate::mcp::session::Sessions;
+
+/// What every request handler shares.
+pub struct Gateway {
+    /// The running config, swapped whole by a reload; a request loads it once.
+    pub config: ArcSwap<Config>,
+    pub sessions: Arc<Sessions>,
+    /// Open event streams of the legacy HTTP+SSE transport.
+    pub legacy: crate::mcp::legacy_sse::Connections,
+    /// `config.limits`: sessions, processes, connections.
+    pub limits: Arc<Limits>,
+    /// Fired when a shutdown begins: readiness turns 503 and connections finish what is in flight.
+    pub draining: CancellationToken,
+    /// Every open client connection, so a shutdown can wait for them.
+    pub connections: TaskTracker,
+}
+
+impl Gateway {
+    /// Ends every event stream (GET streams, legacy SSE streams), so that their connections can close.
+    pub fn end_streams(&self) {
+        self.sessions.end_streams();
+        self.legacy.end_all();
+    }
+}
+
+thread_local! {
+    /// Each worker's pooled client for HTTP targets: a session's upstream connections are driven by the
+    /// thread that serves it, so a request and its upstream call never cross threads.
+    static HTTP_CLIENT: Option<reqwest::Client> = http_client()
+        .inspect_err(|e| tracing::error!(target: "portico::server", error = %e, "cannot build the HTTP client"))
+        .ok();
+}
+
+impl Gateway {
+    /// This worker's HTTP client for targets.
+    pub fn http_client(&self) -> Option<reqwest::Client> {
+        HTTP_CLIENT.with(Clone::clone)
+    }
+}
+
+/// A pooled HTTP client for targets, as each worker gets one.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()?)
+}
