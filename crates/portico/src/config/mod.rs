@@ -3,6 +3,7 @@
 
 mod documents;
 pub mod model;
+pub mod openapi;
 pub(crate) mod resolve;
 pub mod runtime;
 mod source;

@@ -293,7 +293,7 @@ pub struct HostBackend {
     /// With `backendTLS`: the backend's own HTTP client and the URL it calls.
     pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
     /// Header changes and credentials, bound to this backend once.
-    pub outbound: crate::mcp::upstream::outbound::Outbound,
+    pub outbound: crate::policy::outbound::Outbound,
 }
 
 impl Route {
@@ -380,7 +380,7 @@ pub enum TargetKind {
     /// A REST service: `url` is its base URL, `api` its operations as tools.
     OpenApi {
         url: reqwest::Url,
-        api: std::sync::Arc<crate::mcp::upstream::openapi::Api>,
+        api: std::sync::Arc<crate::config::openapi::Api>,
     },
 }
 

@@ -12,6 +12,7 @@ pub mod cors;
 pub mod headers;
 pub mod jwt;
 pub mod mcp_authn;
+pub mod outbound;
 pub mod rate_limit;
 pub mod timeout;
 

@@ -62,7 +62,7 @@ pub(super) fn backend_rt(
                 },
                 _ => None,
             };
-            let outbound = crate::mcp::upstream::outbound::Outbound::new(&policies, &url, None);
+            let outbound = crate::policy::outbound::Outbound::new(&policies, &url, None);
             Some(Resolved::Host(Box::new(runtime::HostBackend {
                 name: name.to_string(),
                 weight: backend.weight.unwrap_or(1),
@@ -260,9 +260,7 @@ pub(super) fn target_rt(
         };
         let url = http_url(r, &host, &format!("{path}.host"))?;
         let api = match crate::config::documents::openapi_document(&openapi.schema).and_then(
-            |(field, document)| {
-                crate::mcp::upstream::openapi::spec::read(&document).map_err(|e| (field, e))
-            },
+            |(field, document)| crate::config::openapi::read(&document).map_err(|e| (field, e)),
         ) {
             Ok(api) => api,
             Err((field, message)) => {

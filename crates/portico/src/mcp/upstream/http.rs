@@ -10,10 +10,10 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::Outbound;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::{self, Incoming, Payload};
 use crate::mcp::sse;
+use crate::policy::outbound::Outbound;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -100,7 +100,10 @@ impl HttpUpstream {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Request, UpstreamError> {
         let session = (read(&self.session_id), read(&self.protocol_version));
-        self.outbound.finish(with_session(request, &session)).await
+        Ok(self
+            .outbound
+            .finish(with_session(request, &session))
+            .await?)
     }
 
     async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
@@ -244,7 +247,7 @@ impl HttpUpstream {
             let _gate = gate;
             let sent = match outbound.finish(with_session(request, &session)).await {
                 Ok(request) => client.execute(request).await.map_err(connect_error),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             let refused = match sent {
                 Ok(response) if response.status().is_success() => return,

@@ -3,7 +3,6 @@
 
 mod http;
 pub mod openapi;
-pub mod outbound;
 mod sse;
 mod stdio;
 mod waiters;
@@ -50,6 +49,14 @@ pub enum UpstreamError {
     TooLarge(usize),
 }
 
+/// A request that could not be finished for the target (built, or given its credentials) is a failed
+/// connection, as the client sees it.
+impl From<crate::policy::outbound::OutboundError> for UpstreamError {
+    fn from(e: crate::policy::outbound::OutboundError) -> Self {
+        UpstreamError::Connect(e.0)
+    }
+}
+
 /// Reads a whole HTTP reply body from a target, at most `limit` bytes ([`crate::base::http::read_capped`]).
 pub async fn read_body(
     response: reqwest::Response,
@@ -88,7 +95,7 @@ impl InboundSink {
 
 /// The client's current bearer token, for targets with `backendAuth: passthrough`; the session
 /// updates it on every request.
-pub type ClientToken = Arc<arc_swap::ArcSwapOption<::http::HeaderValue>>;
+pub use crate::policy::outbound::ClientToken;
 
 enum Transport {
     Stdio(stdio::StdioUpstream),
@@ -123,8 +130,13 @@ impl Upstream {
                 .clone()
                 .unwrap_or_else(|| (http_client.clone(), url.clone()))
         };
-        let outbound =
-            |url| outbound::Outbound::new(&target.policies, url, Some(client_token.clone()));
+        let outbound = |url| {
+            crate::policy::outbound::Outbound::new(
+                &target.policies,
+                url,
+                Some(client_token.clone()),
+            )
+        };
         let transport = match &target.kind {
             TargetKind::Stdio(spec) => Transport::Stdio(stdio::StdioUpstream::spawn(
                 &target.name,

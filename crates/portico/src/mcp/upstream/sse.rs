@@ -7,11 +7,11 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::Outbound;
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::Payload;
 use crate::mcp::sse;
+use crate::policy::outbound::Outbound;
 
 /// How long the server gets to name its message endpoint.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);

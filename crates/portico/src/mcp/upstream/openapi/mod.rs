@@ -3,18 +3,17 @@
 //! 2xx reply is the tool's result (its JSON also as `structuredContent` when it is an object); any
 //! other status, or no reply, is an `isError` result that says what happened.
 
-pub mod spec;
-
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use super::UpstreamError;
-use super::outbound::Outbound;
 use crate::mcp::jsonrpc::{self, Payload, Reply, code};
 use crate::mcp::multiplex::merge::negotiate_version;
+use crate::policy::outbound::Outbound;
 
-pub use spec::Api;
+use crate::config::openapi as spec;
+pub use crate::config::openapi::Api;
 
 pub struct OpenApiUpstream {
     api: Arc<Api>,

@@ -4,10 +4,18 @@
 
 use std::sync::Arc;
 
-use super::{ClientToken, UpstreamError};
-use crate::policy::TargetPolicies;
-use crate::policy::backend_auth::TargetAuth;
-use crate::policy::headers::HeaderModifier;
+use super::TargetPolicies;
+use super::backend_auth::TargetAuth;
+use super::headers::HeaderModifier;
+
+/// The client's current `Authorization` header, for targets with `backendAuth: passthrough`; shared
+/// by a session's connections and replaced when the client presents a new token.
+pub type ClientToken = Arc<arc_swap::ArcSwapOption<http::HeaderValue>>;
+
+/// Why a request could not be finished: it could not be built, or no credentials could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OutboundError(pub String);
 
 pub struct Outbound {
     request_headers: Option<Arc<HeaderModifier>>,
@@ -45,7 +53,7 @@ impl Outbound {
     pub async fn finish(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Request, UpstreamError> {
+    ) -> Result<reqwest::Request, OutboundError> {
         let token = self.client_token.as_ref().and_then(|t| t.load_full());
         self.finish_with(request, token.as_deref()).await
     }
@@ -55,17 +63,17 @@ impl Outbound {
         &self,
         request: reqwest::RequestBuilder,
         client_token: Option<&http::HeaderValue>,
-    ) -> Result<reqwest::Request, UpstreamError> {
+    ) -> Result<reqwest::Request, OutboundError> {
         let mut request = request
             .build()
-            .map_err(|e| UpstreamError::Connect(e.without_url().to_string()))?;
+            .map_err(|e| OutboundError(e.without_url().to_string()))?;
         if let Some(modifier) = &self.request_headers {
             modifier.apply(request.headers_mut());
         }
         if let Some(auth) = &self.auth {
             auth.apply(&mut request, client_token)
                 .await
-                .map_err(|e| UpstreamError::Connect(format!("backendAuth: {e}")))?;
+                .map_err(|e| OutboundError(format!("backendAuth: {e}")))?;
         }
         Ok(request)
     }
