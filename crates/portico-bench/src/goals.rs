@@ -17,7 +17,7 @@ use tokio::process::Command;
 
 use crate::{
     Cli, Conn, Side, Stats, echo_call, fixture, gateway, http_target, list_tools, load, median,
-    route, rss_kib,
+    route, rss_kib, status_kib,
 };
 
 /// CPU seconds (user + system) the process `pid` has used so far.
@@ -182,6 +182,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     let pid = gateway_proc.0.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(pid);
+    let idle_anon = status_kib(pid, "RssAnon:");
     let through = format!("{base}/call");
 
     println!(
@@ -242,6 +243,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     );
 
     let before = rss_kib(pid);
+    let before_anon = status_kib(pid, "RssAnon:");
     let mut conns = Vec::new();
     for _ in 0..cli.sessions {
         let mut conn = Conn::open(&through, None).await?;
@@ -250,13 +252,26 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = rss_kib(pid);
+    let loaded_anon = status_kib(pid, "RssAnon:");
     println!(
-        "| RSS idle / per idle session (one HTTP target, {} sessions) | | {:.1} MiB / {:.1} KiB | |",
+        "| RSS idle / per idle session (one HTTP target, {} sessions, each on its own open connection) | | {:.1} MiB / {:.1} KiB | |",
         cli.sessions,
         idle_rss as f64 / 1024.0,
         loaded.saturating_sub(before) as f64 / cli.sessions as f64
     );
+    println!(
+        "| of which anonymous memory (RSS less the binary's and libraries' file pages) | | {:.1} MiB / {:.1} KiB | |",
+        idle_anon as f64 / 1024.0,
+        loaded_anon.saturating_sub(before_anon) as f64 / cli.sessions as f64
+    );
+    // The same sessions once their clients have closed their connections: what a session itself costs.
     drop(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed_anon = status_kib(pid, "RssAnon:");
+    println!(
+        "| per idle session, its client's connection closed (anonymous memory) | | {:.1} KiB | |",
+        closed_anon.saturating_sub(before_anon) as f64 / cli.sessions as f64
+    );
     let size = std::fs::metadata(portico)?.len();
     println!(
         "| release binary `{}` | | {:.1} MB | |",
