@@ -18,6 +18,9 @@ use crate::policy::outbound::Outbound;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+/// How long the target may take to take `notifications/initialized` before the messages waiting for it
+/// go ahead anyway.
+const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct HttpUpstream {
     url: reqwest::Url,
@@ -245,14 +248,16 @@ impl HttpUpstream {
         let (client, outbound) = (self.client.clone(), self.outbound.clone());
         tokio::spawn(async move {
             let _gate = gate;
-            let sent = match outbound.finish(with_session(request, &session)).await {
-                Ok(request) => client.execute(request).await.map_err(connect_error),
-                Err(e) => Err(e.into()),
+            let sending = async {
+                let request = outbound.finish(with_session(request, &session)).await?;
+                client.execute(request).await.map_err(connect_error)
             };
-            let refused = match sent {
-                Ok(response) if response.status().is_success() => return,
-                Ok(response) => format!("HTTP {}", response.status().as_u16()),
-                Err(e) => e.to_string(),
+            // Bounded: everything else sent to the target waits for this.
+            let refused = match tokio::time::timeout(INITIALIZED_TIMEOUT, sending).await {
+                Ok(Ok(response)) if response.status().is_success() => return,
+                Ok(Ok(response)) => format!("HTTP {}", response.status().as_u16()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {INITIALIZED_TIMEOUT:?}"),
             };
             tracing::warn!(target: "portico::upstream", error = %refused, "the target did not take notifications/initialized");
         });
