@@ -264,14 +264,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         idle_anon as f64 / 1024.0,
         loaded_anon.saturating_sub(before_anon) as f64 / cli.sessions as f64
     );
-    // The same sessions once their clients have closed their connections: what a session itself costs.
     drop(conns);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let closed_anon = status_kib(pid, "RssAnon:");
-    println!(
-        "| per idle session, its client's connection closed (anonymous memory) | | {:.1} KiB | |",
-        closed_anon.saturating_sub(before_anon) as f64 / cli.sessions as f64
-    );
     let size = std::fs::metadata(portico)?.len();
     println!(
         "| release binary `{}` | | {:.1} MB | |",
