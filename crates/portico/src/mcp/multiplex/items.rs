@@ -15,11 +15,21 @@ pub struct Page<'a> {
     pub next_cursor: Option<String>,
 }
 
-/// One listed item: raw JSON, its fields read at most once, when something needs its name.
+/// One listed item: raw JSON, its name field found at most once, when something needs it.
 pub struct Item<'a> {
     pub raw: &'a RawValue,
-    fields: Option<Vec<(Key<'a>, &'a RawValue)>>,
-    name: Option<Option<String>>,
+    name: Option<NameField>,
+}
+
+/// Where an item's name is.
+enum NameField {
+    /// The value of the one top-level name field (a JSON string): its bytes in the item's text, and
+    /// the name it decodes to.
+    At(std::ops::Range<usize>, String),
+    /// Several top-level name fields: every one is rewritten, and the first one counts.
+    Repeated(String),
+    /// No name field, not a string, or not an object.
+    Missing,
 }
 
 /// An object key: borrowed from the JSON text unless it has escapes.
@@ -63,44 +73,65 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 impl<'a> Item<'a> {
     pub fn new(raw: &'a RawValue) -> Self {
-        Self {
-            raw,
-            fields: None,
-            name: None,
-        }
+        Self { raw, name: None }
     }
 
-    fn fields(&mut self) -> Option<&[(Key<'a>, &'a RawValue)]> {
-        if self.fields.is_none() {
-            let Fields(fields) = serde_json::from_str(self.raw.get()).ok()?;
-            self.fields = Some(fields);
-        }
-        self.fields.as_deref()
+    /// Finds the top-level name field in one pass over the item, other values skipped unparsed.
+    fn name_field(&mut self, kind: ListKind) -> &NameField {
+        let raw = self.raw.get();
+        self.name.get_or_insert_with(|| {
+            let mut deserializer = serde_json::Deserializer::from_str(raw);
+            let Ok(found) = NameSeed(kind.name_field()).deserialize(&mut deserializer) else {
+                return NameField::Missing;
+            };
+            let Some((value, count)) = found else {
+                return NameField::Missing;
+            };
+            let Ok(name) = serde_json::from_str::<String>(value.get()) else {
+                return NameField::Missing;
+            };
+            if count > 1 {
+                return NameField::Repeated(name);
+            }
+            // The value is a slice of `raw`: its place there is the distance between the two.
+            let start = value.get().as_ptr() as usize - raw.as_ptr() as usize;
+            NameField::At(start..start + value.get().len(), name)
+        })
     }
 
     /// The item's name (or URI, or URI template), if it has one.
     pub fn name(&mut self, kind: ListKind) -> Option<&str> {
-        if self.name.is_none() {
-            let field = kind.name_field();
-            let name = self
-                .fields()
-                .and_then(|fields| fields.iter().find(|(key, _)| &**key == field))
-                .and_then(|(_, value)| serde_json::from_str(value.get()).ok());
-            self.name = Some(name);
+        match self.name_field(kind) {
+            NameField::At(_, name) | NameField::Repeated(name) => Some(name),
+            NameField::Missing => None,
         }
-        self.name.as_ref().and_then(|n| n.as_deref())
     }
 
-    /// Writes the item to `out` with its name prefixed by `target`; every other field verbatim.
+    /// Writes the item to `out` with its name prefixed by `target`; every other byte verbatim.
     pub fn write_prefixed(&mut self, out: &mut String, kind: ListKind, target: &str) {
-        let name = self
-            .name(kind)
-            .map(|n| naming::join(target, kind.separator(), n));
-        let raw = self.raw;
-        let Some(fields) = self.fields() else {
-            out.push_str(raw.get());
+        let raw = self.raw.get();
+        match self.name_field(kind) {
+            NameField::At(span, name) => {
+                let name = naming::join(target, kind.separator(), name);
+                out.push_str(&raw[..span.start]);
+                push_json_string(out, &name);
+                out.push_str(&raw[span.end..]);
+            }
+            NameField::Repeated(name) => {
+                let name = naming::join(target, kind.separator(), name);
+                self.write_rewritten(out, kind, &name);
+            }
+            NameField::Missing => out.push_str(raw),
+        }
+    }
+
+    /// Writes the item field by field, every top-level name field replaced by `name`.
+    fn write_rewritten(&self, out: &mut String, kind: ListKind, name: &str) {
+        let Ok(Fields(fields)) = serde_json::from_str(self.raw.get()) else {
+            out.push_str(self.raw.get());
             return;
         };
+        let name = Some(name);
         out.push('{');
         for (i, (key, value)) in fields.iter().enumerate() {
             if i > 0 {
@@ -108,7 +139,7 @@ impl<'a> Item<'a> {
             }
             push_json_string(out, key);
             out.push(':');
-            match &name {
+            match name {
                 Some(name) if &**key == kind.name_field() => push_json_string(out, name),
                 _ => out.push_str(value.get()),
             }
@@ -160,6 +191,41 @@ impl<'de> Visitor<'de> for PageSeed {
             }
         }
         Ok(page)
+    }
+}
+
+/// Finds the value of one top-level field of an object (and how many times the field occurs).
+struct NameSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Option<(&'de RawValue, usize)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed {
+    type Value = Option<(&'de RawValue, usize)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found: Option<(&'de RawValue, usize)> = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if &*key != self.0 {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value = map.next_value::<&'de RawValue>()?;
+            found = Some(match found {
+                None => (value, 1),
+                Some((first, count)) => (first, count + 1),
+            });
+        }
+        Ok(found)
     }
 }
 
@@ -228,8 +294,29 @@ mod tests {
         assert_eq!(page.items[0].name(ListKind::Tools), Some("a\"b"));
         let mut out = String::new();
         page.items[0].write_prefixed(&mut out, ListKind::Tools, "t");
-        assert_eq!(out, r#"{"name":"t_a\"b","x":1}"#);
+        assert_eq!(out, r#"{"na\u006de":"t_a\"b","x":1}"#, "the key as written");
         assert!(read_page(&raw(r#"{"tools":{}}"#), ListKind::Tools).is_err());
+    }
+
+    #[test]
+    fn repeated_or_odd_name_fields() {
+        let write = |text: &str| {
+            let item = raw(text);
+            let mut out = String::new();
+            Item::new(&item).write_prefixed(&mut out, ListKind::Tools, "t");
+            out
+        };
+        assert_eq!(
+            write(r#"{"name":"a","x":{"name":"b"},"name":"c"}"#),
+            r#"{"name":"t_a","x":{"name":"b"},"name":"t_a"}"#,
+            "every top-level name is rewritten, to the first"
+        );
+        assert_eq!(write(r#"{"name":7}"#), r#"{"name":7}"#);
+        assert_eq!(
+            write(r#"{ "x" : 1 , "name" : "a" }"#),
+            r#"{ "x" : 1 , "name" : "t_a" }"#
+        );
+        assert_eq!(write(r#"["name"]"#), r#"["name"]"#);
     }
 
     #[test]
