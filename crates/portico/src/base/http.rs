@@ -1,4 +1,4 @@
-//! HTTP helpers every layer uses: reading a reply body with a size cap.
+//! HTTP helpers every layer uses: reading a reply body with a size cap, keeping a header value.
 
 /// Why a capped body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -33,4 +33,30 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A copy of a received header value that owns its bytes. A value as received shares the buffer its
+/// whole header block was read into, and the session keeps it for its life: 8 KiB or more per session.
+pub fn detached(value: &http::HeaderValue) -> http::HeaderValue {
+    let mut copy =
+        http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_value_owns_its_bytes() {
+        let block = bytes::Bytes::from_static(b"mcp-session-id: abc\r\nother: x\r\n");
+        let received = http::HeaderValue::from_maybe_shared(block.slice(16..19)).unwrap();
+        let mut sensitive = received.clone();
+        sensitive.set_sensitive(true);
+        let copy = detached(&sensitive);
+        assert_eq!(copy, "abc");
+        assert!(copy.is_sensitive());
+        assert_ne!(copy.as_bytes().as_ptr(), received.as_bytes().as_ptr());
+    }
 }

@@ -181,7 +181,10 @@ pub async fn message(
     let initializing = kind == Kind::Request && jsonrpc::method(&message) == "initialize";
     let session = match connection.session.get() {
         None if initializing => {
-            let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
+            let token = parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(crate::base::http::detached);
             initialize(gateway, route, connection, message, &claims, token).await;
             return empty(StatusCode::ACCEPTED);
         }
@@ -208,7 +211,10 @@ pub async fn message(
                 Err(over) => return over_limit(message["id"].clone(), over),
             };
             if session.mux.passes_token_through() {
-                let token = parts.headers.get(http::header::AUTHORIZATION).cloned();
+                let token = parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(crate::base::http::detached);
                 session.mux.set_client_token(token);
             }
             let sub = subject(&claims);

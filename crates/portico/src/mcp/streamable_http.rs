@@ -128,7 +128,9 @@ pub(crate) async fn post(
         && kind == Kind::Request
         && jsonrpc::method(&message) == "initialize"
     {
-        let token = headers.get(http::header::AUTHORIZATION).cloned();
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .map(crate::base::http::detached);
         return initialize(gateway, route, message, &claims, token).await;
     }
     let session = match session(gateway, route, headers, &claims) {
@@ -143,9 +145,11 @@ pub(crate) async fn post(
             };
             let sub = subject(&claims);
             if session.mux.passes_token_through() {
-                session
-                    .mux
-                    .set_client_token(headers.get(http::header::AUTHORIZATION).cloned());
+                session.mux.set_client_token(
+                    headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(crate::base::http::detached),
+                );
             }
             let caller = session
                 .mux

@@ -147,7 +147,10 @@ impl HttpUpstream {
         if is_initialize {
             write(
                 &self.session_id,
-                response.headers().get(SESSION_HEADER).cloned(),
+                response
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .map(crate::base::http::detached),
             );
         }
         self.read_response(response, &request).await
@@ -159,7 +162,10 @@ impl HttpUpstream {
         let response = self.post(&init).await?;
         write(
             &self.session_id,
-            response.headers().get(SESSION_HEADER).cloned(),
+            response
+                .headers()
+                .get(SESSION_HEADER)
+                .map(crate::base::http::detached),
         );
         self.read_response(response, &init).await?;
         self.send(jsonrpc::notification(
