@@ -22,21 +22,7 @@ use crate::{
 
 /// CPU seconds (user + system) the process `pid` has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / per_second
+    portico::telemetry::process::cpu_seconds(&pid.to_string())
 }
 
 /// A load run and the CPU the gateway spent on it, per request (µs).
@@ -63,29 +49,15 @@ async fn versus(
 ) -> anyhow::Result<(Stats, Stats, f64)> {
     let (mut a, mut b, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..cli.rounds {
+        // Each round starts with the other side, so neither always runs first.
         let through_first = round % 2 == 1;
-        if through_first {
-            let (stats, used) = with_cpu(
-                pid,
-                Side::plain(through),
-                connections,
-                cli.seconds,
-                echo_call,
-            )
-            .await?;
-            b.push(stats);
-            cpu.push(used);
-        }
-        a.push(load(Side::plain(direct), connections, cli.seconds, echo_call).await?);
-        if !through_first {
-            let (stats, used) = with_cpu(
-                pid,
-                Side::plain(through),
-                connections,
-                cli.seconds,
-                echo_call,
-            )
-            .await?;
+        for through_now in [through_first, !through_first] {
+            if !through_now {
+                a.push(load(Side::plain(direct), connections, cli.seconds, echo_call).await?);
+                continue;
+            }
+            let side = Side::plain(through);
+            let (stats, used) = with_cpu(pid, side, connections, cli.seconds, echo_call).await?;
             b.push(stats);
             cpu.push(used);
         }

@@ -409,12 +409,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A `/proc/<pid>/status` figure in KiB, e.g. `VmRSS:` or `RssAnon:`.
 fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    portico::telemetry::process::status_kib(&pid.to_string(), field)
 }
 
 fn row(name: &str, s: Stats) {

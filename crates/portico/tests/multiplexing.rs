@@ -311,15 +311,7 @@ async fn cancellation_reaches_only_the_owner() {
 async fn a_crashing_target_leaves_the_other_serving_and_comes_back() {
     let (gateway, _fixture) = stdio_and_http().await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
-    let get = client
-        .http
-        .get(gateway.url("/mcp"))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", client.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(get.status(), 200);
+    let mut get = client.open_stream().await;
 
     let crashed = client
         .request(
@@ -348,15 +340,12 @@ async fn a_crashing_target_leaves_the_other_serving_and_comes_back() {
     );
 
     // The dead process is restarted for the session; the GET stream hears that the lists changed.
-    let mut get = get;
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !seen.contains("notifications/tools/list_changed") {
-        let chunk = tokio::time::timeout_at(deadline.into(), get.chunk())
-            .await
-            .expect("list_changed in time");
-        seen.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
-    }
+    read_until(
+        &mut get,
+        "notifications/tools/list_changed",
+        Duration::from_secs(15),
+    )
+    .await;
     assert_eq!(
         text(&client.call("local_echo", json!({"message": "back"})).await),
         "back"
@@ -539,21 +528,11 @@ async fn a_targets_unprompted_message_reaches_the_clients_get_stream() {
     ))
     .await;
     let client = Client::connect(gateway.url("/mcp")).await;
-    let mut get = client
-        .http
-        .get(gateway.url("/mcp"))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", client.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(get.status(), 200);
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !seen.contains("notifications/tools/list_changed") {
-        let chunk = tokio::time::timeout_at(deadline.into(), get.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("the target's list_changed in time; got {seen:?}"));
-        seen.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
-    }
+    let mut get = client.open_stream().await;
+    read_until(
+        &mut get,
+        "notifications/tools/list_changed",
+        Duration::from_secs(10),
+    )
+    .await;
 }

@@ -78,15 +78,7 @@ async fn sigterm_drains_requests_in_flight() {
     assert_eq!(reqwest::get(&live).await.unwrap().status(), 200);
 
     let client = Client::connect(gateway.url("/mcp")).await;
-    let stream = client
-        .http
-        .get(&client.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", client.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
+    let stream = client.open_stream().await;
     let call = client.send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
         "params": {"name": "sleep", "arguments": {"ms": 1500}}}));
     let terminate = async {
@@ -255,14 +247,8 @@ async fn config_changes_reload_without_a_restart() {
         .args(["-HUP", &pid.to_string()])
         .status()
         .unwrap();
-    for _ in 0..100 {
-        if gateway.log_count("config reloaded") > reloads {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     assert!(
-        gateway.log_count("config reloaded") > reloads,
+        gateway.log_count_above("config reloaded", reloads).await,
         "SIGHUP reloads"
     );
     assert!(
@@ -479,20 +465,8 @@ fn fixture_pid(gateway: &Gateway, name: &str) -> Option<u32> {
     })
 }
 
-/// Reads a GET stream until `needle` arrives (15 s at most); what it read.
-async fn read_until(stream: &mut reqwest::Response, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !seen.contains(needle) {
-        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("`{needle}` in time; got {seen}"))
-            .expect("stream open")
-            .expect("stream not ended");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    seen
-}
+/// How long a reload may take to reach a live session's GET stream.
+const LIST_CHANGED_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A live session follows a reload of its route: an added target is connected, a removed one is
 /// closed (its process stopped), a kept one keeps its connection, and the client hears that the
@@ -507,15 +481,7 @@ async fn a_reload_moves_live_sessions_onto_the_new_targets() {
     };
     let gateway = Gateway::start(&config_with_targets(&targets(&["one", "two"]), "")).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
-    let mut stream = client
-        .http
-        .get(gateway.url("/mcp"))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", client.session.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
+    let mut stream = client.open_stream().await;
     let (tools, _) = client.list_all("tools/list", "tools").await;
     assert!(names(&tools, "name").contains(&"two_echo".to_string()));
     let one = fixture_pid(&gateway, "one").expect("one runs");
@@ -528,7 +494,12 @@ async fn a_reload_moves_live_sessions_onto_the_new_targets() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         gateway.rewrite_config(&config_with_targets(&targets(&["one", "three"]), ""));
         gateway.log_with("config reloaded").await;
-        read_until(&mut stream, "notifications/tools/list_changed").await;
+        read_until(
+            &mut stream,
+            "notifications/tools/list_changed",
+            LIST_CHANGED_WITHIN,
+        )
+        .await;
     };
     let (in_flight, _) = tokio::join!(in_flight, reload);
     let in_flight = read_reply(in_flight).await;
@@ -576,18 +547,18 @@ async fn a_reload_moves_live_sessions_onto_the_new_targets() {
     // Only a policy changes: the lists change, the connection stays.
     let deny_echo = stdio_target("one", &[])
         + "            policies:\n              mcpAuthorization:\n                rules:\n                - 'mcp.tool.name != \"echo\"'\n";
+    let reloads = gateway.log_count("config reloaded");
     gateway.rewrite_config(&config_with_targets(
         &(deny_echo + &stdio_target("three", &[])),
         "",
     ));
-    let reloads = gateway.log_count("config reloaded");
-    for _ in 0..100 {
-        if gateway.log_count("config reloaded") > reloads {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    read_until(&mut stream, "notifications/tools/list_changed").await;
+    gateway.log_count_above("config reloaded", reloads).await;
+    read_until(
+        &mut stream,
+        "notifications/tools/list_changed",
+        LIST_CHANGED_WITHIN,
+    )
+    .await;
     let (tools, _) = client.list_all("tools/list", "tools").await;
     let listed = names(&tools, "name");
     assert!(!listed.contains(&"one_echo".to_string()), "{listed:?}");

@@ -135,10 +135,7 @@ impl Sessions {
             .get(id)
             .cloned()?;
         if session.mux.is_closed() {
-            self.map
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
+            self.take(id);
             return None;
         }
         session.last_active.store(self.now_ms(), Ordering::Relaxed);
@@ -147,12 +144,9 @@ impl Sessions {
 
     /// Removes and closes a session; `false` if there was none.
     pub async fn remove(&self, id: &str) -> bool {
-        let removed = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        let Some(session) = removed else { return false };
+        let Some(session) = self.take(id) else {
+            return false;
+        };
         session.mux.close().await;
         true
     }
@@ -160,14 +154,19 @@ impl Sessions {
     /// Removes a session at once and closes it (its targets) in the background, so the client's
     /// `DELETE` does not wait for remote targets or processes to stop; `false` if there was none.
     pub fn end(&self, id: &str) -> bool {
-        let removed = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        let Some(session) = removed else { return false };
+        let Some(session) = self.take(id) else {
+            return false;
+        };
         self.closing.spawn(async move { session.mux.close().await });
         true
+    }
+
+    /// Takes a session out of the table, leaving it to the caller to close.
+    fn take(&self, id: &str) -> Option<Arc<Session>> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 
     /// Every live session, for the admin API.

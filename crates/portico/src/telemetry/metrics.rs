@@ -421,27 +421,8 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the parenthesised command: utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // SAFETY: sysconf has no memory effects.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let cpu = (ticks(11) + ticks(12)) / per_second;
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let rss_kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
+        let cpu = super::process::cpu_seconds("self");
+        let rss_kib = super::process::status_kib("self", "VmRSS:") as f64;
         let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
         let dropped = super::dropped_log_lines() as f64;
         let values = [

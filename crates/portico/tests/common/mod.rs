@@ -167,6 +167,17 @@ impl Gateway {
         panic!("`{needle}` never reached the log:\n{}", self.log_text());
     }
 
+    /// Waits (5 s at most) until `needle` is in more than `count` log lines; whether it got there.
+    pub async fn log_count_above(&self, needle: &str, count: usize) -> bool {
+        for _ in 0..100 {
+            if self.log_count(needle) > count {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// The first log line containing every one of `needles`, once it arrives; panics after 5 s.
     pub async fn log_line_with(&self, needles: &[&str]) -> String {
         for _ in 0..100 {
@@ -331,6 +342,20 @@ impl Client {
             request = request.header("mcp-session-id", session);
         }
         request
+    }
+
+    /// Opens the session's GET stream (the messages that belong to no request).
+    pub async fn open_stream(&self) -> reqwest::Response {
+        let stream = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", self.session.clone().expect("a session"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(stream.status(), 200);
+        stream
     }
 
     pub async fn send(&self, message: Value) -> reqwest::Response {
@@ -518,4 +543,19 @@ impl Issuer {
             self.jwks
         )
     }
+}
+
+/// Reads an event stream until `needle` arrives, within `limit`; what it read.
+pub async fn read_until(stream: &mut reqwest::Response, needle: &str, limit: Duration) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("`{needle}` in time; got {seen}"))
+            .expect("stream open")
+            .expect("stream not ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
 }
