@@ -74,10 +74,11 @@ fn target_with_tls(url: &str, tls: &str) -> String {
 
 /// Initializes through a failClosed backend; `Ok` when the target answered, else the error message.
 async fn initialize(url: &str, tls: &str) -> Result<(), String> {
-    let yaml = config_with_targets(
-        &target_with_tls(url, tls),
-        "          failureMode: failClosed\n",
-    );
+    initialize_target(&target_with_tls(url, tls)).await
+}
+
+async fn initialize_target(target: &str) -> Result<(), String> {
+    let yaml = config_with_targets(target, "          failureMode: failClosed\n");
     let gateway = Gateway::start(&yaml).await;
     let client = Client::new(gateway.url("/mcp"));
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
@@ -149,6 +150,15 @@ async fn failures_name_the_target_and_the_reason() {
         wrong_name.contains("target service-a unavailable")
             && wrong_name.contains("not valid for name"),
         "{wrong_name}"
+    );
+
+    // Without a policy, an https:// target is verified against the system's roots.
+    let no_policy = initialize_target(&http_target("service-a", &fixture.url))
+        .await
+        .unwrap_err();
+    assert!(
+        no_policy.contains("target service-a unavailable") && no_policy.contains("UnknownIssuer"),
+        "{no_policy}"
     );
 
     let insecure = initialize(&fixture.url, "                insecure: true\n").await;

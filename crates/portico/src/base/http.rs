@@ -10,29 +10,30 @@ pub enum BodyError {
 }
 
 /// Reads a whole HTTP reply body as it arrives, refusing (and dropping the connection of) one larger
-/// than `limit` bytes, so an oversized reply is never held whole.
-pub async fn read_capped(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<bytes::Bytes, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
+/// than `limit` bytes, so an oversized reply is never held whole. A `reqwest::Response` is read as
+/// `reqwest::Body::from(response)`.
+pub async fn read_capped<B>(body: B, limit: usize) -> Result<bytes::Bytes, BodyError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + 'static,
+{
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > limit as u64 {
         return Err(BodyError::TooLarge(limit));
     }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| BodyError::Read(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > limit {
+    let mut body = std::pin::pin!(body);
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(super::http_client::describe(&e)))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if whole.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        whole.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok(whole.freeze())
 }
 
 /// A copy of a received header value that owns its bytes. A value as received shares the buffer its

@@ -59,9 +59,12 @@ fn fetch_document(url: &str) -> Result<String, String> {
                 .await
                 .and_then(|r| r.error_for_status())
                 .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
-            let body = crate::base::http::read_capped(response, MAX_OPENAPI_DOCUMENT_BYTES)
-                .await
-                .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
+            let body = crate::base::http::read_capped(
+                reqwest::Body::from(response),
+                MAX_OPENAPI_DOCUMENT_BYTES,
+            )
+            .await
+            .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
             Ok(String::from_utf8_lossy(&body).into_owned())
         })
     })

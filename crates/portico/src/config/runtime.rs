@@ -333,8 +333,8 @@ pub struct Target {
     pub kind: TargetKind,
     /// Effective policies, inheritance already applied.
     pub policies: crate::policy::TargetPolicies,
-    /// With `backendTLS`: this target's own HTTP client and the URL it calls.
-    pub tls_client: Option<(reqwest::Client, reqwest::Url)>,
+    /// With `backendTLS`: this target's own HTTP client.
+    pub tls_client: Option<TlsClient>,
     /// What sessions observed of this target, for the admin API (the one mutable part: counters).
     pub health: TargetHealth,
     /// Fingerprint of what a connection to the target depends on (its kind and address or command,
@@ -372,6 +372,8 @@ pub enum TargetKind {
     Stdio(StdioSpec),
     Http {
         url: reqwest::Url,
+        /// `url` as the hyper client takes it, parsed once.
+        uri: http::Uri,
     },
     /// The legacy HTTP+SSE transport: `url` is the event stream (e.g. `http://h/sse`).
     Sse {
@@ -393,7 +395,7 @@ impl TargetKind {
                     .trim_end()
                     .to_string()
             }
-            TargetKind::Http { url } => format!("mcp: {url}"),
+            TargetKind::Http { url, .. } => format!("mcp: {url}"),
             TargetKind::Sse { url } => format!("sse: {url}"),
             TargetKind::OpenApi { url, api } => match api.operations.len() {
                 1 => format!("openapi: {url} (1 operation)"),
@@ -411,6 +413,16 @@ impl TargetKind {
             TargetKind::OpenApi { .. } => "openapi",
         }
     }
+}
+
+/// A remote target's own client, made once at load for its `backendTLS` policy.
+#[derive(Debug)]
+pub enum TlsClient {
+    /// For a Streamable HTTP target.
+    Mcp(crate::base::http_client::HttpClient),
+    /// For SSE and OpenAPI targets: the client, and the URL it calls (another host than the
+    /// configured one when `sni` names one).
+    Reqwest(reqwest::Client, reqwest::Url),
 }
 
 #[derive(Debug)]

@@ -14,6 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 
+use crate::base::http_client::HttpClient;
+
 /// The YAML form.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -154,6 +156,30 @@ impl BackendTls {
         }
         let client = builder.build().map_err(|e| e.to_string())?;
         Ok((client, target))
+    }
+
+    /// The client for a Streamable HTTP target at `url` with this policy. With `sni` naming another
+    /// host, the connection goes to `url`'s address, with `sni` as the name sent, verified, and sent
+    /// as the `Host` header.
+    pub fn http_client(&self, url: &reqwest::Url) -> Result<HttpClient, String> {
+        let Some(sni) = self
+            .sni
+            .as_deref()
+            .filter(|sni| url.host_str() != Some(*sni))
+        else {
+            return Ok(HttpClient::with_tls(self.config.clone(), None));
+        };
+        let name = ServerName::try_from(sni.to_string())
+            .map_err(|_| format!("`{sni}` is not a server name"))?;
+        let host = match url.port() {
+            Some(port) => format!("{sni}:{port}"),
+            None => sni.to_string(),
+        };
+        let host = http::HeaderValue::try_from(host).map_err(|e| format!("`{sni}`: {e}"))?;
+        Ok(HttpClient::with_tls(
+            self.config.clone(),
+            Some((name, host)),
+        ))
     }
 }
 

@@ -502,7 +502,7 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Keys, String> {
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status().as_u16()));
     }
-    let body = crate::base::http::read_capped(response, MAX_JWKS_BYTES)
+    let body = crate::base::http::read_capped(reqwest::Body::from(response), MAX_JWKS_BYTES)
         .await
         .map_err(|e| e.to_string())?;
     let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;

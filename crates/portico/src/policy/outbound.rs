@@ -50,23 +50,17 @@ impl Outbound {
     }
 
     /// Finishes a request of the session, with the session's client token.
-    pub async fn finish(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Request, OutboundError> {
+    pub async fn finish<R: OutgoingRequest>(&self, request: R) -> Result<R, OutboundError> {
         let token = self.client_token.as_ref().and_then(|t| t.load_full());
         self.finish_with(request, token.as_deref()).await
     }
 
     /// Finishes a request whose client token (for `passthrough`) is `client_token`.
-    pub async fn finish_with(
+    pub async fn finish_with<R: OutgoingRequest>(
         &self,
-        request: reqwest::RequestBuilder,
+        mut request: R,
         client_token: Option<&http::HeaderValue>,
-    ) -> Result<reqwest::Request, OutboundError> {
-        let mut request = request
-            .build()
-            .map_err(|e| OutboundError(e.without_url().to_string()))?;
+    ) -> Result<R, OutboundError> {
         if let Some(modifier) = &self.request_headers {
             modifier.apply(request.headers_mut());
         }
@@ -76,5 +70,85 @@ impl Outbound {
                 .map_err(|e| OutboundError(format!("backendAuth: {e}")))?;
         }
         Ok(request)
+    }
+}
+
+/// Builds a `reqwest` request for [`Outbound::finish`].
+pub fn build(request: reqwest::RequestBuilder) -> Result<reqwest::Request, OutboundError> {
+    request
+        .build()
+        .map_err(|e| OutboundError(e.without_url().to_string()))
+}
+
+/// A request to a target as the outbound policies see it, whichever client sends it: `reqwest`'s, or
+/// the hyper client of Streamable HTTP targets (with the whole body at hand).
+pub trait OutgoingRequest: Send {
+    fn method(&self) -> &http::Method;
+    /// The full URL, as signed.
+    fn url(&self) -> std::borrow::Cow<'_, str>;
+    fn headers(&self) -> &http::HeaderMap;
+    fn headers_mut(&mut self) -> &mut http::HeaderMap;
+    /// The whole body; `None` when it is streamed.
+    fn body(&self) -> Option<&[u8]>;
+    /// Adds `name=value` to the query string.
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String>;
+}
+
+impl OutgoingRequest for reqwest::Request {
+    fn method(&self) -> &http::Method {
+        self.method()
+    }
+    fn url(&self) -> std::borrow::Cow<'_, str> {
+        self.url().as_str().into()
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        self.headers()
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+    fn body(&self) -> Option<&[u8]> {
+        match self.body() {
+            None => Some(&[]),
+            Some(body) => body.as_bytes(),
+        }
+    }
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.url_mut().query_pairs_mut().append_pair(name, value);
+        Ok(())
+    }
+}
+
+impl OutgoingRequest for http::Request<bytes::Bytes> {
+    fn method(&self) -> &http::Method {
+        self.method()
+    }
+    fn url(&self) -> std::borrow::Cow<'_, str> {
+        self.uri().to_string().into()
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        self.headers()
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+    fn body(&self) -> Option<&[u8]> {
+        Some(self.body())
+    }
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let mut parts = self.uri().clone().into_parts();
+        let (path, query) = match &parts.path_and_query {
+            Some(pq) => (pq.path(), pq.query()),
+            None => ("/", None),
+        };
+        let mut query = form_urlencoded::Serializer::new(query.unwrap_or_default().to_string());
+        query.append_pair(name, value);
+        let path_and_query = format!("{path}?{}", query.finish())
+            .parse()
+            .map_err(|e| format!("cannot add query parameter `{name}`: {e}"))?;
+        parts.path_and_query = Some(path_and_query);
+        *self.uri_mut() = http::Uri::from_parts(parts)
+            .map_err(|e| format!("cannot add query parameter `{name}`: {e}"))?;
+        Ok(())
     }
 }

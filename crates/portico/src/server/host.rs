@@ -17,6 +17,7 @@ use crate::gateway::Gateway;
 use crate::mcp::handling;
 use crate::mcp::respond::{self, Body};
 use crate::policy::a2a;
+use crate::policy::outbound::build;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and the ones the
 /// proxy sets itself.
@@ -166,7 +167,10 @@ async fn forward(
     }
     let request = backend
         .outbound
-        .finish_with(request, parts.headers.get(header::AUTHORIZATION))
+        .finish_with(
+            build(request).map_err(|e| failed(e.to_string()))?,
+            parts.headers.get(header::AUTHORIZATION),
+        )
         .await
         .map_err(|e| failed(e.to_string()))?;
     client.execute(request).await.map_err(|e| match timeout {
@@ -216,7 +220,9 @@ async fn respond(
         }
     }
     let body = if a2a && status.is_success() && a2a::is_agent_card(path) {
-        let Ok(card) = crate::base::http::read_capped(response, max_card).await else {
+        let Ok(card) =
+            crate::base::http::read_capped(reqwest::Body::from(response), max_card).await
+        else {
             return plain(
                 StatusCode::BAD_GATEWAY,
                 "the agent card is too large or broke off",

@@ -244,9 +244,19 @@ pub(super) fn target_rt(
             clear_env: stdio.clear_env,
         })
     } else if let Some(http) = &target.mcp {
-        runtime::TargetKind::Http {
-            url: http_url(r, &http.host, &format!("{path}.mcp.host"))?,
-        }
+        let field = format!("{path}.mcp.host");
+        let url = http_url(r, &http.host, &field)?;
+        let uri = match url.as_str().parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                r.error(
+                    field,
+                    format!("`{url}` is not a URL the HTTP client takes: {e}"),
+                );
+                return None;
+            }
+        };
+        runtime::TargetKind::Http { url, uri }
     } else if let Some(sse) = &target.sse {
         runtime::TargetKind::Sse {
             url: http_url(r, &sse.host, &format!("{path}.sse.host"))?,
@@ -276,19 +286,21 @@ pub(super) fn target_rt(
         return None;
     };
     let remote_url = match &kind {
-        runtime::TargetKind::Http { url }
+        runtime::TargetKind::Http { url, .. }
         | runtime::TargetKind::Sse { url }
         | runtime::TargetKind::OpenApi { url, .. } => Some(url),
         runtime::TargetKind::Stdio(_) => None,
     };
     let tls_client = match (remote_url, &policies.backend_tls) {
-        (Some(url), Some(tls)) if url.scheme() == "https" => match tls.policy.client(url) {
-            Ok(client) => Some(client),
-            Err(message) => {
-                r.error(format!("{path}.{}.host", kind.config_key()), message);
-                return None;
+        (Some(url), Some(tls)) if url.scheme() == "https" => {
+            match tls_client(&kind, &tls.policy, url) {
+                Ok(client) => Some(client),
+                Err(message) => {
+                    r.error(format!("{path}.{}.host", kind.config_key()), message);
+                    return None;
+                }
             }
-        },
+        }
         (Some(url), Some(_)) if own.backend_tls.is_some() => {
             r.error(
                 format!("{path}.policies.backendTLS"),
@@ -315,6 +327,20 @@ pub(super) fn target_rt(
         connection,
         revision,
     })
+}
+
+/// A remote target's own client for its `backendTLS` policy.
+fn tls_client(
+    kind: &runtime::TargetKind,
+    tls: &crate::policy::backend_tls::BackendTls,
+    url: &reqwest::Url,
+) -> Result<runtime::TlsClient, String> {
+    match kind {
+        runtime::TargetKind::Http { .. } => tls.http_client(url).map(runtime::TlsClient::Mcp),
+        _ => tls
+            .client(url)
+            .map(|(client, url)| runtime::TlsClient::Reqwest(client, url)),
+    }
 }
 
 pub(super) fn http_url(r: &mut Resolver, host: &str, path: &str) -> Option<reqwest::Url> {

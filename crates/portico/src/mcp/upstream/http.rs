@@ -5,26 +5,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri};
+use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{InboundSink, UpstreamError};
-use crate::mcp::jsonrpc::{self, Incoming, Payload};
+use crate::base::http_client::{self, HttpClient, next_chunk};
+use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
 use crate::mcp::sse;
 use crate::policy::outbound::Outbound;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const ACCEPT_EVENTS: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How long the target may take to take `notifications/initialized` before the messages waiting for it
 /// go ahead anyway.
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
 
+type Response = http::Response<Incoming>;
+
 pub struct HttpUpstream {
-    url: reqwest::Url,
-    client: reqwest::Client,
+    uri: Uri,
+    client: HttpClient,
     sink: InboundSink,
     session_id: RwLock<Option<HeaderValue>>,
     protocol_version: RwLock<Option<HeaderValue>>,
@@ -49,31 +57,58 @@ fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
     *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
 }
 
-fn connect_error(e: reqwest::Error) -> UpstreamError {
+fn connect_error(e: impl std::error::Error + 'static) -> UpstreamError {
     // The causes say what failed, e.g. `invalid peer certificate: UnknownIssuer`.
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
+    UpstreamError::Connect(http_client::describe(&e))
+}
+
+/// The upstream session's headers: its id and the negotiated protocol version.
+type SessionHeaders = (Option<HeaderValue>, Option<HeaderValue>);
+
+/// A request to the target at `uri`, with the upstream session's headers.
+fn request(
+    method: Method,
+    uri: &Uri,
+    accept: HeaderValue,
+    body: Bytes,
+    (id, version): &SessionHeaders,
+) -> Request<Bytes> {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(ACCEPT, accept);
+    if method == Method::POST {
+        headers.insert(CONTENT_TYPE, JSON);
     }
-    // Without the URL: a query string may carry credentials.
-    let mut message = e.without_url().to_string();
-    for cause in causes {
-        if !message.contains(&cause) {
-            message.push_str(": ");
-            message.push_str(&cause);
-        }
+    if let Some(id) = id {
+        headers.insert(SESSION_HEADER, id.clone());
     }
-    UpstreamError::Connect(message)
+    if let Some(version) = version {
+        headers.insert(VERSION_HEADER, version.clone());
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Adds the target's header changes and credentials, then sends.
+async fn send(
+    client: &HttpClient,
+    outbound: &Outbound,
+    request: Request<Bytes>,
+) -> Result<Response, UpstreamError> {
+    let request = outbound.finish(request).await?;
+    client
+        .send(request.map(http_body_util::Full::new))
+        .await
+        .map_err(connect_error)
 }
 
 impl HttpUpstream {
-    /// `url` is the one connected to (it differs from the configured one when `backendTLS.sni` names
-    /// another host).
+    /// `uri` is the target's URL.
     pub fn new(
-        url: reqwest::Url,
-        client: reqwest::Client,
+        uri: Uri,
+        client: HttpClient,
         sink: InboundSink,
         outbound: Outbound,
         max_message: usize,
@@ -81,7 +116,7 @@ impl HttpUpstream {
         Self {
             max_message,
             outbound: Arc::new(outbound),
-            url,
+            uri,
             client,
             sink,
             session_id: RwLock::new(None),
@@ -93,40 +128,31 @@ impl HttpUpstream {
         }
     }
 
+    fn session(&self) -> SessionHeaders {
+        (read(&self.session_id), read(&self.protocol_version))
+    }
+
     pub fn set_protocol_version(&self, version: &str) {
         write(&self.protocol_version, HeaderValue::from_str(version).ok());
     }
 
-    /// Adds the upstream session headers, then the target's header changes and credentials.
-    async fn prepare(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Request, UpstreamError> {
-        let session = (read(&self.session_id), read(&self.protocol_version));
-        Ok(self
-            .outbound
-            .finish(with_session(request, &session))
-            .await?)
-    }
-
-    async fn post(&self, message: &Value) -> Result<reqwest::Response, UpstreamError> {
+    async fn post(&self, message: &Value) -> Result<Response, UpstreamError> {
         let _ready = self.ready.read().await;
         let body =
             serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(ACCEPT, ACCEPT_BOTH)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let request = match crate::telemetry::traces::current_traceparent() {
-            Some(traceparent) => request.header("traceparent", traceparent),
-            None => request,
-        };
-        self.client
-            .execute(self.prepare(request).await?)
-            .await
-            .map_err(connect_error)
+        let mut request = request(
+            Method::POST,
+            &self.uri,
+            ACCEPT_BOTH,
+            body.into(),
+            &self.session(),
+        );
+        if let Some(traceparent) = crate::telemetry::traces::current_traceparent()
+            .and_then(|value| HeaderValue::try_from(value).ok())
+        {
+            request.headers_mut().insert("traceparent", traceparent);
+        }
+        send(&self.client, &self.outbound, request).await
     }
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
@@ -135,7 +161,7 @@ impl HttpUpstream {
             write(&self.init_request, Some(request.clone()));
         }
         let response = self.post(&request).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND
+        if response.status() == http::StatusCode::NOT_FOUND
             && !is_initialize
             && read(&self.session_id).is_some()
         {
@@ -145,21 +171,12 @@ impl HttpUpstream {
             return self.read_response(response, &request).await;
         }
         if is_initialize {
-            write(
-                &self.session_id,
-                response
-                    .headers()
-                    .get(SESSION_HEADER)
-                    .map(crate::base::http::detached),
-            );
+            self.keep_session_id(&response);
         }
         self.read_response(response, &request).await
     }
 
-    async fn reinitialize(&self) -> Result<(), UpstreamError> {
-        write(&self.session_id, None);
-        let init = read(&self.init_request).ok_or(UpstreamError::Closed)?;
-        let response = self.post(&init).await?;
+    fn keep_session_id(&self, response: &Response) {
         write(
             &self.session_id,
             response
@@ -167,6 +184,13 @@ impl HttpUpstream {
                 .get(SESSION_HEADER)
                 .map(crate::base::http::detached),
         );
+    }
+
+    async fn reinitialize(&self) -> Result<(), UpstreamError> {
+        write(&self.session_id, None);
+        let init = read(&self.init_request).ok_or(UpstreamError::Closed)?;
+        let response = self.post(&init).await?;
+        self.keep_session_id(&response);
         self.read_response(response, &init).await?;
         self.send(jsonrpc::notification(
             "notifications/initialized",
@@ -177,7 +201,7 @@ impl HttpUpstream {
 
     async fn read_response(
         &self,
-        mut response: reqwest::Response,
+        response: Response,
         request: &Value,
     ) -> Result<Payload, UpstreamError> {
         let status = response.status();
@@ -191,13 +215,14 @@ impl HttpUpstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let mut body = response.into_body();
         if content_type.starts_with("application/json") {
-            let body = super::read_body(response, self.max_message).await?;
+            let body = super::read_body(body, self.max_message).await?;
             let text =
                 std::str::from_utf8(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
             return match jsonrpc::parse_incoming(text) {
-                Ok(Incoming::Response { payload, .. }) => Ok(payload),
-                Ok(Incoming::Other(_)) => Err(UpstreamError::Protocol(
+                Ok(Message::Response { payload, .. }) => Ok(payload),
+                Ok(Message::Other(_)) => Err(UpstreamError::Protocol(
                     "a JSON reply that is not a response".into(),
                 )),
                 Err(e) => Err(UpstreamError::Protocol(e.to_string())),
@@ -209,28 +234,28 @@ impl HttpUpstream {
             )));
         }
         let mut reader = sse::Reader::new(self.max_message);
-        while let Some(chunk) = response.chunk().await.map_err(connect_error)? {
+        while let Some(chunk) = next_chunk(&mut body).await.map_err(connect_error)? {
             let events = reader
                 .feed(&chunk)
                 .map_err(|_| UpstreamError::TooLarge(self.max_message))?;
             for event in events {
                 match parse_event(&event) {
-                    Some(Incoming::Response {
+                    Some(Message::Response {
                         id: Some(answered),
                         payload,
                     }) if Some(answered) == id => {
                         // The target ends the stream right after its response; reading that end lets the
                         // connection go back to the pool instead of being closed. Usually the end has
                         // arrived with the response: only when it has not does a task wait for it.
-                        if !matches!(response.chunk().now_or_never(), Some(Ok(None))) {
+                        if !matches!(next_chunk(&mut body).now_or_never(), Some(Ok(None))) {
                             tokio::spawn(async move {
-                                while let Ok(Some(_)) = response.chunk().await {}
+                                while let Ok(Some(_)) = next_chunk(&mut body).await {}
                             });
                         }
                         return Ok(payload);
                     }
-                    Some(Incoming::Other(message)) => self.sink.message(message, id),
-                    Some(Incoming::Response { .. }) | None => {}
+                    Some(Message::Other(message)) => self.sink.message(message, id),
+                    Some(Message::Response { .. }) | None => {}
                 }
             }
         }
@@ -244,21 +269,18 @@ impl HttpUpstream {
             return;
         };
         let message = jsonrpc::notification("notifications/initialized", serde_json::json!({}));
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(ACCEPT, ACCEPT_BOTH)
-            .header(CONTENT_TYPE, "application/json")
-            .body(message.to_string());
-        let session = (read(&self.session_id), read(&self.protocol_version));
+        let request = request(
+            Method::POST,
+            &self.uri,
+            ACCEPT_BOTH,
+            message.to_string().into(),
+            &self.session(),
+        );
         let (client, outbound) = (self.client.clone(), self.outbound.clone());
         tokio::spawn(async move {
             let _gate = gate;
-            let sending = async {
-                let request = outbound.finish(with_session(request, &session)).await?;
-                client.execute(request).await.map_err(connect_error)
-            };
             // Bounded: everything else sent to the target waits for this.
+            let sending = send(&client, &outbound, request);
             let refused = match tokio::time::timeout(INITIALIZED_TIMEOUT, sending).await {
                 Ok(Ok(response)) if response.status().is_success() => return,
                 Ok(Ok(response)) => format!("HTTP {}", response.status().as_u16()),
@@ -286,18 +308,18 @@ impl HttpUpstream {
         if self.listening.swap(true, Ordering::AcqRel) {
             return;
         }
-        let session = (read(&self.session_id), read(&self.protocol_version));
+        let session = self.session();
         let (sink, cancel, client) = (self.sink.clone(), self.listen.clone(), self.client.clone());
-        let (url, outbound, max_event) =
-            (self.url.clone(), self.outbound.clone(), self.max_message);
+        let (uri, outbound, max_event) =
+            (self.uri.clone(), self.outbound.clone(), self.max_message);
         let ready = self.ready.clone();
         tokio::spawn(async move {
             drop(ready.read().await);
             let mut backoff = Duration::from_millis(500);
             loop {
                 // Built again for every attempt: credentials may have been refreshed since.
-                let request = client.get(url.clone()).header(ACCEPT, "text/event-stream");
-                let Ok(request) = outbound.finish(with_session(request, &session)).await else {
+                let request = request(Method::GET, &uri, ACCEPT_EVENTS, Bytes::new(), &session);
+                let Ok(request) = outbound.finish(request).await else {
                     return;
                 };
                 let outcome = tokio::select! {
@@ -322,28 +344,19 @@ impl HttpUpstream {
             return;
         }
         let _ready = self.ready.read().await;
-        let Ok(request) = self.prepare(self.client.delete(self.url.clone())).await else {
-            return;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.execute(request)).await;
+        let request = request(
+            Method::DELETE,
+            &self.uri,
+            ACCEPT_BOTH,
+            Bytes::new(),
+            &self.session(),
+        );
+        let deleting = send(&self.client, &self.outbound, request);
+        let _ = tokio::time::timeout(Duration::from_secs(2), deleting).await;
     }
 }
 
-/// The upstream session's headers: its id and the negotiated protocol version.
-fn with_session(
-    mut request: reqwest::RequestBuilder,
-    (id, version): &(Option<HeaderValue>, Option<HeaderValue>),
-) -> reqwest::RequestBuilder {
-    if let Some(id) = id {
-        request = request.header(SESSION_HEADER, id.clone());
-    }
-    if let Some(version) = version {
-        request = request.header(VERSION_HEADER, version.clone());
-    }
-    request
-}
-
-fn parse_event(event: &sse::Event) -> Option<Incoming> {
+fn parse_event(event: &sse::Event) -> Option<Message> {
     if event.data.trim().is_empty() {
         return None;
     }
@@ -352,25 +365,26 @@ fn parse_event(event: &sse::Event) -> Option<Incoming> {
 
 /// Reads one GET stream to its end; `false` when the target does not offer one (no retry).
 async fn listen_once(
-    client: &reqwest::Client,
-    request: reqwest::Request,
+    client: &HttpClient,
+    request: Request<Bytes>,
     sink: &InboundSink,
     max_event: usize,
 ) -> bool {
-    let Ok(mut response) = client.execute(request).await else {
+    let Ok(response) = client.send(request.map(http_body_util::Full::new)).await else {
         return true;
     };
     if !response.status().is_success() {
         return false;
     }
+    let mut body = response.into_body();
     let mut reader = sse::Reader::new(max_event);
-    while let Ok(Some(chunk)) = response.chunk().await {
+    while let Ok(Some(chunk)) = next_chunk(&mut body).await {
         let Ok(events) = reader.feed(&chunk) else {
             tracing::warn!(target: "portico::upstream", max_event, "the target's event stream sent an event over config.limits.upstreamResponse; reconnecting");
             return true;
         };
         for event in events {
-            if let Some(Incoming::Other(message)) = parse_event(&event) {
+            if let Some(Message::Other(message)) = parse_event(&event) {
                 sink.message(message, None);
             }
         }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
-use crate::config::runtime::{Target, TargetKind};
+use crate::base::http_client::HttpClient;
+use crate::config::runtime::{Target, TargetKind, TlsClient};
 use crate::mcp::jsonrpc::{self, Payload};
 
 /// Receives what a target sends on its own: notifications and requests to the client, and the end
@@ -58,11 +59,12 @@ impl From<crate::policy::outbound::OutboundError> for UpstreamError {
 }
 
 /// Reads a whole HTTP reply body from a target, at most `limit` bytes ([`crate::base::http::read_capped`]).
-pub async fn read_body(
-    response: reqwest::Response,
-    limit: usize,
-) -> Result<bytes::Bytes, UpstreamError> {
-    crate::base::http::read_capped(response, limit)
+pub async fn read_body<B>(body: B, limit: usize) -> Result<bytes::Bytes, UpstreamError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + 'static,
+{
+    crate::base::http::read_capped(body, limit)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(limit) => UpstreamError::TooLarge(limit),
@@ -124,11 +126,9 @@ impl Upstream {
         max_message: usize,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         // A remote target's own TLS client (backendTLS), or the worker's shared one.
-        let remote = |url: &reqwest::Url| {
-            target
-                .tls_client
-                .clone()
-                .unwrap_or_else(|| (http_client.clone(), url.clone()))
+        let remote = |url: &reqwest::Url| match &target.tls_client {
+            Some(TlsClient::Reqwest(client, connect_url)) => (client.clone(), connect_url.clone()),
+            _ => (http_client.clone(), url.clone()),
         };
         let outbound = |url| {
             crate::policy::outbound::Outbound::new(
@@ -144,10 +144,13 @@ impl Upstream {
                 sink,
                 max_message,
             )?),
-            TargetKind::Http { url } => {
-                let (client, connect_url) = remote(url);
+            TargetKind::Http { url, uri } => {
+                let client = match &target.tls_client {
+                    Some(TlsClient::Mcp(client)) => client.clone(),
+                    _ => HttpClient::shared(url.scheme() == "https"),
+                };
                 Transport::Http(http::HttpUpstream::new(
-                    connect_url,
+                    uri.clone(),
                     client,
                     sink,
                     outbound(url),

@@ -11,7 +11,7 @@ use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::Payload;
 use crate::mcp::sse;
-use crate::policy::outbound::Outbound;
+use crate::policy::outbound::{Outbound, build};
 
 /// How long the server gets to name its message endpoint.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,7 +39,9 @@ impl SseUpstream {
         max_event: usize,
     ) -> Result<Self, UpstreamError> {
         let request = outbound
-            .finish(client.get(url.clone()).header(ACCEPT, "text/event-stream"))
+            .finish(build(
+                client.get(url.clone()).header(ACCEPT, "text/event-stream"),
+            )?)
             .await?;
         let mut response = client.execute(request).await.map_err(failed)?;
         if !response.status().is_success() {
@@ -90,11 +92,11 @@ impl SseUpstream {
         let request = self.client.post(self.endpoint.clone());
         let request = self
             .outbound
-            .finish(
+            .finish(build(
                 request
                     .header(CONTENT_TYPE, "application/json")
                     .body(message.to_string()),
-            )
+            )?)
             .await?;
         let response = self.client.execute(request).await.map_err(failed)?;
         if response.status().is_success() {

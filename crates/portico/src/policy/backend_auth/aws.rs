@@ -16,6 +16,8 @@ use aws_sigv4::sign::v4;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::policy::outbound::OutgoingRequest;
+
 use super::cache::{self, Cache, Fetched, Source};
 
 /// `aws: {accessKeyId?, secretAccessKey?, sessionToken?, region, service?}`.
@@ -77,7 +79,7 @@ impl Signer {
 
     /// Signs `request` (method, URL, the headers it has now, and its body) and adds the signature
     /// headers. Anything that changes the request afterwards would break the signature, so this runs last.
-    pub async fn sign(&self, request: &mut reqwest::Request) -> Result<(), String> {
+    pub async fn sign(&self, request: &mut impl OutgoingRequest) -> Result<(), String> {
         let credentials = self.credentials.get().await?;
         sign_at(
             request,
@@ -90,7 +92,7 @@ impl Signer {
 }
 
 fn sign_at(
-    request: &mut reqwest::Request,
+    request: &mut impl OutgoingRequest,
     credentials: &Credentials,
     region: &str,
     service: &str,
@@ -106,24 +108,17 @@ fn sign_at(
         .build()
         .map_err(|e| format!("cannot sign: {e}"))?
         .into();
-    let body = match request.body() {
-        None => SignableBody::Bytes(&[]),
-        Some(body) => match body.as_bytes() {
-            Some(bytes) => SignableBody::Bytes(bytes),
-            None => return Err("cannot sign a streamed body".into()),
-        },
+    let Some(body) = request.body() else {
+        return Err("cannot sign a streamed body".into());
     };
+    let body = SignableBody::Bytes(body);
+    let url = request.url();
     let headers = request
         .headers()
         .iter()
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        request.url().as_str(),
-        headers,
-        body,
-    )
-    .map_err(|e| format!("cannot sign: {e}"))?;
+    let signable = SignableRequest::new(request.method().as_str(), url.as_ref(), headers, body)
+        .map_err(|e| format!("cannot sign: {e}"))?;
     let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
         .map_err(|e| format!("cannot sign: {e}"))?
         .into_parts();

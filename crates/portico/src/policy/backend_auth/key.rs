@@ -4,6 +4,8 @@
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::policy::outbound::OutgoingRequest;
+
 /// `key: "<secret>"` or `key: {value | file, location?}`.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
@@ -41,14 +43,13 @@ pub enum Key {
 }
 
 impl Key {
-    pub fn apply(&self, request: &mut reqwest::Request) {
+    pub fn apply(&self, request: &mut impl OutgoingRequest) -> Result<(), String> {
         match self {
             Key::Header(name, value) => {
                 request.headers_mut().insert(name.clone(), value.clone());
+                Ok(())
             }
-            Key::Query(name, value) => {
-                request.url_mut().query_pairs_mut().append_pair(name, value);
-            }
+            Key::Query(name, value) => request.append_query(name, value),
         }
     }
 }

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use http::HeaderValue;
 use serde::Deserialize;
 
+use crate::policy::outbound::OutgoingRequest;
+
 use cache::{Cache, Fetched, Source};
 
 /// The YAML form: exactly one of the fields.
@@ -116,11 +118,11 @@ impl TargetAuth {
     /// Runs after every other change to the request: a SigV4 signature covers its final form.
     pub async fn apply(
         &self,
-        request: &mut reqwest::Request,
+        request: &mut impl OutgoingRequest,
         client_token: Option<&HeaderValue>,
     ) -> Result<(), String> {
         match &*self.policy {
-            BackendAuth::Key(key) => key.apply(request),
+            BackendAuth::Key(key) => key.apply(request)?,
             BackendAuth::Passthrough => {
                 if let Some(token) = client_token {
                     request

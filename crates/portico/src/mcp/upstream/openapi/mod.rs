@@ -88,7 +88,13 @@ impl OpenApiUpstream {
             Ok(request) => request,
             Err(message) => return Ok(tool_error(message)),
         };
-        let request = match self.outbound.finish(request).await {
+        let request = match async {
+            self.outbound
+                .finish(crate::policy::outbound::build(request)?)
+                .await
+        }
+        .await
+        {
             Ok(request) => request,
             Err(e) => return Ok(tool_error(format!("cannot call the service: {e}"))),
         };
@@ -102,7 +108,7 @@ impl OpenApiUpstream {
             }
         };
         let status = response.status();
-        let body = match super::read_body(response, self.max_reply).await {
+        let body = match super::read_body(reqwest::Body::from(response), self.max_reply).await {
             Ok(body) => String::from_utf8_lossy(&body).into_owned(),
             Err(e @ UpstreamError::TooLarge(_)) => return Err(e),
             Err(e) => return Ok(tool_error(format!("the reply broke off: {e}"))),

@@ -1,0 +1,170 @@
+//! The HTTP/1 client Streamable HTTP targets are called with: hyper's pooled client, plain or over
+//! rustls. Not reqwest, which the other outbound calls use: on the path of every proxied message it
+//! parsed the request's URL twice and ran redirect and retry layers a target never needs, a sixth of
+//! the instructions of a proxied `tools/call`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+
+/// A request body: the whole message, as MCP messages are sent.
+pub type Body = Full<Bytes>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A pooled client; clones share the pool (and cost a reference count: each session holds one).
+#[derive(Clone)]
+pub struct HttpClient(Arc<Inner>);
+
+struct Inner {
+    pool: Pool,
+    /// With `backendTLS.sni` naming another host than the URL's: the `Host` header to send, so the
+    /// target sees the name it is reached by.
+    host: Option<HeaderValue>,
+}
+
+enum Pool {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+thread_local! {
+    /// Each worker's pools: a session's upstream calls are made by the thread that serves it, so a
+    /// request and its upstream call never cross threads. The TLS one is made on first use only: it
+    /// loads the system's roots, which a gateway with only `http://` targets never needs.
+    static PLAIN: HttpClient = HttpClient::plain();
+    static TLS: OnceLock<HttpClient> = const { OnceLock::new() };
+}
+
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    http
+}
+
+fn builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new());
+    builder
+}
+
+/// The TLS settings for `https://` targets without a `backendTLS` policy: the system's roots.
+fn default_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+                .unwrap_or_else(|e| unreachable!("aws-lc-rs supports the default versions: {e}"));
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+impl HttpClient {
+    fn plain() -> Self {
+        Self(Arc::new(Inner {
+            pool: Pool::Plain(builder().build(connector())),
+            host: None,
+        }))
+    }
+
+    /// This worker's shared client for `http://` or `https://` targets without `backendTLS`.
+    pub fn shared(https: bool) -> Self {
+        if !https {
+            return PLAIN.with(Clone::clone);
+        }
+        TLS.with(|tls| {
+            tls.get_or_init(|| Self::with_tls(default_tls(), None))
+                .clone()
+        })
+    }
+
+    /// A client of its own for a target with `backendTLS`. `server_name` replaces the URL's host as
+    /// the name sent and verified (`sni`); `host` is then the `Host` header that goes with it.
+    pub fn with_tls(
+        config: Arc<rustls::ClientConfig>,
+        sni: Option<(ServerName<'static>, HeaderValue)>,
+    ) -> Self {
+        let (resolver, host): (Arc<dyn hyper_rustls::ResolveServerName + Send + Sync>, _) =
+            match sni {
+                Some((name, host)) => (Arc::new(FixedServerNameResolver::new(name)), Some(host)),
+                None => (
+                    Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
+                    None,
+                ),
+            };
+        let https = HttpsConnector::new(connector(), config, false, resolver);
+        Self(Arc::new(Inner {
+            pool: Pool::Tls(builder().build(https)),
+            host,
+        }))
+    }
+
+    /// Sends `request` on a pooled connection (or a new one).
+    pub async fn send(
+        &self,
+        mut request: http::Request<Body>,
+    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        if let Some(host) = &self.0.host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
+        }
+        match &self.0.pool {
+            Pool::Plain(client) => client.request(request).await,
+            Pool::Tls(client) => client.request(request).await,
+        }
+    }
+}
+
+/// The next piece of a reply body; trailers are skipped. `None` at its end.
+pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+/// What went wrong, with its causes (e.g. `client error (Connect): invalid peer certificate:
+/// UnknownIssuer`), each said once.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    message
+}
