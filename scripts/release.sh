@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the release binary with its debug info split off: `portico` (code and symbols, as
-# `cargo build --release` makes it) and `portico.debug` (line tables), linked by a GNU debuglink so
-# that gdb, perf and backtrace tools find it next to the binary.
+# Builds the release binary with its debug info split off: `portico` (code only, as
+# `cargo build --release` makes it) and `portico.debug` (symbols and line tables), linked by a GNU
+# debuglink so that gdb, perf and backtraces find it next to the binary.
 #   scripts/release.sh [OUT_DIR]     (default: dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,5 @@ cargo build --profile dist -p portico
 mkdir -p "$out"
 cp "$target/dist/portico" "$out/portico"
 objcopy --only-keep-debug "$out/portico" "$out/portico.debug"
-objcopy --strip-debug --add-gnu-debuglink="$out/portico.debug" "$out/portico"
+objcopy --strip-all --add-gnu-debuglink="$out/portico.debug" "$out/portico"
 ls -l "$out/portico" "$out/portico.debug"

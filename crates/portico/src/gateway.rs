@@ -34,27 +34,3 @@ impl Gateway {
         self.legacy.end_all();
     }
 }
-
-thread_local! {
-    /// Each worker's pooled client for HTTP targets: a session's upstream connections are driven by the
-    /// thread that serves it, so a request and its upstream call never cross threads.
-    static HTTP_CLIENT: Option<reqwest::Client> = http_client()
-        .inspect_err(|e| tracing::error!(target: "portico::server", error = %e, "cannot build the HTTP client"))
-        .ok();
-}
-
-impl Gateway {
-    /// This worker's HTTP client for targets.
-    pub fn http_client(&self) -> Option<reqwest::Client> {
-        HTTP_CLIENT.with(Clone::clone)
-    }
-}
-
-/// A pooled HTTP client for targets, as each worker gets one.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()?)
-}

@@ -453,3 +453,44 @@ async fn legacy_sse_clients_get_the_endpoint_and_their_replies_on_the_stream() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+/// A target that forgets the session (restarted, or expired it) answers 404: the gateway initializes
+/// a new upstream session with the client's `initialize` and sends the request again, so the client
+/// never notices.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_upstream_session_is_initialized_again() {
+    let first = HttpFixture::start(&["--name", "a"]).await;
+    let address = first
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let yaml = config_with_targets(&http_target("a", &first.url), "");
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let result = client.call("echo", json!({"message": "before"})).await;
+    assert_eq!(text(&result), "before");
+
+    drop(first);
+    // The same address, a fresh process: it knows no session.
+    let mut restarted = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::timeout(
+            Duration::from_secs(5),
+            HttpFixture::try_start(&["--name", "a", "--listen", &address]),
+        )
+        .await;
+        if let Ok(Some(fixture)) = started {
+            restarted = Some(fixture);
+            break;
+        }
+    }
+    let _restarted = restarted.expect("the fixture restarts on its address");
+
+    let result = client.call("echo", json!({"message": "after"})).await;
+    assert_eq!(text(&result), "after");
+    gateway
+        .log_with("upstream session expired; initializing again")
+        .await;
+}

@@ -27,15 +27,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct HttpClient(Arc<Inner>);
 
 struct Inner {
-    pool: Pool,
+    /// One client type for `http://` and `https://` (the connector passes plain URLs through): hyper's
+    /// client code is built once into the binary, not once per connector.
+    pool: Client<HttpsConnector<HttpConnector>, Body>,
     /// With `backendTLS.sni` naming another host than the URL's: the `Host` header to send, so the
     /// target sees the name it is reached by.
     host: Option<HeaderValue>,
-}
-
-enum Pool {
-    Plain(Client<HttpConnector, Body>),
-    Tls(Client<HttpsConnector<HttpConnector>, Body>),
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -50,6 +47,28 @@ thread_local! {
     /// loads the system's roots, which a gateway with only `http://` targets never needs.
     static PLAIN: HttpClient = HttpClient::plain();
     static TLS: OnceLock<HttpClient> = const { OnceLock::new() };
+}
+
+thread_local! {
+    /// Each worker's `reqwest` client, for SSE and OpenAPI targets without `backendTLS`: made when
+    /// such a target is first connected (it loads the system's roots).
+    static REQWEST: Option<reqwest::Client> = reqwest_client()
+        .inspect_err(|e| tracing::error!(target: "portico::server", error = %e, "cannot build the HTTP client"))
+        .ok();
+}
+
+/// This worker's `reqwest` client (`None` if it cannot be built, which is logged).
+pub fn shared_reqwest() -> Option<reqwest::Client> {
+    REQWEST.with(Clone::clone)
+}
+
+/// A pooled `reqwest` client for targets, as each worker gets one.
+pub fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build()
 }
 
 fn connector() -> HttpConnector {
@@ -68,6 +87,10 @@ fn builder() -> hyper_util::client::legacy::Builder {
     builder
 }
 
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 /// The TLS settings for `https://` targets without a `backendTLS` policy: the system's roots.
 fn default_tls() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
@@ -75,8 +98,7 @@ fn default_tls() -> Arc<rustls::ClientConfig> {
         .get_or_init(|| {
             let mut roots = rustls::RootCertStore::empty();
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            let mut config = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
                 .unwrap_or_else(|e| unreachable!("aws-lc-rs supports the default versions: {e}"));
@@ -88,10 +110,16 @@ fn default_tls() -> Arc<rustls::ClientConfig> {
 
 impl HttpClient {
     fn plain() -> Self {
-        Self(Arc::new(Inner {
-            pool: Pool::Plain(builder().build(connector())),
-            host: None,
-        }))
+        // Never used for a TLS connection: `https://` targets get the TLS pool.
+        let no_roots = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map(|builder| {
+                builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|e| unreachable!("aws-lc-rs supports the default versions: {e}"));
+        Self::with_tls(Arc::new(no_roots), None)
     }
 
     /// This worker's shared client for `http://` or `https://` targets without `backendTLS`.
@@ -121,7 +149,7 @@ impl HttpClient {
             };
         let https = HttpsConnector::new(connector(), config, false, resolver);
         Self(Arc::new(Inner {
-            pool: Pool::Tls(builder().build(https)),
+            pool: builder().build(https),
             host,
         }))
     }
@@ -136,10 +164,7 @@ impl HttpClient {
                 .headers_mut()
                 .insert(http::header::HOST, host.clone());
         }
-        match &self.0.pool {
-            Pool::Plain(client) => client.request(request).await,
-            Pool::Tls(client) => client.request(request).await,
-        }
+        self.0.pool.request(request).await
     }
 }
 

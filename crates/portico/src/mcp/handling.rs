@@ -196,14 +196,6 @@ pub(crate) async fn start_session(
         return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
     }
     let backend = route.pick_backend().mcp.clone();
-    let Some(http) = gateway.http_client() else {
-        return Err(jsonrpc::error(
-            message["id"].clone(),
-            code::INTERNAL_ERROR,
-            "no HTTP client",
-        )
-        .into());
-    };
     let quota = match gateway
         .limits
         .admit_session(&route.name, backend.stdio_targets())
@@ -223,7 +215,7 @@ pub(crate) async fn start_session(
         }
     };
     let limits = gateway.limits.settings;
-    match Mux::start(backend, message, http, token, quota, limits).await {
+    match Mux::start(backend, message, token, quota, limits).await {
         Ok((mux, response)) => {
             let owner = session::owner(claims);
             let session = gateway

@@ -62,18 +62,23 @@ pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName)
 }
 
 pub(crate) fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
-    let wildcard = format!("{kind}/*");
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|accept| {
-            accept.split(',').any(|part| {
-                let range = part.split(';').next().unwrap_or_default().trim();
-                range == media || range == wildcard || range == "*/*"
-            })
+    let media = media.as_bytes();
+    let kind = media.split(|&b| b == b'/').next().unwrap_or(media);
+    headers.get_all(ACCEPT).iter().any(|accept| {
+        accept.as_bytes().split(|&b| b == b',').any(|part| {
+            let range = part
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or(part)
+                .trim_ascii();
+            // Media types are case-insensitive (RFC 9110 §8.3.1).
+            range.eq_ignore_ascii_case(media)
+                || range == b"*/*"
+                || range
+                    .strip_suffix(b"/*")
+                    .is_some_and(|range_kind| range_kind.eq_ignore_ascii_case(kind))
         })
+    })
 }
 
 /// A target's own `responseHeaderModifier`, carried from the reply to the route's entry (`endpoint`), which applies it.
@@ -130,5 +135,11 @@ mod tests {
             "text/event-stream"
         ));
         assert!(accepts(&with_accept("text/*;q=0.5"), "text/event-stream"));
+        assert!(accepts(
+            &with_accept("Text/Event-Stream"),
+            "text/event-stream"
+        ));
+        assert!(!accepts(&with_accept("text/*x"), "text/event-stream"));
+        assert!(!accepts(&with_accept("image/*"), "text/event-stream"));
     }
 }

@@ -111,7 +111,7 @@ async fn proxy(
     };
     let a2a_method = a2a.then(|| a2a::method(&body)).flatten();
     let public_origin = handling::base_url(route, &parts.headers);
-    let outcome = forward(gateway, backend, &parts, body, peer).await;
+    let outcome = forward(backend, &parts, body, peer).await;
     let response = match outcome {
         Ok(response) => {
             let max_card = gateway.limits.settings.upstream_response_bytes;
@@ -139,7 +139,6 @@ async fn proxy(
 }
 
 async fn forward(
-    gateway: &Arc<Gateway>,
     backend: &HostBackend,
     parts: &http::request::Parts,
     body: Bytes,
@@ -149,8 +148,7 @@ async fn forward(
     let (client, base) = match &backend.tls_client {
         Some((client, url)) => (client.clone(), url.clone()),
         None => (
-            gateway
-                .http_client()
+            crate::base::http_client::shared_reqwest()
                 .ok_or_else(|| failed("no HTTP client".into()))?,
             backend.url.clone(),
         ),

@@ -88,8 +88,6 @@ pub fn run(
     // Registered now, so that the last-load time is the start.
     crate::telemetry::metrics::metrics();
     let config = Arc::new(config);
-    // Fail at start, not on the first session, if no HTTP client can be built (e.g. no TLS roots).
-    main.block_on(async { crate::gateway::http_client() })?;
     let mut sockets = bind_sockets(&config, workers)?.into_iter();
     let readiness = ops::bind(config.settings.readiness, "config.readinessAddr")?;
     if let Some(socket) = &readiness {
@@ -135,7 +133,7 @@ pub fn run(
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
         if let Some(tracing) = &config.settings.tracing {
-            match crate::gateway::http_client() {
+            match crate::base::http_client::reqwest_client() {
                 Ok(http) => {
                     crate::telemetry::traces::start(tracing, http);
                     tracing::info!(target: "portico::server", otlp = %tracing.endpoint, protocol = tracing.protocol.name(), sampling = tracing.sampling, "exporting traces");

@@ -44,25 +44,30 @@ impl HttpFixture {
     }
 
     async fn start_as(transport: &str, args: &[&str]) -> Self {
+        tokio::time::timeout(Duration::from_secs(20), Self::spawn(transport, args))
+            .await
+            .expect("fixture starts in time")
+            .expect("the fixture says where it listens")
+    }
+
+    /// Starts an HTTP fixture; `None` if it exits without listening (e.g. its address is taken).
+    pub async fn try_start(args: &[&str]) -> Option<Self> {
+        Self::spawn("http", args).await
+    }
+
+    async fn spawn(transport: &str, args: &[&str]) -> Option<Self> {
         let mut child = Command::new(EXE)
             .args(["fixture", "--transport", transport])
             .args(args)
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start fixture");
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("fixture starts in time")
-            .expect("read")
-            .expect("a line");
-        let url = line
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_string();
-        Self { url, _child: child }
+        let line = BufReader::new(stdout).lines().next_line().await.ok()??;
+        let url = line.strip_prefix("listening on ")?.to_string();
+        Some(Self { url, _child: child })
     }
 }
 

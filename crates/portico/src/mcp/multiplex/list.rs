@@ -143,11 +143,9 @@ impl Mux {
     /// Whether target `t` is connected and declared the capability `kind` needs.
     pub(super) fn declares(&self, t: usize, kind: ListKind) -> bool {
         let upstream = self.slot(t).upstream.load();
-        upstream.as_ref().is_some_and(|u| {
-            u.init_result["capabilities"]
-                .get(kind.capability())
-                .is_some()
-        })
+        upstream
+            .as_ref()
+            .is_some_and(|u| u.declares(kind.capability()))
     }
 }
 

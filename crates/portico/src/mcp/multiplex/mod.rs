@@ -96,8 +96,8 @@ pub struct Mux {
     /// The session's backend as the config has it now (replaced on reload).
     backend: ArcSwap<McpBackend>,
     table: ArcSwap<Table>,
-    init_params: Value,
-    http: reqwest::Client,
+    /// The client's `initialize` params, as text: sent to targets connected later in the session.
+    init_params: Box<RawValue>,
     inflight: Mutex<Inflight>,
     server_requests: Mutex<ServerRequests>,
     next_server_request: AtomicU64,
@@ -135,17 +135,18 @@ impl Mux {
     pub async fn start(
         backend: Arc<McpBackend>,
         initialize: &Value,
-        http: reqwest::Client,
         client_token: Option<http::HeaderValue>,
         mut quota: SessionQuota,
         limits: LimitSettings,
     ) -> Result<(Arc<Mux>, Value), Value> {
         let id = initialize["id"].clone();
-        let init_params = initialize
-            .get("params")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let version = negotiate_version(init_params["protocolVersion"].as_str());
+        let params = &initialize["params"];
+        let version = negotiate_version(params["protocolVersion"].as_str());
+        let init_params = match params {
+            Value::Null => RawValue::from_string("{}".into()),
+            params => serde_json::value::to_raw_value(params),
+        }
+        .map_err(|e| jsonrpc::error(id.clone(), code::INVALID_PARAMS, e.to_string()))?;
         let slots: Vec<Arc<Slot>> = backend
             .targets
             .iter()
@@ -164,7 +165,6 @@ impl Mux {
             table: ArcSwap::from_pointee(table),
             backend: ArcSwap::new(backend),
             init_params,
-            http,
             inflight: Mutex::default(),
             server_requests: Mutex::default(),
             next_server_request: AtomicU64::new(1),
@@ -196,9 +196,16 @@ impl Mux {
                 Some((slot.target.load_full(), slot.upstream.load_full()?))
             })
             .collect();
+        let results: Vec<Value> = answered
+            .iter()
+            .map(|(_, upstream)| {
+                serde_json::from_str(upstream.init_result.get()).unwrap_or_default()
+            })
+            .collect();
         let answered: Vec<(&str, &Value)> = answered
             .iter()
-            .map(|(target, upstream)| (&*target.name, &upstream.init_result))
+            .zip(&results)
+            .map(|((target, _), result)| (&*target.name, result))
             .collect();
         let result = merge::initialize_result(version, &answered);
         Ok((mux.clone(), jsonrpc::result(id, result)))

@@ -53,7 +53,6 @@ impl Mux {
             &target,
             &self.init_params,
             sink,
-            &self.http,
             &self.client_token,
             self.limits.upstream_response_bytes,
         );

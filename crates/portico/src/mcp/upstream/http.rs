@@ -36,8 +36,8 @@ pub struct HttpUpstream {
     sink: InboundSink,
     session_id: RwLock<Option<HeaderValue>>,
     protocol_version: RwLock<Option<HeaderValue>>,
-    /// The `initialize` request, replayed once if the upstream session expires.
-    init_request: RwLock<Option<Value>>,
+    /// The `initialize` request as sent, and its id: replayed once if the upstream session expires.
+    init_request: RwLock<Option<(Bytes, Option<u64>)>>,
     listen: CancellationToken,
     /// Whether the GET stream was opened: only once someone can hear what comes on it.
     listening: AtomicBool,
@@ -136,17 +136,9 @@ impl HttpUpstream {
         write(&self.protocol_version, HeaderValue::from_str(version).ok());
     }
 
-    async fn post(&self, message: &Value) -> Result<Response, UpstreamError> {
+    async fn post(&self, body: Bytes) -> Result<Response, UpstreamError> {
         let _ready = self.ready.read().await;
-        let body =
-            serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let mut request = request(
-            Method::POST,
-            &self.uri,
-            ACCEPT_BOTH,
-            body.into(),
-            &self.session(),
-        );
+        let mut request = request(Method::POST, &self.uri, ACCEPT_BOTH, body, &self.session());
         if let Some(traceparent) = crate::telemetry::traces::current_traceparent()
             .and_then(|value| HeaderValue::try_from(value).ok())
         {
@@ -157,23 +149,27 @@ impl HttpUpstream {
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
         let is_initialize = jsonrpc::method(&request) == "initialize";
+        let id = request["id"].as_u64();
+        let body = Bytes::from(
+            serde_json::to_vec(&request).map_err(|e| UpstreamError::Protocol(e.to_string()))?,
+        );
         if is_initialize {
-            write(&self.init_request, Some(request.clone()));
+            write(&self.init_request, Some((body.clone(), id)));
         }
-        let response = self.post(&request).await?;
+        let response = self.post(body.clone()).await?;
         if response.status() == http::StatusCode::NOT_FOUND
             && !is_initialize
             && read(&self.session_id).is_some()
         {
             tracing::info!(target: "portico::upstream", "upstream session expired; initializing again");
             self.reinitialize().await?;
-            let response = self.post(&request).await?;
-            return self.read_response(response, &request).await;
+            let response = self.post(body).await?;
+            return self.read_response(response, id).await;
         }
         if is_initialize {
             self.keep_session_id(&response);
         }
-        self.read_response(response, &request).await
+        self.read_response(response, id).await
     }
 
     fn keep_session_id(&self, response: &Response) {
@@ -188,10 +184,10 @@ impl HttpUpstream {
 
     async fn reinitialize(&self) -> Result<(), UpstreamError> {
         write(&self.session_id, None);
-        let init = read(&self.init_request).ok_or(UpstreamError::Closed)?;
-        let response = self.post(&init).await?;
+        let (init, id) = read(&self.init_request).ok_or(UpstreamError::Closed)?;
+        let response = self.post(init).await?;
         self.keep_session_id(&response);
-        self.read_response(response, &init).await?;
+        self.read_response(response, id).await?;
         self.send(jsonrpc::notification(
             "notifications/initialized",
             serde_json::json!({}),
@@ -202,13 +198,12 @@ impl HttpUpstream {
     async fn read_response(
         &self,
         response: Response,
-        request: &Value,
+        id: Option<u64>,
     ) -> Result<Payload, UpstreamError> {
         let status = response.status();
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
         }
-        let id = request["id"].as_u64();
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -293,7 +288,9 @@ impl HttpUpstream {
 
     /// Sends a notification or a response; the target answers 202 with no body.
     pub async fn send(&self, message: Value) -> Result<(), UpstreamError> {
-        let response = self.post(&message).await?;
+        let body =
+            serde_json::to_vec(&message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let response = self.post(body.into()).await?;
         if response.status().is_success() {
             Ok(())
         } else {

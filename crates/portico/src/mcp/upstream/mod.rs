@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::base::http_client::HttpClient;
 use crate::config::runtime::{Target, TargetKind, TlsClient};
@@ -110,8 +111,23 @@ enum Transport {
 pub struct Upstream {
     transport: Transport,
     next_id: AtomicU64,
-    /// The target's `initialize` result.
-    pub init_result: Value,
+    /// The target's `initialize` result as it wrote it: read once, when the session's own result is
+    /// merged; kept as text, which costs a session a fraction of the parsed tree.
+    pub init_result: Box<RawValue>,
+    /// Which of [`CAPABILITIES`] the target declared.
+    declared: u8,
+}
+
+/// The capabilities the gateway asks a target about.
+const CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "completions", "logging"];
+
+fn declared(result: &Value) -> u8 {
+    let capabilities = &result["capabilities"];
+    CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| capabilities.get(**name).is_some())
+        .fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
 impl Upstream {
@@ -119,16 +135,19 @@ impl Upstream {
     /// client's own, so the target sees the client's capabilities).
     pub async fn connect(
         target: &Target,
-        init_params: &Value,
+        init_params: &RawValue,
         sink: InboundSink,
-        http_client: &reqwest::Client,
         client_token: &ClientToken,
         max_message: usize,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         // A remote target's own TLS client (backendTLS), or the worker's shared one.
         let remote = |url: &reqwest::Url| match &target.tls_client {
-            Some(TlsClient::Reqwest(client, connect_url)) => (client.clone(), connect_url.clone()),
-            _ => (http_client.clone(), url.clone()),
+            Some(TlsClient::Reqwest(client, connect_url)) => {
+                Ok((client.clone(), connect_url.clone()))
+            }
+            _ => crate::base::http_client::shared_reqwest()
+                .map(|client| (client, url.clone()))
+                .ok_or_else(|| UpstreamError::Start("no HTTP client could be built".into())),
         };
         let outbound = |url| {
             crate::policy::outbound::Outbound::new(
@@ -158,7 +177,7 @@ impl Upstream {
                 ))
             }
             TargetKind::Sse { url } => {
-                let (client, connect_url) = remote(url);
+                let (client, connect_url) = remote(url)?;
                 Transport::Sse(
                     sse::SseUpstream::connect(
                         connect_url,
@@ -171,7 +190,7 @@ impl Upstream {
                 )
             }
             TargetKind::OpenApi { url, api } => {
-                let (client, connect_url) = remote(url);
+                let (client, connect_url) = remote(url)?;
                 Transport::OpenApi(openapi::OpenApiUpstream::new(
                     api.clone(),
                     connect_url,
@@ -184,10 +203,15 @@ impl Upstream {
         let mut upstream = Upstream {
             transport,
             next_id: AtomicU64::new(1),
-            init_result: Value::Null,
+            init_result: RawValue::NULL.to_owned(),
+            declared: 0,
         };
         let id = upstream.next_id();
-        let request = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": init_params});
+        let request = serde_json::from_str(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{}}}"#,
+            init_params.get()
+        ))
+        .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
         let payload = match upstream.request(request).await {
             Ok(payload) => payload,
             Err(e) => {
@@ -195,8 +219,8 @@ impl Upstream {
                 return Err(e);
             }
         };
-        let result: Value = match payload {
-            Payload::Result(result) => serde_json::from_str(result.get()).unwrap_or_default(),
+        let (result, raw): (Value, _) = match payload {
+            Payload::Result(raw) => (serde_json::from_str(raw.get()).unwrap_or_default(), raw),
             Payload::Error(error) => {
                 upstream.close().await;
                 let reply = jsonrpc::Reply {
@@ -212,7 +236,8 @@ impl Upstream {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        upstream.init_result = result;
+        upstream.declared = declared(&result);
+        upstream.init_result = raw;
         if let Transport::Http(http) = &upstream.transport {
             http.set_protocol_version(&version);
             http.send_initialized();
@@ -233,6 +258,15 @@ impl Upstream {
         if let Transport::Http(http) = &self.transport {
             http.open_listen_stream();
         }
+    }
+
+    /// Whether the target declared `capability` (one of `tools`, `prompts`, `resources`,
+    /// `completions`, `logging`) in its `initialize` result.
+    pub fn declares(&self, capability: &str) -> bool {
+        CAPABILITIES
+            .iter()
+            .position(|known| *known == capability)
+            .is_some_and(|i| self.declared & 1 << i != 0)
     }
 
     /// A fresh id for a request to this target.
