@@ -59,8 +59,12 @@ impl Reader {
                 scanned_to = end;
                 break;
             }
-            // Borrowed unless the line is not UTF-8.
-            let line = String::from_utf8_lossy(&buffer[start..end]);
+            // Borrowed unless the line is not UTF-8. `from_utf8` first: its check is several times
+            // faster than the lossy decoder's on the valid text streams carry.
+            let line = match std::str::from_utf8(&buffer[start..end]) {
+                Ok(line) => std::borrow::Cow::Borrowed(line),
+                Err(_) => String::from_utf8_lossy(&buffer[start..end]),
+            };
             let event = self.line(&line);
             let skip = if buffer[end] == b'\r' && buffer.get(end + 1) == Some(&b'\n') {
                 2

@@ -80,22 +80,32 @@ impl<'a> Item<'a> {
     fn name_field(&mut self, kind: ListKind) -> &NameField {
         let raw = self.raw.get();
         self.name.get_or_insert_with(|| {
-            let mut deserializer = serde_json::Deserializer::from_str(raw);
-            let Ok(found) = NameSeed(kind.name_field()).deserialize(&mut deserializer) else {
+            let found = match scan::field(raw, kind.name_field()) {
+                scan::Found::Field(span, count) => Some((span, count)),
+                scan::Found::None => None,
+                // A key with escapes: serde compares it decoded.
+                scan::Found::Unsure => {
+                    let mut deserializer = serde_json::Deserializer::from_str(raw);
+                    match NameSeed(kind.name_field()).deserialize(&mut deserializer) {
+                        // The value is a slice of `raw`: its place there is the distance between the two.
+                        Ok(Some((value, count))) => {
+                            let start = value.get().as_ptr() as usize - raw.as_ptr() as usize;
+                            Some((start..start + value.get().len(), count))
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            let Some((span, count)) = found else {
                 return NameField::Missing;
             };
-            let Some((value, count)) = found else {
-                return NameField::Missing;
-            };
-            let Ok(name) = serde_json::from_str::<String>(value.get()) else {
+            let Ok(name) = serde_json::from_str::<String>(&raw[span.clone()]) else {
                 return NameField::Missing;
             };
             if count > 1 {
                 return NameField::Repeated(name);
             }
-            // The value is a slice of `raw`: its place there is the distance between the two.
-            let start = value.get().as_ptr() as usize - raw.as_ptr() as usize;
-            NameField::At(start..start + value.get().len(), name)
+            NameField::At(span, name)
         })
     }
 
@@ -254,6 +264,118 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
+/// A scan of the top level of one JSON object that `serde_json` has already validated (each item was
+/// read as a `RawValue`): no second validation, just the structure, a few instructions per byte.
+mod scan {
+    use std::ops::Range;
+
+    pub enum Found {
+        /// The value of the field (its bytes), and how many times the field occurs.
+        Field(Range<usize>, usize),
+        /// Not an object, or no such field.
+        None,
+        /// A key has escapes, so it may spell the field: the caller decodes.
+        Unsure,
+    }
+
+    pub fn field(object: &str, name: &str) -> Found {
+        let bytes = object.as_bytes();
+        let mut at = skip_space(bytes, 0);
+        if bytes.get(at) != Some(&b'{') {
+            return Found::None;
+        }
+        let mut found: Option<(Range<usize>, usize)> = None;
+        let mut unsure = false;
+        at += 1;
+        loop {
+            at = skip_space(bytes, at);
+            match bytes.get(at) {
+                Some(b'"') => {}
+                _ => break,
+            }
+            let key_end = string_end(bytes, at);
+            let key = bytes.get(at + 1..key_end - 1).unwrap_or_default();
+            unsure |= key.contains(&b'\\');
+            at = skip_space(bytes, key_end);
+            // `:`
+            at = skip_space(bytes, at + 1);
+            let value_end = value_end(bytes, at);
+            if key == name.as_bytes() {
+                found = Some(match found {
+                    None => (at..value_end, 1),
+                    Some((first, count)) => (first, count + 1),
+                });
+            }
+            at = skip_space(bytes, value_end);
+            if bytes.get(at) != Some(&b',') {
+                break;
+            }
+            at += 1;
+        }
+        match (found, unsure) {
+            (_, true) => Found::Unsure,
+            (Some((span, count)), false) => Found::Field(span, count),
+            (None, false) => Found::None,
+        }
+    }
+
+    fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+        while bytes.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        at
+    }
+
+    /// The end (one past the closing quote) of the string starting at `at`.
+    fn string_end(bytes: &[u8], at: usize) -> usize {
+        let mut at = at + 1;
+        while let Some(offset) = memchr::memchr2(b'"', b'\\', &bytes[at.min(bytes.len())..]) {
+            at += offset;
+            if bytes[at] == b'"' {
+                return at + 1;
+            }
+            at += 2;
+        }
+        bytes.len()
+    }
+
+    /// The end of the value starting at `at`.
+    fn value_end(bytes: &[u8], at: usize) -> usize {
+        match bytes.get(at) {
+            Some(b'"') => string_end(bytes, at),
+            Some(b'{' | b'[') => {
+                let (mut depth, mut at) = (0usize, at);
+                while let Some(&byte) = bytes.get(at) {
+                    match byte {
+                        b'"' => {
+                            at = string_end(bytes, at);
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                return at + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    at += 1;
+                }
+                bytes.len()
+            }
+            // A number, `true`, `false` or `null`.
+            _ => {
+                let rest = &bytes[at.min(bytes.len())..];
+                at + rest
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                    .unwrap_or(rest.len())
+            }
+        }
+    }
+}
+
 pub fn push_json_string(out: &mut String, text: &str) {
     let needs_escape = text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
     if !needs_escape {
@@ -317,6 +439,40 @@ mod tests {
             r#"{ "x" : 1 , "name" : "t_a" }"#
         );
         assert_eq!(write(r#"["name"]"#), r#"["name"]"#);
+    }
+
+    #[test]
+    fn the_scan_finds_what_serde_finds() {
+        let cases = [
+            r#"{"name":"a"}"#,
+            r#" { "x" : [1, {"name": "no"}, "]}\"" ] , "name" : "a\"b" , "y": -1.5e3 } "#,
+            r#"{"x":true,"y":null,"z":{"a":{"b":[[]]}},"name":"last"}"#,
+            r#"{"name":"a","name":"b"}"#,
+            r#"{"x":"name","y":{"name":"inner"}}"#,
+            r#"{}"#,
+            r#"[{"name":"a"}]"#,
+            r#"{"name":12}"#,
+        ];
+        for case in cases {
+            let by_serde = {
+                let mut deserializer = serde_json::Deserializer::from_str(case);
+                NameSeed("name")
+                    .deserialize(&mut deserializer)
+                    .ok()
+                    .flatten()
+                    .map(|(value, count)| (value.get().to_string(), count))
+            };
+            let by_scan = match scan::field(case, "name") {
+                scan::Found::Field(span, count) => Some((case[span].to_string(), count)),
+                scan::Found::None => None,
+                scan::Found::Unsure => panic!("no escaped keys in {case}"),
+            };
+            assert_eq!(by_scan, by_serde, "{case}");
+        }
+        assert!(matches!(
+            scan::field(r#"{"na\u006de":"a"}"#, "name"),
+            scan::Found::Unsure
+        ));
     }
 
     #[test]
