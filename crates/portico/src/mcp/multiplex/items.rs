@@ -15,9 +15,10 @@ pub struct Page<'a> {
     pub next_cursor: Option<String>,
 }
 
-/// One listed item: raw JSON, its name field found at most once, when something needs it.
+/// One listed item: its JSON text (validated when its page was read), its name field found at most
+/// once, when something needs it.
 pub struct Item<'a> {
-    pub raw: &'a RawValue,
+    pub text: &'a str,
     name: Option<NameField>,
 }
 
@@ -72,13 +73,13 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 impl<'a> Item<'a> {
-    pub fn new(raw: &'a RawValue) -> Self {
-        Self { raw, name: None }
+    pub fn new(text: &'a str) -> Self {
+        Self { text, name: None }
     }
 
     /// Finds the top-level name field in one pass over the item, other values skipped unparsed.
     fn name_field(&mut self, kind: ListKind) -> &NameField {
-        let raw = self.raw.get();
+        let raw = self.text;
         self.name.get_or_insert_with(|| {
             let found = match scan::field(raw, kind.name_field()) {
                 scan::Found::Field(span, count) => Some((span, count)),
@@ -119,7 +120,7 @@ impl<'a> Item<'a> {
 
     /// Writes the item to `out` with its name prefixed by `target`; every other byte verbatim.
     pub fn write_prefixed(&mut self, out: &mut String, kind: ListKind, target: &str) {
-        let raw = self.raw.get();
+        let raw = self.text;
         match self.name_field(kind) {
             NameField::At(span, name) => {
                 let name = naming::join(target, kind.separator(), name);
@@ -137,8 +138,8 @@ impl<'a> Item<'a> {
 
     /// Writes the item field by field, every top-level name field replaced by `name`.
     fn write_rewritten(&self, out: &mut String, kind: ListKind, name: &str) {
-        let Ok(Fields(fields)) = serde_json::from_str(self.raw.get()) else {
-            out.push_str(self.raw.get());
+        let Ok(Fields(fields)) = serde_json::from_str(self.text) else {
+            out.push_str(self.text);
             return;
         };
         let name = Some(name);
@@ -160,10 +161,45 @@ impl<'a> Item<'a> {
 
 /// Reads the items and the cursor of a list result, in one pass over its text.
 pub fn read_page(result: &RawValue, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
+    if let Some(page) = scan_page(result.get(), kind) {
+        return Ok(page);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(result.get());
     let page = PageSeed(kind).deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(page)
+}
+
+/// A page read by a scan of its validated text; `None` for anything but the plain shape (a key with
+/// escapes, a repeated field, items that are not an array, a cursor that is not a string), which
+/// serde then reads.
+fn scan_page(text: &str, kind: ListKind) -> Option<Page<'_>> {
+    let (mut items, mut cursor) = (None, None);
+    for field in scan::Fields::of(text)? {
+        let (key, value) = field?;
+        let slot = if key == kind.result_key().as_bytes() {
+            &mut items
+        } else if key == b"nextCursor" {
+            &mut cursor
+        } else {
+            continue;
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+    }
+    let items = match items {
+        Some(span) => scan::elements(text, span)?
+            .into_iter()
+            .map(|element| Item::new(&text[element]))
+            .collect(),
+        None => Vec::new(),
+    };
+    let next_cursor = match cursor {
+        Some(span) => serde_json::from_str::<Option<String>>(&text[span]).ok()?,
+        None => None,
+    };
+    Some(Page { items, next_cursor })
 }
 
 /// Deserializes a list result into a [`Page`]: the items array is split into raw items as it is
@@ -193,7 +229,7 @@ impl<'de> Visitor<'de> for PageSeed {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             if &*key == self.0.result_key() {
                 let raw: Vec<&'de RawValue> = map.next_value()?;
-                page.items = raw.into_iter().map(Item::new).collect();
+                page.items = raw.into_iter().map(|raw| Item::new(raw.get())).collect();
             } else if &*key == "nextCursor" {
                 page.next_cursor = map.next_value()?;
             } else {
@@ -264,8 +300,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// A scan of the top level of one JSON object that `serde_json` has already validated (each item was
-/// read as a `RawValue`): no second validation, just the structure, a few instructions per byte.
+/// Scans of JSON text that `serde_json` has already validated (a target's result is read as a
+/// `RawValue`): no second validation, just the structure, a few instructions per byte.
 mod scan {
     use std::ops::Range;
 
@@ -278,45 +314,91 @@ mod scan {
         Unsure,
     }
 
+    /// Where the top-level field `name` of `object` is.
     pub fn field(object: &str, name: &str) -> Found {
-        let bytes = object.as_bytes();
-        let mut at = skip_space(bytes, 0);
-        if bytes.get(at) != Some(&b'{') {
+        let Some(fields) = Fields::of(object) else {
             return Found::None;
-        }
+        };
         let mut found: Option<(Range<usize>, usize)> = None;
-        let mut unsure = false;
-        at += 1;
-        loop {
-            at = skip_space(bytes, at);
-            match bytes.get(at) {
-                Some(b'"') => {}
-                _ => break,
-            }
-            let key_end = string_end(bytes, at);
-            let key = bytes.get(at + 1..key_end - 1).unwrap_or_default();
-            unsure |= key.contains(&b'\\');
-            at = skip_space(bytes, key_end);
-            // `:`
-            at = skip_space(bytes, at + 1);
-            let value_end = value_end(bytes, at);
+        for field in fields {
+            let Some((key, value)) = field else {
+                return Found::Unsure;
+            };
             if key == name.as_bytes() {
                 found = Some(match found {
-                    None => (at..value_end, 1),
+                    None => (value, 1),
                     Some((first, count)) => (first, count + 1),
                 });
             }
-            at = skip_space(bytes, value_end);
-            if bytes.get(at) != Some(&b',') {
-                break;
+        }
+        match found {
+            Some((span, count)) => Found::Field(span, count),
+            None => Found::None,
+        }
+    }
+
+    /// The top-level fields of an object: each key's bytes and its value's place; `None` for a key
+    /// with escapes.
+    pub struct Fields<'a> {
+        bytes: &'a [u8],
+        at: usize,
+        done: bool,
+    }
+
+    impl<'a> Fields<'a> {
+        /// `None` if `text` is not an object.
+        pub fn of(text: &'a str) -> Option<Self> {
+            let bytes = text.as_bytes();
+            let at = skip_space(bytes, 0);
+            (bytes.get(at) == Some(&b'{')).then_some(Self {
+                bytes,
+                at: at + 1,
+                done: false,
+            })
+        }
+    }
+
+    impl<'a> Iterator for Fields<'a> {
+        type Item = Option<(&'a [u8], Range<usize>)>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            let bytes = self.bytes;
+            let at = skip_space(bytes, self.at);
+            if self.done || bytes.get(at) != Some(&b'"') {
+                self.done = true;
+                return None;
             }
-            at += 1;
+            let key_end = string_end(bytes, at);
+            let key = bytes.get(at + 1..key_end - 1).unwrap_or_default();
+            // `:`
+            let value_start = skip_space(bytes, skip_space(bytes, key_end) + 1);
+            let value_end = value_end(bytes, value_start);
+            let after = skip_space(bytes, value_end);
+            match bytes.get(after) {
+                Some(b',') => self.at = after + 1,
+                _ => self.done = true,
+            }
+            Some((!key.contains(&b'\\')).then_some((key, value_start..value_end)))
         }
-        match (found, unsure) {
-            (_, true) => Found::Unsure,
-            (Some((span, count)), false) => Found::Field(span, count),
-            (None, false) => Found::None,
+    }
+
+    /// The places of the elements of the array at `span`; `None` if it is not an array.
+    pub fn elements(text: &str, span: Range<usize>) -> Option<Vec<Range<usize>>> {
+        let bytes = text.as_bytes().get(..span.end)?;
+        if bytes.get(span.start) != Some(&b'[') {
+            return None;
         }
+        let mut elements = Vec::new();
+        let mut at = skip_space(bytes, span.start + 1);
+        while at < bytes.len() && bytes[at] != b']' {
+            let end = value_end(bytes, at);
+            elements.push(at..end);
+            at = skip_space(bytes, end);
+            if bytes.get(at) == Some(&b',') {
+                at = skip_space(bytes, at + 1);
+            }
+        }
+        Some(elements)
     }
 
     fn skip_space(bytes: &[u8], mut at: usize) -> usize {
@@ -425,7 +507,7 @@ mod tests {
         let write = |text: &str| {
             let item = raw(text);
             let mut out = String::new();
-            Item::new(&item).write_prefixed(&mut out, ListKind::Tools, "t");
+            Item::new(item.get()).write_prefixed(&mut out, ListKind::Tools, "t");
             out
         };
         assert_eq!(
@@ -476,12 +558,43 @@ mod tests {
     }
 
     #[test]
+    fn a_scanned_page_is_the_page_serde_reads() {
+        let serde_page = |text: &str| {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let page = PageSeed(ListKind::Tools)
+                .deserialize(&mut deserializer)
+                .unwrap();
+            let items: Vec<String> = page.items.iter().map(|i| i.text.to_string()).collect();
+            (items, page.next_cursor)
+        };
+        let cases = [
+            r#"{"tools":[{"name":"a","s":{"x":[1,{"y":"]"}]}},{"name":"b"}],"nextCursor":"c2"}"#,
+            r#" { "_meta" : {"tools":[9]} , "tools" : [ {"name":"a"} , 7 , "s" , [ ] ] } "#,
+            r#"{"tools":[],"nextCursor":null}"#,
+            r#"{"nextCursor":"x\"y"}"#,
+        ];
+        for case in cases {
+            let page = scan_page(case, ListKind::Tools).expect(case);
+            let items: Vec<String> = page.items.iter().map(|i| i.text.to_string()).collect();
+            assert_eq!((items, page.next_cursor), serde_page(case), "{case}");
+        }
+        for unusual in [
+            r#"{"tools":{}}"#,
+            r#"{"tools":[],"tools":[]}"#,
+            r#"{"too\u006cs":[]}"#,
+            r#"{"tools":[],"nextCursor":5}"#,
+        ] {
+            assert!(scan_page(unusual, ListKind::Tools).is_none(), "{unusual}");
+        }
+    }
+
+    #[test]
     fn prefixes_only_the_top_level_name() {
         let item = raw(
             r#"{"name":"read","inputSchema":{"properties":{"name":{"type":"string"}}},"x":"\"q\""}"#,
         );
         let mut out = String::new();
-        Item::new(&item).write_prefixed(&mut out, ListKind::Tools, "files");
+        Item::new(item.get()).write_prefixed(&mut out, ListKind::Tools, "files");
         assert_eq!(
             out,
             r#"{"name":"files_read","inputSchema":{"properties":{"name":{"type":"string"}}},"x":"\"q\""}"#

@@ -117,7 +117,7 @@ impl Mux {
                 if backend.prefixed {
                     item.write_prefixed(&mut merged, kind, &target);
                 } else {
-                    merged.push_str(item.raw.get());
+                    merged.push_str(item.text);
                 }
             }
         }
