@@ -86,8 +86,36 @@ pub fn error_code(response: &Value) -> Option<i64> {
 /// The payload of a response, left unparsed: results pass through the gateway as the target wrote them.
 #[derive(Debug)]
 pub enum Payload {
-    Result(Box<RawValue>),
-    Error(Box<RawValue>),
+    Result(Json),
+    Error(Json),
+}
+
+/// JSON text known to be valid: validated when it was read from a target, or written by the gateway
+/// from valid parts (a merged list), which is not validated again.
+#[derive(Debug, Clone)]
+pub struct Json(Box<str>);
+
+impl Json {
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// Text the gateway wrote itself, from parts that are valid JSON.
+    pub fn written(text: String) -> Self {
+        Self(text.into_boxed_str())
+    }
+}
+
+impl From<Box<RawValue>> for Json {
+    fn from(raw: Box<RawValue>) -> Self {
+        Self(raw.into())
+    }
+}
+
+impl From<&RawValue> for Json {
+    fn from(raw: &RawValue) -> Self {
+        Self(raw.get().into())
+    }
 }
 
 /// A response on its way to the client.
@@ -97,9 +125,9 @@ pub struct Reply {
     pub payload: Payload,
 }
 
-fn raw(value: &Value) -> Box<RawValue> {
+fn raw(value: &Value) -> Json {
     // Serializing a `Value` cannot fail: its keys are strings.
-    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    Json::written(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
 }
 
 impl Reply {
@@ -119,7 +147,7 @@ impl Reply {
     }
 
     /// The result, if this is not an error.
-    pub fn result_raw(&self) -> Option<&RawValue> {
+    pub fn result_raw(&self) -> Option<&Json> {
         match &self.payload {
             Payload::Result(result) => Some(result),
             Payload::Error(_) => None,
@@ -195,8 +223,8 @@ pub fn parse_incoming(text: &str) -> Result<Incoming, serde_json::Error> {
     }
     let envelope: Envelope = serde_json::from_str(text)?;
     let payload = match (envelope.method, envelope.result, envelope.error) {
-        (None, Some(result), _) => Payload::Result(result.to_owned()),
-        (None, None, Some(error)) => Payload::Error(error.to_owned()),
+        (None, Some(result), _) => Payload::Result(result.into()),
+        (None, None, Some(error)) => Payload::Error(error.into()),
         _ => return serde_json::from_str(text).map(Incoming::Other),
     };
     let id = envelope.id.and_then(|id| id.get().parse().ok());

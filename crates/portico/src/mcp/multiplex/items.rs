@@ -8,6 +8,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::naming::{self, ListKind};
+use crate::mcp::jsonrpc::Json;
 
 /// One page of one target's list result.
 pub struct Page<'a> {
@@ -160,7 +161,7 @@ impl<'a> Item<'a> {
 }
 
 /// Reads the items and the cursor of a list result, in one pass over its text.
-pub fn read_page(result: &RawValue, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
+pub fn read_page(result: &Json, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
     if let Some(page) = scan_page(result.get(), kind) {
         return Ok(page);
     }
@@ -410,13 +411,14 @@ mod scan {
 
     /// The end (one past the closing quote) of the string starting at `at`.
     fn string_end(bytes: &[u8], at: usize) -> usize {
+        // A plain loop: most strings in a list are a few bytes, shorter than a vector search's set-up.
         let mut at = at + 1;
-        while let Some(offset) = memchr::memchr2(b'"', b'\\', &bytes[at.min(bytes.len())..]) {
-            at += offset;
-            if bytes[at] == b'"' {
-                return at + 1;
+        while let Some(&byte) = bytes.get(at) {
+            match byte {
+                b'"' => return at + 1,
+                b'\\' => at += 2,
+                _ => at += 1,
             }
-            at += 2;
         }
         bytes.len()
     }
@@ -474,8 +476,8 @@ pub fn push_json_string(out: &mut String, text: &str) {
 mod tests {
     use super::*;
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_string()).unwrap()
+    fn raw(text: &str) -> Json {
+        RawValue::from_string(text.to_string()).unwrap().into()
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub struct Upstream {
     next_id: AtomicU64,
     /// The target's `initialize` result as it wrote it: read once, when the session's own result is
     /// merged; kept as text, which costs a session a fraction of the parsed tree.
-    pub init_result: Box<RawValue>,
+    pub init_result: jsonrpc::Json,
     /// Which of [`CAPABILITIES`] the target declared.
     declared: u8,
 }
@@ -203,7 +203,7 @@ impl Upstream {
         let mut upstream = Upstream {
             transport,
             next_id: AtomicU64::new(1),
-            init_result: RawValue::NULL.to_owned(),
+            init_result: jsonrpc::Json::written("null".into()),
             declared: 0,
         };
         let id = upstream.next_id();

@@ -57,7 +57,7 @@ impl OpenApiUpstream {
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": self.api.title, "version": self.api.version},
             })),
-            "tools/list" => Payload::Result(self.api.tools.clone()),
+            "tools/list" => Payload::Result(self.api.tools.as_ref().into()),
             "tools/call" => self.call(params).await?,
             "ping" => result(&json!({})),
             method => {
