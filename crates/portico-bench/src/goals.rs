@@ -20,23 +20,25 @@ use crate::{
     route, rss_kib, status_kib,
 };
 
-/// CPU seconds (user + system) the process `pid` has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    portico::telemetry::process::cpu_seconds(&pid.to_string())
+/// CPU seconds (user, system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    portico::telemetry::process::cpu_split(&pid.to_string())
 }
 
-/// A load run and the CPU the gateway spent on it, per request (µs).
+/// A load run and the CPU the gateway spent on it, per request (µs): user + system, and system alone.
 async fn with_cpu(
     pid: u32,
     side: Side<'_>,
     connections: usize,
     seconds: f64,
     make: fn(u64) -> serde_json::Value,
-) -> anyhow::Result<(Stats, f64)> {
-    let before = cpu_seconds(pid);
+) -> anyhow::Result<(Stats, (f64, f64))> {
+    let (user, system) = cpu_seconds(pid);
     let stats = load(side, connections, seconds, make).await?;
-    let used = cpu_seconds(pid) - before;
-    Ok((stats, used / stats.calls.max(1) as f64 * 1e6))
+    let (user_after, system_after) = cpu_seconds(pid);
+    let per_call = |seconds: f64| seconds / stats.calls.max(1) as f64 * 1e6;
+    let system = per_call(system_after - system);
+    Ok((stats, (per_call(user_after - user) + system, system)))
 }
 
 /// `rounds` alternating (direct, through) runs; medians of each.
@@ -46,8 +48,8 @@ async fn versus(
     direct: &str,
     through: &str,
     connections: usize,
-) -> anyhow::Result<(Stats, Stats, f64)> {
-    let (mut a, mut b, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+) -> anyhow::Result<(Stats, Stats, (f64, f64))> {
+    let (mut a, mut b, mut cpu, mut system) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..cli.rounds {
         // Each round starts with the other side, so neither always runs first.
         let through_first = round % 2 == 1;
@@ -57,12 +59,15 @@ async fn versus(
                 continue;
             }
             let side = Side::plain(through);
-            let (stats, used) = with_cpu(pid, side, connections, cli.seconds, echo_call).await?;
+            let (stats, (used, kernel)) =
+                with_cpu(pid, side, connections, cli.seconds, echo_call).await?;
             b.push(stats);
             cpu.push(used);
+            system.push(kernel);
         }
     }
-    Ok((Stats::median_of(&a), Stats::median_of(&b), median(&mut cpu)))
+    let cpu = (median(&mut cpu), median(&mut system));
+    Ok((Stats::median_of(&a), Stats::median_of(&b), cpu))
 }
 
 /// `count` × (`initialize`, `DELETE`) on one keep-alive connection; seconds taken.
@@ -163,9 +168,10 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     );
     println!("| figure | direct | through portico | result |\n|---|---|---|---|");
 
-    let (direct, proxied, cpu) = versus(cli, pid, &call_url, &through, cli.connections).await?;
+    let (direct, proxied, (cpu, system)) =
+        versus(cli, pid, &call_url, &through, cli.connections).await?;
     println!(
-        "| tools/call, {} connections: calls/s | {:.0} | {:.0} | {:.2}× direct; gateway CPU {cpu:.1} µs per call |",
+        "| tools/call, {} connections: calls/s | {:.0} | {:.0} | {:.2}× direct; gateway CPU {cpu:.1} µs per call ({system:.1} µs of it in the kernel) |",
         cli.connections,
         direct.per_second,
         proxied.per_second,
@@ -186,7 +192,8 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     let (mut one, mut ten, mut per_tool) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
         one.push(load(Side::plain(&one_url), 1, cli.seconds, list_tools).await?);
-        let (stats, cpu) = with_cpu(pid, Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
+        let (stats, (cpu, _)) =
+            with_cpu(pid, Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
         ten.push(stats);
         per_tool.push(cpu / 500.0);
     }

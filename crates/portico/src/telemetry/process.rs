@@ -3,6 +3,12 @@
 
 /// CPU seconds (user and system) the process has used so far; 0 when `/proc` cannot say.
 pub fn cpu_seconds(pid: &str) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU seconds the process `pid` has spent in user space and in the kernel.
+pub fn cpu_split(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command: utime and stime are the 12th and 13th.
     let fields: Vec<&str> = stat
@@ -17,7 +23,7 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     };
     // SAFETY: sysconf has no memory effects.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) / per_second
+    (ticks(11) / per_second, ticks(12) / per_second)
 }
 
 /// A `/proc/<pid>/status` figure in KiB, e.g. `VmRSS:` or `RssAnon:`; 0 when absent.
