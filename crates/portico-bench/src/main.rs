@@ -433,8 +433,7 @@ async fn micro(signer: &jwt::Signer) -> anyhow::Result<()> {
         json!({"mode": "strict", "issuer": "https://bench.test", "audiences": ["bench"], "jwks": {"inline": jwks}})
     };
     let config: portico_jwt::Config = serde_json::from_value(policy)?;
-    let auth =
-        portico_jwt::JwtAuth::compile(&config).map_err(|(at, e)| anyhow::anyhow!("{at}: {e}"))?;
+    let auth = portico_jwt::JwtAuth::compile(&config)?;
     let headers = |token: &str| {
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -557,8 +556,7 @@ fn prompt_guard_costs() -> anyhow::Result<(f64, f64)> {
         .collect();
     let configs: Vec<GuardConfig> =
         serde_json::from_value(json!([{"regex": {"deny": deny, "mask": mask}}]))?;
-    let guards = Guards::compile("request", "promptGuard", &configs)
-        .map_err(|(at, e)| anyhow::anyhow!("{at}: {e}"))?;
+    let guards = Guards::compile("request", "promptGuard", &configs)?;
     let sentence =
         "The quarterly report covers revenue, churn and the roadmap for the next release. ";
     let mut arguments = json!({"query": sentence.repeat(10), "options": {"notes": [sentence.repeat(8), sentence.repeat(8)], "limit": 20},
@@ -613,7 +611,7 @@ async fn backend_auth_costs() -> anyhow::Result<(f64, f64)> {
     }
     let compile = |policy: Value| -> anyhow::Result<_> {
         let config: Config = serde_json::from_value(policy)?;
-        let auth = BackendAuth::compile(&config).map_err(|(at, e)| anyhow::anyhow!("{at}: {e}"))?;
+        let auth = BackendAuth::compile(&config)?;
         Ok(std::sync::Arc::new(auth))
     };
     let url: reqwest::Url =

@@ -3,18 +3,19 @@
 //! reading PEM files.
 
 use super::model::OpenApiSchema;
+use crate::policy::FieldError;
 
 /// The OpenAPI document of an `openapi` target, read once at load. `Err` has the field (`.file`,
 /// `.url`, `.inline` or nothing) and what is wrong.
 pub(super) fn openapi_document(
     schema: &OpenApiSchema,
-) -> Result<(String, serde_json::Value), (String, String)> {
+) -> Result<(String, serde_json::Value), FieldError> {
     let parse = |text: &str, field: &str| {
         serde_json::from_str(text)
             .or_else(|_| super::source::parse_document(text))
             .map(|document| (field.to_string(), document))
             .map_err(|e| {
-                (
+                FieldError::new(
                     field.to_string(),
                     format!("not a JSON or YAML document: {e}"),
                 )
@@ -23,18 +24,18 @@ pub(super) fn openapi_document(
     match (&schema.file, &schema.url, &schema.inline) {
         (Some(file), None, None) => {
             let text = std::fs::read_to_string(file)
-                .map_err(|e| (".file".to_string(), format!("cannot read `{file}`: {e}")))?;
+                .map_err(|e| FieldError::new(".file", format!("cannot read `{file}`: {e}")))?;
             parse(&text, ".file")
         }
         (None, Some(url), None) => {
-            let text = fetch_document(url).map_err(|e| (".url".to_string(), e))?;
+            let text = fetch_document(url).map_err(|e| FieldError::new(".url", e))?;
             parse(&text, ".url")
         }
         (None, None, Some(serde_json::Value::String(text))) => parse(text, ".inline"),
         (None, None, Some(document)) => Ok((".inline".into(), document.clone())),
-        _ => Err((
-            String::new(),
-            "set exactly one of `file`, `url`, `inline`".into(),
+        _ => Err(FieldError::new(
+            "",
+            "set exactly one of `file`, `url`, `inline`",
         )),
     }
 }

@@ -2,6 +2,7 @@
 //! `protocol=a2a` for it; on a `host` backend Portico also proxies the A2A agent, rewriting its agent
 //! card's `url` to the gateway's address (see `server/host.rs`).
 
+use crate::policy::FieldError;
 use serde::Deserialize;
 
 /// `a2a: {}`: no settings yet.
@@ -14,7 +15,7 @@ pub struct Config {}
 pub struct A2a;
 
 impl A2a {
-    pub fn compile(_: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(_: &Config) -> Result<Self, FieldError> {
         Ok(A2a)
     }
 }

@@ -6,6 +6,7 @@
 //! `subjectAltNames` (the certificate must be valid for one of these names instead of the server name)
 //! and `alpn`. Each target with a policy gets its own TLS client config, built once at load.
 
+use crate::policy::FieldError;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
@@ -44,18 +45,18 @@ pub struct BackendTls {
     pub insecure_host: bool,
 }
 
-fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
-    crate::base::pem::certificates(path).map_err(|e| (field.to_string(), e))
+fn pem_certs(field: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, FieldError> {
+    crate::base::pem::certificates(path).map_err(|e| FieldError::new(field.to_string(), e))
 }
 
 impl BackendTls {
     /// `Err` names the field (relative to the policy) and what is wrong.
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let sni = match (&config.sni, &config.hostname) {
             (Some(sni), Some(hostname)) if sni != hostname => {
-                return Err((
-                    "hostname".into(),
-                    "`hostname` is another name for `sni`; set one of them".into(),
+                return Err(FieldError::new(
+                    "hostname",
+                    "`hostname` is another name for `sni`; set one of them",
                 ));
             }
             (sni, hostname) => sni.clone().or_else(|| hostname.clone()),
@@ -63,14 +64,14 @@ impl BackendTls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| (String::new(), e.to_string()))?;
+            .map_err(|e| FieldError::new("", e.to_string()))?;
         let names = config
             .subject_alt_names
             .iter()
             .map(|name| {
                 ServerName::try_from(name.clone()).map_err(|_| {
-                    (
-                        "subjectAltNames".to_string(),
+                    FieldError::new(
+                        "subjectAltNames",
                         format!("`{name}` is not a DNS name or an IP address"),
                     )
                 })
@@ -85,7 +86,7 @@ impl BackendTls {
             let chain =
                 rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
-                    .map_err(|e| ("root".to_string(), e.to_string()))?;
+                    .map_err(|e| FieldError::new("root", e.to_string()))?;
             let names = match config.insecure_host {
                 true => NameCheck::None,
                 false => NameCheck::OneOf(names),
@@ -99,16 +100,14 @@ impl BackendTls {
         let mut client = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => {
                 let certs = pem_certs("cert", cert)?;
-                let key = crate::base::pem::private_key(key).map_err(|e| ("key".to_string(), e))?;
+                let key =
+                    crate::base::pem::private_key(key).map_err(|e| FieldError::new("key", e))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
-                    (
-                        "cert".to_string(),
-                        format!("certificate and key do not match: {e}"),
-                    )
+                    FieldError::new("cert", format!("certificate and key do not match: {e}"))
                 })?
             }
             (None, None) => builder.with_no_client_auth(),
-            _ => return Err(("cert".into(), "`cert` and `key` go together".into())),
+            _ => return Err(FieldError::new("cert", "`cert` and `key` go together")),
         };
         client.alpn_protocols = if config.alpn.is_empty() {
             vec![b"http/1.1".to_vec()]
@@ -118,7 +117,10 @@ impl BackendTls {
         if let Some(sni) = &sni
             && ServerName::try_from(sni.as_str()).is_err()
         {
-            return Err(("sni".into(), format!("`{sni}` is not a server name")));
+            return Err(FieldError::new(
+                "sni",
+                format!("`{sni}` is not a server name"),
+            ));
         }
         Ok(Self {
             config: Arc::new(client),
@@ -183,14 +185,14 @@ impl BackendTls {
     }
 }
 
-fn roots(root: Option<&str>) -> Result<rustls::RootCertStore, (String, String)> {
+fn roots(root: Option<&str>) -> Result<rustls::RootCertStore, FieldError> {
     let mut store = rustls::RootCertStore::empty();
     match root {
         Some(path) => {
             for cert in pem_certs("root", path)? {
                 store
                     .add(cert)
-                    .map_err(|e| ("root".to_string(), format!("`{path}`: {e}")))?;
+                    .map_err(|e| FieldError::new("root", format!("`{path}`: {e}")))?;
             }
         }
         None => {

@@ -3,6 +3,7 @@
 //! It also decides the MCP DNS-rebinding check: with a cors policy, a request's `Origin` must be one of
 //! `allowOrigins` (`*` allows any); without one, only localhost origins pass.
 
+use crate::policy::FieldError;
 use http::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
@@ -40,7 +41,7 @@ const MCP_EXPOSED: &str = "mcp-session-id, mcp-protocol-version";
 
 impl Cors {
     /// `Err` names the field and what is wrong with it.
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let list = |field: &str, values: &[String], default: &str| {
             let joined = if values.is_empty() {
                 default.to_string()
@@ -48,7 +49,7 @@ impl Cors {
                 values.join(", ")
             };
             HeaderValue::from_str(&joined).map_err(|_| {
-                (
+                FieldError::new(
                     field.to_string(),
                     format!("`{joined}` is not a valid header value"),
                 )
@@ -56,7 +57,7 @@ impl Cors {
         };
         for (i, origin) in config.allow_origins.iter().enumerate() {
             if origin.contains(['\r', '\n', ' ']) {
-                return Err((
+                return Err(FieldError::new(
                     format!("allowOrigins[{i}]"),
                     format!("`{origin}` is not an origin"),
                 ));
@@ -65,9 +66,9 @@ impl Cors {
         if config.allow_credentials && config.allow_origins.iter().any(|o| o == "*") {
             // Browsers refuse the pair, and echoing any origin instead would hand every site the
             // caller's cookies and credentials.
-            return Err((
-                "allowCredentials".to_string(),
-                "`allowCredentials: true` cannot go with `allowOrigins: [\"*\"]`; list the origins that may send credentials".to_string(),
+            return Err(FieldError::new(
+                "allowCredentials",
+                "`allowCredentials: true` cannot go with `allowOrigins: [\"*\"]`; list the origins that may send credentials",
             ));
         }
         Ok(Self {

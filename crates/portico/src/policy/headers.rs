@@ -6,6 +6,7 @@
 //! response, a target's (or its backend's) on JSON replies to requests that target answered alone.
 //! Hop-by-hop and MCP session headers cannot be modified; values cannot contain CR or LF.
 
+use crate::policy::FieldError;
 use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -80,11 +81,11 @@ pub struct HeaderModifier {
     remove: Vec<HeaderName>,
 }
 
-fn name(field: &str, raw: &str) -> Result<HeaderName, (String, String)> {
+fn name(field: &str, raw: &str) -> Result<HeaderName, FieldError> {
     let name = HeaderName::from_bytes(raw.as_bytes())
-        .map_err(|_| (field.to_string(), format!("`{raw}` is not a header name")))?;
+        .map_err(|_| FieldError::new(field.to_string(), format!("`{raw}` is not a header name")))?;
     if PROTECTED.contains(&name.as_str()) {
-        return Err((
+        return Err(FieldError::new(
             field.to_string(),
             format!("`{raw}` is a hop-by-hop or MCP session header and cannot be modified"),
         ));
@@ -92,20 +93,18 @@ fn name(field: &str, raw: &str) -> Result<HeaderName, (String, String)> {
     Ok(name)
 }
 
-fn pairs(
-    field: &str,
-    headers: &Headers,
-) -> Result<Vec<(HeaderName, HeaderValue)>, (String, String)> {
+fn pairs(field: &str, headers: &Headers) -> Result<Vec<(HeaderName, HeaderValue)>, FieldError> {
     headers
         .pairs()
         .into_iter()
         .map(|(raw, value)| {
             let at = format!("{field}.{raw}");
             if value.contains(['\r', '\n']) {
-                return Err((at, "header values cannot contain CR or LF".to_string()));
+                return Err(FieldError::new(at, "header values cannot contain CR or LF"));
             }
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| (at.clone(), format!("`{value}` is not a header value")))?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                FieldError::new(at.clone(), format!("`{value}` is not a header value"))
+            })?;
             Ok((name(&at, raw)?, value))
         })
         .collect()
@@ -113,7 +112,7 @@ fn pairs(
 
 impl HeaderModifier {
     /// `Err` names the field (relative to the policy) and what is wrong.
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         Ok(Self {
             add: pairs("add", &config.add)?,
             set: pairs("set", &config.set)?,
@@ -143,7 +142,7 @@ impl HeaderModifier {
 mod tests {
     use super::*;
 
-    fn compile(yaml: serde_json::Value) -> Result<HeaderModifier, (String, String)> {
+    fn compile(yaml: serde_json::Value) -> Result<HeaderModifier, FieldError> {
         HeaderModifier::compile(&serde_json::from_value(yaml).unwrap())
     }
 
@@ -165,11 +164,11 @@ mod tests {
         assert!(
             compile(serde_json::json!({"set": {"Mcp-Session-Id": "x"}}))
                 .unwrap_err()
-                .1
+                .message
                 .contains("cannot be modified")
         );
         assert!(compile(serde_json::json!({"remove": ["connection"]})).is_err());
-        let (field, message) =
+        let super::super::FieldError { field, message } =
             compile(serde_json::json!({"add": {"x-a": "1\r\nx-b: 2"}})).unwrap_err();
         assert_eq!(field, "add.x-a");
         assert!(message.contains("CR or LF"));

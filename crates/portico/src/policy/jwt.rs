@@ -6,6 +6,7 @@
 //! 60 s leeway; `iss` must match exactly; `aud` is required and matched when audiences are configured;
 //! a token with `crit` headers is refused (Portico understands none).
 
+use crate::policy::FieldError;
 use std::collections::HashSet;
 
 use base64::Engine;
@@ -166,7 +167,7 @@ pub enum Rejection {
 
 impl JwtAuth {
     /// Loads the keys; `Err` says what is wrong with the config (path suffix, message).
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let mut providers = Vec::new();
         if let Some(jwks) = &config.jwks {
             providers.push(provider(
@@ -185,7 +186,10 @@ impl JwtAuth {
             )?);
         }
         if providers.is_empty() {
-            return Err(("jwks".into(), "jwtAuth needs `jwks` or `providers`".into()));
+            return Err(FieldError::new(
+                "jwks",
+                "jwtAuth needs `jwks` or `providers`",
+            ));
         }
         Ok(Self {
             mode: config.mode,
@@ -387,22 +391,24 @@ fn provider(
     audiences: Vec<String>,
     jwks: &JwksSource,
     at: &str,
-) -> Result<Provider, (String, String)> {
+) -> Result<Provider, FieldError> {
     let set: JwkSet = match jwks {
         JwksSource::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| (format!("{at}.file"), format!("cannot read `{path}`: {e}")))?;
-            serde_json::from_str(&text)
-                .map_err(|e| (format!("{at}.file"), format!("`{path}` is not a JWKS: {e}")))?
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                FieldError::new(format!("{at}.file"), format!("cannot read `{path}`: {e}"))
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                FieldError::new(format!("{at}.file"), format!("`{path}` is not a JWKS: {e}"))
+            })?
         }
         JwksSource::Inline(value) => {
             let value = match value {
                 Value::String(text) => serde_json::from_str(text)
-                    .map_err(|e| (format!("{at}.inline"), e.to_string()))?,
+                    .map_err(|e| FieldError::new(format!("{at}.inline"), e.to_string()))?,
                 other => other.clone(),
             };
             serde_json::from_value(value)
-                .map_err(|e| (format!("{at}.inline"), format!("not a JWKS: {e}")))?
+                .map_err(|e| FieldError::new(format!("{at}.inline"), format!("not a JWKS: {e}")))?
         }
         JwksSource::Url(url) => {
             if reqwest::Url::parse(url)
@@ -420,15 +426,15 @@ fn provider(
                     }),
                 });
             }
-            return Err((
+            return Err(FieldError::new(
                 format!("{at}.url"),
                 format!("`{url}` is not an http(s) URL"),
             ));
         }
     };
     let keys = parse_keys(&set).map_err(|(i, message)| match i {
-        Some(i) => (format!("{at}.keys[{i}]"), message),
-        None => (at.to_string(), message),
+        Some(i) => FieldError::new(format!("{at}.keys[{i}]"), message),
+        None => FieldError::new(at, message),
     })?;
     Ok(Provider {
         issuer,

@@ -5,6 +5,7 @@
 //! without a valid token 401 with `WWW-Authenticate: Bearer resource_metadata="<that URL>"`, from which
 //! an OAuth-capable client finds the authorization server.
 
+use crate::policy::FieldError;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -43,7 +44,7 @@ pub struct McpAuthentication {
 }
 
 impl McpAuthentication {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let jwt = Arc::new(JwtAuth::compile(&jwt::Config {
             mode: config.mode,
             issuer: Some(config.issuer.clone()),

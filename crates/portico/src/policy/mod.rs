@@ -302,17 +302,35 @@ impl LevelPolicies {
     }
 }
 
+/// Why a policy's config cannot be compiled: the field, relative to the policy (empty for the policy
+/// as a whole), and what is wrong with it. Reported at `<path>.<policy>.<field>` with the config's line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Compiles one policy type's config, if set; its errors are reported at `<path>.<name>.<field>`.
 fn compile<C, T>(
     config: &Option<C>,
     name: &str,
     path: &str,
     errors: &mut Vec<ConfigError>,
-    compile: impl Fn(&C) -> Result<T, (String, String)>,
+    compile: impl Fn(&C) -> Result<T, FieldError>,
 ) -> Option<Arc<T>> {
     match compile(config.as_ref()?) {
         Ok(policy) => Some(Arc::new(policy)),
-        Err((field, message)) => {
+        Err(FieldError { field, message }) => {
             let at = if field.is_empty() {
                 format!("{path}.{name}")
             } else {

@@ -7,6 +7,7 @@
 //! limit that call gets a JSON-RPC error saying when to retry, and the session carries on. A policy
 //! set at the backend is one budget shared by the backend's targets that inherit it.
 
+use crate::policy::FieldError;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -76,29 +77,29 @@ impl std::fmt::Debug for RateLimit {
 }
 
 impl RateLimit {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         if config.is_empty() {
-            return Err((String::new(), "needs at least one bucket".to_string()));
+            return Err(FieldError::new("", "needs at least one bucket"));
         }
         let mut buckets = Vec::with_capacity(config.len());
         for (i, bucket) in config.iter().enumerate() {
             let field = |name: &str| format!("[{i}].{name}");
             if bucket.kind == BucketKind::Tokens {
-                return Err((
+                return Err(FieldError::new(
                     field("type"),
-                    "`type: tokens` counts LLM tokens, which MCP traffic does not have; use `type: requests`".to_string(),
+                    "`type: tokens` counts LLM tokens, which MCP traffic does not have; use `type: requests`",
                 ));
             }
             if bucket.max_tokens == 0 || bucket.tokens_per_fill == 0 {
-                return Err((
+                return Err(FieldError::new(
                     field("maxTokens"),
-                    "`maxTokens` and `tokensPerFill` must be at least 1".to_string(),
+                    "`maxTokens` and `tokensPerFill` must be at least 1",
                 ));
             }
             let interval = parse_duration(&bucket.fill_interval)
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
-                    (
+                    FieldError::new(
                         field("fillInterval"),
                         format!(
                             "`{}` is not a duration (write e.g. `1s`, `1m`)",

@@ -7,6 +7,7 @@
 //! `notifications/cancelled`. Without a policy there is no limit: MCP tools may run for minutes (with
 //! progress), and a client that disconnects, cancels or deletes its session ends its calls.
 
+use crate::policy::FieldError;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -29,12 +30,12 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let parse = |field: &'static str, text: &Option<String>| match text {
             None => Ok(None),
             Some(text) => match parse_duration(text) {
                 Some(limit) if !limit.is_zero() => Ok(Some(Timeout { limit, field })),
-                _ => Err((
+                _ => Err(FieldError::new(
                     field.to_string(),
                     format!("`{text}` is not a duration (write e.g. `500ms`, `30s`, `5m`)"),
                 )),
@@ -45,9 +46,9 @@ impl Timeout {
         match (request, backend) {
             (Some(r), Some(b)) => Ok(if b.limit < r.limit { b } else { r }),
             (Some(one), None) | (None, Some(one)) => Ok(one),
-            (None, None) => Err((
-                String::new(),
-                "set `requestTimeout`, `backendRequestTimeout` or both".to_string(),
+            (None, None) => Err(FieldError::new(
+                "",
+                "set `requestTimeout`, `backendRequestTimeout` or both",
             )),
         }
     }
@@ -65,7 +66,7 @@ impl Timeout {
 mod tests {
     use super::*;
 
-    fn compile(request: Option<&str>, backend: Option<&str>) -> Result<Timeout, (String, String)> {
+    fn compile(request: Option<&str>, backend: Option<&str>) -> Result<Timeout, FieldError> {
         Timeout::compile(&Config {
             request_timeout: request.map(str::to_string),
             backend_request_timeout: backend.map(str::to_string),
@@ -84,7 +85,10 @@ mod tests {
             (one.limit, one.field),
             (Duration::from_millis(250), "requestTimeout")
         );
-        assert_eq!(compile(Some("soon"), None).unwrap_err().0, "requestTimeout");
+        assert_eq!(
+            compile(Some("soon"), None).unwrap_err().field,
+            "requestTimeout"
+        );
         assert!(compile(None, None).is_err());
         assert!(compile(Some("0s"), None).is_err());
     }

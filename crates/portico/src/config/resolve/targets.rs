@@ -8,6 +8,7 @@ use super::Resolver;
 use crate::base::diagnostic::ConfigError;
 use crate::config::model::{self, PrefixMode, StatefulMode};
 use crate::config::runtime::{self};
+use crate::policy::FieldError;
 use crate::policy::{Level, LevelPolicies, TargetPolicies};
 
 pub(super) fn backend_rt(
@@ -270,10 +271,12 @@ pub(super) fn target_rt(
         };
         let url = http_url(r, &host, &format!("{path}.host"))?;
         let api = match crate::config::documents::openapi_document(&openapi.schema).and_then(
-            |(field, document)| crate::config::openapi::read(&document).map_err(|e| (field, e)),
+            |(field, document)| {
+                crate::config::openapi::read(&document).map_err(|e| FieldError::new(field, e))
+            },
         ) {
             Ok(api) => api,
-            Err((field, message)) => {
+            Err(FieldError { field, message }) => {
                 r.error(format!("{path}.schema{field}"), message);
                 return None;
             }

@@ -6,6 +6,7 @@
 //! `pass\u0077ord`, a value nested deep in an argument object, or an array element are all seen as
 //! the text they are.
 
+use crate::policy::FieldError;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
@@ -101,7 +102,7 @@ struct Rules {
 }
 
 impl Rules {
-    fn compile(list: &str, rules: &[RuleConfig]) -> Result<Self, (String, String)> {
+    fn compile(list: &str, rules: &[RuleConfig]) -> Result<Self, FieldError> {
         let mut patterns = Vec::new();
         let mut each = Vec::new();
         let mut labels = Vec::new();
@@ -111,11 +112,15 @@ impl Rules {
                 (Some(pattern), None) => (pattern.as_str(), None),
                 (None, Some(builtin)) => (builtin.pattern(), Some(builtin)),
                 _ => {
-                    return Err((at, "set exactly one of `pattern` and `builtin`".into()));
+                    return Err(FieldError::new(
+                        at,
+                        "set exactly one of `pattern` and `builtin`",
+                    ));
                 }
             };
-            let regex = Regex::new(pattern)
-                .map_err(|e| (format!("{at}.pattern"), format!("not a valid regex: {e}")))?;
+            let regex = Regex::new(pattern).map_err(|e| {
+                FieldError::new(format!("{at}.pattern"), format!("not a valid regex: {e}"))
+            })?;
             labels.push(match builtin {
                 Some(b) => format!("{at} ({})", b.name()),
                 None => at,
@@ -123,7 +128,8 @@ impl Rules {
             patterns.push(pattern.to_string());
             each.push((regex, builtin));
         }
-        let set = RegexSet::new(&patterns).map_err(|e| (list.to_string(), e.to_string()))?;
+        let set = RegexSet::new(&patterns)
+            .map_err(|e| FieldError::new(list.to_string(), e.to_string()))?;
         Ok(Self { set, each, labels })
     }
 
@@ -233,25 +239,25 @@ impl Guards {
         side: &'static str,
         path: &str,
         configs: &[GuardConfig],
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, FieldError> {
         let mut guards = Vec::new();
         for (i, config) in configs.iter().enumerate() {
             let at = format!("{path}[{i}]");
             let with_path =
-                |(field, message): (String, String)| (format!("{at}.regex.{field}"), message);
+                |e: FieldError| FieldError::new(format!("{at}.regex.{}", e.field), e.message);
             let deny = Rules::compile("deny", &config.regex.deny).map_err(with_path)?;
             let mask = Rules::compile("mask", &config.regex.mask).map_err(with_path)?;
             if deny.is_empty() && mask.is_empty() {
-                return Err((
+                return Err(FieldError::new(
                     format!("{at}.regex"),
-                    "a guard needs a `deny` or a `mask` rule".into(),
+                    "a guard needs a `deny` or a `mask` rule",
                 ));
             }
             let rejection = match &config.rejection {
                 Some(r) if r.message.trim().is_empty() => {
-                    return Err((
+                    return Err(FieldError::new(
                         format!("{at}.rejection.message"),
-                        "the message is empty".into(),
+                        "the message is empty",
                     ));
                 }
                 Some(r) => r.message.clone(),
@@ -426,7 +432,8 @@ mod tests {
     fn broken_rules_are_config_errors() {
         let configs: Vec<GuardConfig> =
             serde_json::from_value(json!([{"regex": {"deny": [{"pattern": "("}]}}])).unwrap();
-        let (at, message) = Guards::compile("request", "promptGuard", &configs).unwrap_err();
+        let FieldError { field: at, message } =
+            Guards::compile("request", "promptGuard", &configs).unwrap_err();
         assert_eq!(at, "promptGuard[0].regex.deny[0].pattern");
         assert!(message.contains("not a valid regex"), "{message}");
         let configs: Vec<GuardConfig> = serde_json::from_value(json!([{"regex": {}}])).unwrap();

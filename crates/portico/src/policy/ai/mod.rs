@@ -12,6 +12,7 @@
 pub mod guard;
 pub mod sampling;
 
+use crate::policy::FieldError;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -101,7 +102,7 @@ impl std::fmt::Debug for Ai {
 }
 
 impl Ai {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let llm_only = [
             ("prompts", config.prompts.is_some()),
             ("promptCaching", config.prompt_caching.is_some()),
@@ -110,7 +111,7 @@ impl Ai {
             ("transformations", config.transformations.is_some()),
         ];
         if let Some((field, _)) = llm_only.iter().find(|(_, set)| *set) {
-            return Err((
+            return Err(FieldError::new(
                 field.to_string(),
                 format!(
                     "`ai.{field}` is not applicable to MCP targets: it shapes LLM API calls, and MCP traffic has none"

@@ -3,6 +3,7 @@
 //! out, `overrides` replace them whatever the target sent, and `modelAliases` rewrite the names in
 //! `modelPreferences.hints` (e.g. `fast` → a concrete model).
 
+use crate::policy::FieldError;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -39,13 +40,13 @@ impl std::fmt::Debug for Sampling {
 }
 
 impl Sampling {
-    pub fn compile(config: &Config) -> Result<Option<Self>, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Option<Self>, FieldError> {
         let defaults = config.defaults.clone().unwrap_or_default();
         let overrides = config.overrides.clone().unwrap_or_default();
         let aliases = config.model_aliases.clone().unwrap_or_default();
         for (field, map) in [("defaults", &defaults), ("overrides", &overrides)] {
             if let Some(key) = map.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-                return Err((
+                return Err(FieldError::new(
                     format!("{field}.{key}"),
                     format!(
                         "`{key}` is not a sampling/createMessage parameter; expected one of {}",
@@ -137,7 +138,7 @@ mod tests {
     fn unknown_parameters_are_refused() {
         let config: Config =
             serde_json::from_value(json!({"defaults": {"max_tokens": 5}})).unwrap();
-        let (at, message) = Sampling::compile(&config).unwrap_err();
+        let FieldError { field: at, message } = Sampling::compile(&config).unwrap_err();
         assert_eq!(at, "defaults.max_tokens");
         assert!(message.contains("maxTokens"), "{message}");
     }

@@ -7,6 +7,7 @@
 //! metadata service (IMDSv2, `AWS_EC2_METADATA_SERVICE_ENDPOINT`). Temporary credentials are cached and
 //! refreshed before they expire ([`super::cache`]). The signing itself is the `aws-sigv4` crate's.
 
+use crate::policy::FieldError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -59,13 +60,13 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let service = config
             .service
             .clone()
             .unwrap_or_else(|| DEFAULT_SERVICE.to_string());
         if config.region.trim().is_empty() {
-            return Err(("aws.region".into(), "the region is empty".into()));
+            return Err(FieldError::new("aws.region", "the region is empty"));
         }
         let (origin, source) = credential_source(config, &config.region)?;
         let label = format!("aws credentials ({origin})");
@@ -163,7 +164,7 @@ fn credentials(key: String, secret: String, token: Option<String>) -> Credential
 fn credential_source(
     config: &Config,
     region: &str,
-) -> Result<(&'static str, CredentialSource), (String, String)> {
+) -> Result<(&'static str, CredentialSource), FieldError> {
     match (&config.access_key_id, &config.secret_access_key) {
         (Some(key), Some(secret)) => {
             let static_keys =
@@ -172,9 +173,9 @@ fn credential_source(
         }
         (None, None) if config.session_token.is_none() => {}
         _ => {
-            return Err((
-                "aws".into(),
-                "set both `accessKeyId` and `secretAccessKey` (and optionally `sessionToken`), or none to use the AWS default credential chain".into(),
+            return Err(FieldError::new(
+                "aws",
+                "set both `accessKeyId` and `secretAccessKey` (and optionally `sessionToken`), or none to use the AWS default credential chain",
             ));
         }
     }
@@ -182,7 +183,7 @@ fn credential_source(
         let from_env = credentials(key, secret, env("AWS_SESSION_TOKEN"));
         return Ok(("the environment", Box::new(Fixed(from_env))));
     }
-    let client = cache::http_client().map_err(|e| ("aws".to_string(), e))?;
+    let client = cache::http_client().map_err(|e| FieldError::new("aws", e))?;
     if let (Some(token_file), Some(role_arn)) =
         (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN"))
     {
@@ -205,9 +206,9 @@ fn credential_source(
         return Ok(("the container credentials endpoint", Box::new(source)));
     }
     if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err((
-            "aws".into(),
-            "no AWS credentials found: set `accessKeyId`/`secretAccessKey`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE, a shared credentials file, or enable the instance metadata service".into(),
+        return Err(FieldError::new(
+            "aws",
+            "no AWS credentials found: set `accessKeyId`/`secretAccessKey`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE, a shared credentials file, or enable the instance metadata service",
         ));
     }
     let endpoint =
@@ -220,7 +221,7 @@ fn credential_source(
 }
 
 /// `[profile]` of the shared credentials file, if the file exists.
-fn shared_credentials_file() -> Result<Option<Credentials>, (String, String)> {
+fn shared_credentials_file() -> Result<Option<Credentials>, FieldError> {
     let path = match env("AWS_SHARED_CREDENTIALS_FILE") {
         Some(path) => std::path::PathBuf::from(path),
         None => match env("HOME") {
@@ -241,8 +242,8 @@ fn shared_credentials_file() -> Result<Option<Credentials>, (String, String)> {
     };
     match (get("aws_access_key_id"), get("aws_secret_access_key")) {
         (Some(key), Some(secret)) => Ok(Some(credentials(key, secret, get("aws_session_token")))),
-        _ => Err((
-            "aws".into(),
+        _ => Err(FieldError::new(
+            "aws",
             format!(
                 "the shared credentials file `{}` has no `aws_access_key_id` and `aws_secret_access_key` in profile `{profile}`",
                 path.display()

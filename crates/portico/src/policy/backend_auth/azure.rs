@@ -5,6 +5,7 @@
 //! login endpoint, e.g. for sovereign clouds), `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service and
 //! Functions managed identity) and `AZURE_POD_IDENTITY_AUTHORITY_HOST` (the instance metadata service).
 
+use crate::policy::FieldError;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
@@ -78,16 +79,16 @@ fn authority() -> String {
 }
 
 impl Identity {
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let set = [
             config.client_secret.is_some(),
             config.managed_identity.is_some(),
             config.workload_identity.is_some(),
         ];
         if set.iter().filter(|s| **s).count() != 1 {
-            return Err((
-                "azure".into(),
-                "set exactly one of `clientSecret`, `managedIdentity`, `workloadIdentity`".into(),
+            return Err(FieldError::new(
+                "azure",
+                "set exactly one of `clientSecret`, `managedIdentity`, `workloadIdentity`",
             ));
         }
         if let Some(secret) = &config.client_secret {
@@ -134,8 +135,8 @@ impl Identity {
                 client_id,
                 token_file,
             }),
-            _ => Err((
-                "azure.workloadIdentity".into(),
+            _ => Err(FieldError::new(
+                "azure.workloadIdentity",
                 format!(
                     "workload identity needs {} in the environment (the Azure Workload Identity webhook sets them)",
                     missing.join(", ")

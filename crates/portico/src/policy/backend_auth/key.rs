@@ -1,6 +1,7 @@
 //! `backendAuth.key`: a static secret, inline, from `$ENV` or from a file, sent as
 //! `Authorization: Bearer` unless `location` names a header or a query parameter.
 
+use crate::policy::FieldError;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -63,7 +64,7 @@ impl std::fmt::Debug for Key {
     }
 }
 
-pub fn compile_key(config: &KeyConfig) -> Result<Key, (String, String)> {
+pub fn compile_key(config: &KeyConfig) -> Result<Key, FieldError> {
     let (secret, location) = match config {
         KeyConfig::Inline(secret) => (secret.clone(), None),
         KeyConfig::Detailed(detail) => {
@@ -71,19 +72,26 @@ pub fn compile_key(config: &KeyConfig) -> Result<Key, (String, String)> {
                 (Some(value), None) => value.clone(),
                 (None, Some(file)) => std::fs::read_to_string(file)
                     .map(|s| s.trim().to_string())
-                    .map_err(|e| ("key.file".to_string(), format!("cannot read `{file}`: {e}")))?,
-                _ => return Err(("key".into(), "set exactly one of `value` and `file`".into())),
+                    .map_err(|e| {
+                        FieldError::new("key.file", format!("cannot read `{file}`: {e}"))
+                    })?,
+                _ => {
+                    return Err(FieldError::new(
+                        "key",
+                        "set exactly one of `value` and `file`",
+                    ));
+                }
             };
             (secret, detail.location.as_ref())
         }
     };
     if secret.is_empty() {
-        return Err(("key".into(), "the key is empty".into()));
+        return Err(FieldError::new("key", "the key is empty"));
     }
     let invalid = || {
-        (
-            "key".to_string(),
-            "the key cannot be sent in an HTTP header (control characters)".to_string(),
+        FieldError::new(
+            "key",
+            "the key cannot be sent in an HTTP header (control characters)",
         )
     };
     match location {
@@ -95,8 +103,8 @@ pub fn compile_key(config: &KeyConfig) -> Result<Key, (String, String)> {
         }
         Some(Location::Header(name)) => {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                (
-                    "key.location.header".to_string(),
+                FieldError::new(
+                    "key.location.header",
                     format!("`{name}` is not a header name"),
                 )
             })?;

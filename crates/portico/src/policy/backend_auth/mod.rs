@@ -16,6 +16,7 @@ mod cache;
 pub mod gcp;
 pub mod key;
 
+use crate::policy::FieldError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -64,7 +65,7 @@ impl std::fmt::Debug for BackendAuth {
 
 impl BackendAuth {
     /// `Err` names the field (relative to the policy) and what is wrong, never the secret.
-    pub fn compile(config: &Config) -> Result<Self, (String, String)> {
+    pub fn compile(config: &Config) -> Result<Self, FieldError> {
         let set = [
             config.key.is_some(),
             config.passthrough.is_some(),
@@ -73,9 +74,9 @@ impl BackendAuth {
             config.azure.is_some(),
         ];
         if set.iter().filter(|s| **s).count() != 1 {
-            return Err((
-                String::new(),
-                "set exactly one of `key`, `passthrough`, `aws`, `gcp`, `azure`".into(),
+            return Err(FieldError::new(
+                "",
+                "set exactly one of `key`, `passthrough`, `aws`, `gcp`, `azure`",
             ));
         }
         if let Some(key) = &config.key {
@@ -154,10 +155,10 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    fn gcp(config: &gcp::Config) -> Result<Self, (String, String)> {
+    fn gcp(config: &gcp::Config) -> Result<Self, FieldError> {
         let credentials =
-            Arc::new(gcp::Credentials::discover().map_err(|e| ("gcp".to_string(), e))?);
-        let client = cache::http_client().map_err(|e| ("gcp".to_string(), e))?;
+            Arc::new(gcp::Credentials::discover().map_err(|e| FieldError::new("gcp", e))?);
+        let client = cache::http_client().map_err(|e| FieldError::new("gcp", e))?;
         let kind = config.kind;
         let description = match kind {
             gcp::TokenType::IdToken => format!("gcp idToken from {}", credentials.describe()),
@@ -192,9 +193,9 @@ impl Tokens {
         })
     }
 
-    fn azure(config: &azure::Config) -> Result<Self, (String, String)> {
+    fn azure(config: &azure::Config) -> Result<Self, FieldError> {
         let identity = Arc::new(azure::Identity::compile(config)?);
-        let client = cache::http_client().map_err(|e| ("azure".to_string(), e))?;
+        let client = cache::http_client().map_err(|e| FieldError::new("azure", e))?;
         Ok(Self {
             description: format!("azure token from {}", identity.describe()),
             fixed: config.scope.clone(),
