@@ -3,6 +3,7 @@
 //! parsed the request's URL twice and ran redirect and retry layers a target never needs, a sixth of
 //! the instructions of a proxied `tools/call`.
 
+use std::cell::OnceCell;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ thread_local! {
     /// request and its upstream call never cross threads. The TLS one is made on first use only: it
     /// loads the system's roots, which a gateway with only `http://` targets never needs.
     static PLAIN: HttpClient = HttpClient::plain();
-    static TLS: OnceLock<HttpClient> = const { OnceLock::new() };
+    static TLS: OnceCell<HttpClient> = const { OnceCell::new() };
 }
 
 thread_local! {
