@@ -494,3 +494,36 @@ async fn an_expired_upstream_session_is_initialized_again() {
         .log_with("upstream session expired; initializing again")
         .await;
 }
+
+/// HTTP/2 with prior knowledge (h2c) is served on a plain listener, beside HTTP/1.1: the gateway tells
+/// them apart by the client's first bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_with_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Full};
+    let gateway = one_stdio_target("").await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 connection");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("{}/mcp", gateway.base))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from_static(INIT.as_bytes())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert!(response.headers().contains_key("mcp-session-id"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["result"]["serverInfo"]["name"], "portico", "{reply}");
+
+    // HTTP/1.1 on the same listener still works.
+    let client = Client::connect(gateway.url("/mcp")).await;
+    assert!(client.session.is_some());
+}

@@ -379,11 +379,26 @@ async fn serve_connection(
         .iter()
         .find_map(|l| l.tls.clone());
     let Some(tls) = tls else {
-        return serve_http(TokioIo::new(stream), peer, bind, gateway).await;
+        let protocol = match tokio::time::timeout(HEADER_READ_TIMEOUT, sniff(&stream)).await {
+            Ok(Some(protocol)) => protocol,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(target: "portico::server", %peer, "no request within the header read timeout; connection closed");
+                return;
+            }
+        };
+        return serve_http(TokioIo::new(stream), protocol, peer, bind, gateway).await;
     };
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), peer, bind, gateway).await,
+        Ok(Ok(stream)) => {
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                Some(b"http/1.1") => Protocol::Http1,
+                _ => Protocol::Detect,
+            };
+            serve_http(TokioIo::new(stream), protocol, peer, bind, gateway).await
+        }
         Ok(Err(e)) => {
             tracing::debug!(target: "portico::server", %peer, error = %e, "TLS handshake failed")
         }
@@ -393,11 +408,43 @@ async fn serve_connection(
     }
 }
 
+/// Which HTTP a connection speaks, when it is known before the first request is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Not known yet: hyper reads the first bytes to tell.
+    Detect,
+}
+
+/// The first bytes of an HTTP/2 connection (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain-text client speaks, from its first bytes, which are left in the socket: HTTP/2 with
+/// prior knowledge starts with the preface, anything else is HTTP/1. Known before hyper reads, the
+/// connection does not go through hyper's version detection, whose replayed bytes made hyper's read
+/// buffer grow to 16 KiB for every connection. `None` if the client closed without a byte.
+async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    let read = stream.peek(&mut first).await.ok().filter(|n| *n > 0)?;
+    Some(match &first[..read] {
+        start if !HTTP2_PREFACE.starts_with(start) => Protocol::Http1,
+        whole if whole.len() == HTTP2_PREFACE.len() => Protocol::Http2,
+        // A part of the preface: hyper waits for the rest.
+        _ => Protocol::Detect,
+    })
+}
+
 /// Serves HTTP/1.1 or HTTP/2 on one connection until it ends, or the client does not send its first
 /// request head within [`HEADER_READ_TIMEOUT`]. When the gateway drains, the connection finishes the
 /// requests in flight and closes.
-async fn serve_http<I>(io: I, peer: SocketAddr, bind: usize, gateway: Arc<Gateway>)
-where
+async fn serve_http<I>(
+    io: I,
+    protocol: Protocol,
+    peer: SocketAddr,
+    bind: usize,
+    gateway: Arc<Gateway>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let draining = gateway.draining.clone();
@@ -420,6 +467,11 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Detect => builder,
+    };
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let first_deadline = tokio::time::sleep(HEADER_READ_TIMEOUT);
