@@ -226,8 +226,8 @@ pub(crate) async fn start_session(
             Ok((session, response))
         }
         Err(error) => {
-            served.log(None, jsonrpc::error_code(&error));
-            Err(error.into())
+            served.log(None, Some(error.code()));
+            Err(jsonrpc::error(message["id"].clone(), error.code(), error.to_string()).into())
         }
     }
 }

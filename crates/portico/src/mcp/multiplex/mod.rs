@@ -128,9 +128,30 @@ fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
+/// Why a session could not start; the client's `initialize` gets it as a JSON-RPC error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The `initialize` params cannot be kept.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// A target of a `failClosed` backend could not be connected.
+    #[error("target {target} unavailable: {error}")]
+    TargetUnavailable { target: Arc<str>, error: String },
+}
+
+impl StartError {
+    /// The JSON-RPC error code the client gets.
+    pub fn code(&self) -> i64 {
+        match self {
+            StartError::InvalidParams(_) => code::INVALID_PARAMS,
+            StartError::TargetUnavailable { .. } => code::INTERNAL_ERROR,
+        }
+    }
+}
+
 impl Mux {
     /// Connects to every target and answers the client's `initialize` request.
-    /// `Err` is the JSON-RPC error response when the session cannot start.
+    /// `Err` says why the session cannot start.
     /// `client_token` is the client's `Authorization` header, for `backendAuth: passthrough` targets.
     pub async fn start(
         backend: Arc<McpBackend>,
@@ -138,7 +159,7 @@ impl Mux {
         client_token: Option<http::HeaderValue>,
         mut quota: SessionQuota,
         limits: LimitSettings,
-    ) -> Result<(Arc<Mux>, Value), Value> {
+    ) -> Result<(Arc<Mux>, Value), StartError> {
         let id = initialize["id"].clone();
         let params = &initialize["params"];
         let version = negotiate_version(params["protocolVersion"].as_str());
@@ -146,7 +167,7 @@ impl Mux {
             Value::Null => RawValue::from_string("{}".into()),
             params => serde_json::value::to_raw_value(params),
         }
-        .map_err(|e| jsonrpc::error(id.clone(), code::INVALID_PARAMS, e.to_string()))?;
+        .map_err(|e| StartError::InvalidParams(e.to_string()))?;
         let slots: Vec<Arc<Slot>> = backend
             .targets
             .iter()
@@ -184,9 +205,10 @@ impl Mux {
         if mux.backend.load().failure_mode == FailureMode::FailClosed
             && let Some((i, e)) = failed.first()
         {
-            let message = format!("target {} unavailable: {e}", mux.target(*i).name);
+            let target = mux.target(*i).name.clone();
+            let error = e.to_string();
             mux.close().await;
-            return Err(jsonrpc::error(id, code::INTERNAL_ERROR, message));
+            return Err(StartError::TargetUnavailable { target, error });
         }
         mux.retry_later(failed);
         let answered: Vec<(Arc<Target>, Arc<Upstream>)> = all
