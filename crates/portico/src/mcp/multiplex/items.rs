@@ -559,6 +559,113 @@ mod tests {
         ));
     }
 
+    /// Random JSON as targets may write it: odd whitespace, escapes, brackets and quotes inside
+    /// strings, the field names the scans look for at every depth.
+    fn random_json(rng: &mut rand::rngs::StdRng, depth: u32, out: &mut String) {
+        use rand::Rng;
+        let space = |rng: &mut rand::rngs::StdRng, out: &mut String| {
+            for _ in 0..rng.random_range(0..3u32) {
+                out.push([' ', '\n', '\t', '\r'][rng.random_range(0..4)]);
+            }
+        };
+        let string = |rng: &mut rand::rngs::StdRng, out: &mut String| {
+            const PIECES: [&str; 12] = [
+                "name",
+                "tools",
+                "nextCursor",
+                "a",
+                "]",
+                "}",
+                "{",
+                "[",
+                "\\\"",
+                "\\\\",
+                "\\u006e",
+                ",:",
+            ];
+            out.push('"');
+            for _ in 0..rng.random_range(0..4u32) {
+                out.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+            }
+            out.push('"');
+        };
+        space(rng, out);
+        match rng.random_range(0..if depth == 0 { 4 } else { 6 }) {
+            0 => string(rng, out),
+            1 => out.push_str(["1", "-2.5e3", "0"][rng.random_range(0..3)]),
+            2 => out.push_str(["true", "false"][rng.random_range(0..2)]),
+            3 => out.push_str("null"),
+            4 => {
+                out.push('[');
+                for i in 0..rng.random_range(0..4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    random_json(rng, depth - 1, out);
+                }
+                space(rng, out);
+                out.push(']');
+            }
+            _ => {
+                out.push('{');
+                for i in 0..rng.random_range(0..5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    string(rng, out);
+                    space(rng, out);
+                    out.push(':');
+                    random_json(rng, depth - 1, out);
+                }
+                space(rng, out);
+                out.push('}');
+            }
+        }
+        space(rng, out);
+    }
+
+    #[test]
+    fn scans_agree_with_serde_on_random_json() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            random_json(&mut rng, 4, &mut text);
+            // The scans only ever see text serde_json has validated.
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
+                continue;
+            }
+            checked += 1;
+            let mut deserializer = serde_json::Deserializer::from_str(&text);
+            let by_serde = NameSeed("name")
+                .deserialize(&mut deserializer)
+                .ok()
+                .flatten()
+                .map(|(value, count)| (value.get().to_string(), count));
+            match scan::field(&text, "name") {
+                scan::Found::Field(span, count) => {
+                    assert_eq!(Some((text[span].to_string(), count)), by_serde, "{text}")
+                }
+                scan::Found::None => assert_eq!(by_serde, None, "{text}"),
+                scan::Found::Unsure => {}
+            }
+            if let Some(page) = scan_page(&text, ListKind::Tools) {
+                let mut deserializer = serde_json::Deserializer::from_str(&text);
+                let expected = PageSeed(ListKind::Tools)
+                    .deserialize(&mut deserializer)
+                    .expect(&text);
+                let items = |page: &Page| -> Vec<String> {
+                    page.items.iter().map(|i| i.text.to_string()).collect()
+                };
+                assert_eq!(items(&page), items(&expected), "{text}");
+                assert_eq!(page.next_cursor, expected.next_cursor, "{text}");
+            }
+        }
+        assert!(checked > 10_000, "only {checked} valid documents");
+    }
+
     #[test]
     fn a_scanned_page_is_the_page_serde_reads() {
         let serde_page = |text: &str| {
