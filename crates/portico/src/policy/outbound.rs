@@ -65,9 +65,7 @@ impl Outbound {
             modifier.apply(request.headers_mut());
         }
         if let Some(auth) = &self.auth {
-            auth.apply(&mut request, client_token)
-                .await
-                .map_err(|e| OutboundError(format!("backendAuth: {e}")))?;
+            auth.apply(&mut request, client_token).await?;
         }
         Ok(request)
     }
@@ -91,7 +89,7 @@ pub trait OutgoingRequest: Send {
     /// The whole body; `None` when it is streamed.
     fn body(&self) -> Option<&[u8]>;
     /// Adds `name=value` to the query string.
-    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String>;
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), OutboundError>;
 }
 
 impl OutgoingRequest for reqwest::Request {
@@ -113,7 +111,7 @@ impl OutgoingRequest for reqwest::Request {
             Some(body) => body.as_bytes(),
         }
     }
-    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), OutboundError> {
         self.url_mut().query_pairs_mut().append_pair(name, value);
         Ok(())
     }
@@ -135,7 +133,12 @@ impl OutgoingRequest for http::Request<bytes::Bytes> {
     fn body(&self) -> Option<&[u8]> {
         Some(self.body())
     }
-    fn append_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+    fn append_query(&mut self, name: &str, value: &str) -> Result<(), OutboundError> {
+        let unusable = |e: &dyn std::fmt::Display| {
+            OutboundError(format!(
+                "backendAuth: cannot add query parameter `{name}`: {e}"
+            ))
+        };
         let mut parts = self.uri().clone().into_parts();
         let (path, query) = match &parts.path_and_query {
             Some(pq) => (pq.path(), pq.query()),
@@ -145,10 +148,9 @@ impl OutgoingRequest for http::Request<bytes::Bytes> {
         query.append_pair(name, value);
         let path_and_query = format!("{path}?{}", query.finish())
             .parse()
-            .map_err(|e| format!("cannot add query parameter `{name}`: {e}"))?;
+            .map_err(|e| unusable(&e))?;
         parts.path_and_query = Some(path_and_query);
-        *self.uri_mut() = http::Uri::from_parts(parts)
-            .map_err(|e| format!("cannot add query parameter `{name}`: {e}"))?;
+        *self.uri_mut() = http::Uri::from_parts(parts).map_err(|e| unusable(&e))?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use crate::policy::FieldError;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::policy::outbound::OutgoingRequest;
+use crate::policy::outbound::{OutboundError, OutgoingRequest};
 
 /// `key: "<secret>"` or `key: {value | file, location?}`.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -44,7 +44,7 @@ pub enum Key {
 }
 
 impl Key {
-    pub fn apply(&self, request: &mut impl OutgoingRequest) -> Result<(), String> {
+    pub fn apply(&self, request: &mut impl OutgoingRequest) -> Result<(), OutboundError> {
         match self {
             Key::Header(name, value) => {
                 request.headers_mut().insert(name.clone(), value.clone());

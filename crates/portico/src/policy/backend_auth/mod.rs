@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use http::HeaderValue;
 use serde::Deserialize;
 
-use crate::policy::outbound::OutgoingRequest;
+use crate::policy::outbound::{OutboundError, OutgoingRequest};
 
 use cache::{Cache, Fetched, Source};
 
@@ -121,7 +121,8 @@ impl TargetAuth {
         &self,
         request: &mut impl OutgoingRequest,
         client_token: Option<&HeaderValue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
+        let refused = |e: String| OutboundError(format!("backendAuth: {e}"));
         match &*self.policy {
             BackendAuth::Key(key) => key.apply(request)?,
             BackendAuth::Passthrough => {
@@ -131,10 +132,10 @@ impl TargetAuth {
                         .insert(http::header::AUTHORIZATION, token.clone());
                 }
             }
-            BackendAuth::Aws(signer) => signer.sign(request).await?,
+            BackendAuth::Aws(signer) => signer.sign(request).await.map_err(refused)?,
             BackendAuth::Tokens(_) => {
                 if let Some(tokens) = &self.tokens {
-                    let bearer = tokens.get().await?;
+                    let bearer = tokens.get().await.map_err(refused)?;
                     request
                         .headers_mut()
                         .insert(http::header::AUTHORIZATION, bearer);
