@@ -104,11 +104,11 @@ impl Json {
     pub fn written(text: String) -> Self {
         Self(text.into_boxed_str())
     }
-}
 
-impl From<Box<RawValue>> for Json {
-    fn from(raw: Box<RawValue>) -> Self {
-        Self(raw.into())
+    /// `value` written as JSON.
+    pub fn of(value: &Value) -> Self {
+        // Serializing a `Value` cannot fail: its keys are strings.
+        Self::written(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
     }
 }
 
@@ -125,16 +125,11 @@ pub struct Reply {
     pub payload: Payload,
 }
 
-fn raw(value: &Value) -> Json {
-    // Serializing a `Value` cannot fail: its keys are strings.
-    Json::written(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
-}
-
 impl Reply {
     pub fn result(id: Value, result: &Value) -> Self {
         Self {
             id,
-            payload: Payload::Result(raw(result)),
+            payload: Payload::Result(Json::of(result)),
         }
     }
 
@@ -142,7 +137,7 @@ impl Reply {
         let error = json!({"code": code, "message": message.into()});
         Self {
             id,
-            payload: Payload::Error(raw(&error)),
+            payload: Payload::Error(Json::of(&error)),
         }
     }
 

@@ -327,11 +327,7 @@ pub(super) fn rate_limited(id: Value, target: &str, wait: Duration) -> Reply {
     });
     Reply {
         id,
-        payload: Payload::Error(
-            serde_json::value::to_raw_value(&error)
-                .unwrap_or_else(|_| RawValue::NULL.to_owned())
-                .into(),
-        ),
+        payload: Payload::Error(jsonrpc::Json::of(&error)),
     }
 }
 

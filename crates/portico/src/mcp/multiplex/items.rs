@@ -477,7 +477,7 @@ mod tests {
     use super::*;
 
     fn raw(text: &str) -> Json {
-        RawValue::from_string(text.to_string()).unwrap().into()
+        Json::from(&*RawValue::from_string(text.to_string()).unwrap())
     }
 
     #[test]
