@@ -527,3 +527,78 @@ async fn http2_with_prior_knowledge_is_served() {
     let client = Client::connect(gateway.url("/mcp")).await;
     assert!(client.session.is_some());
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` body: its status line and headers, and body.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Some((head.to_string(), body[..length].to_string()));
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .unwrap_or(0);
+        if read == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..read]);
+    }
+}
+
+/// A request refused before its body was read (unknown route, unsupported protocol version, wrong
+/// content type) keeps its connection usable when the body arrives after the headers: hyper would
+/// close it, and a client that reused it (the Python SDK does, after its `server/discover` probe is
+/// refused) saw "server disconnected" on its next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_keeps_its_connection_when_the_body_comes_late() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = one_stdio_target("").await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let refusals = [
+        ("/nowhere", "application/json", "2025-06-18", "404"),
+        ("/mcp", "application/json", "2026-07-28", "400"),
+        ("/mcp", "text/plain", "2025-06-18", "415"),
+    ];
+    for (path, content_type, version, status) in refusals {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {address}\r\naccept: {ACCEPT_BOTH}\r\ncontent-type: {content_type}\r\nmcp-protocol-version: {version}\r\ncontent-length: {}\r\n\r\n",
+            INIT.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(INIT.as_bytes()).await.unwrap();
+        let (head, _) = read_response(&mut stream).await.unwrap_or_else(|| {
+            panic!("connection closed instead of answering {path} {content_type} {version}")
+        });
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+    }
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {address}\r\naccept: {ACCEPT_BOTH}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{INIT}",
+        INIT.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut stream)
+        .await
+        .expect("the connection still serves after the refusals");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("\"serverInfo\""), "{body}");
+}

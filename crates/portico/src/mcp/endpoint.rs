@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HOST, ORIGIN};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde_json::Value;
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
@@ -15,7 +16,7 @@ use crate::mcp::handling::authenticate;
 use crate::mcp::jsonrpc::code;
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::respond::{
-    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, empty, header, refuse,
+    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header, refuse,
 };
 use crate::mcp::{legacy_sse, streamable_http};
 
@@ -50,11 +51,12 @@ pub async fn handle(
         return serve(gateway, route, request, peer).await;
     };
     if !origin_allowed(route, &origin) {
-        return refuse(
+        let refused = refuse(
             StatusCode::FORBIDDEN,
             code::INVALID_REQUEST,
             format!("origin `{origin}` is not allowed; add it to the route's cors.allowOrigins"),
         );
+        return after_body(request, refused).await;
     }
     let Some(cors) = &route.cors else {
         return serve(gateway, route, request, peer).await;
@@ -90,38 +92,44 @@ pub(crate) async fn serve(
     modify_response(route, response)
 }
 
-pub(crate) async fn dispatch(
-    gateway: &Arc<Gateway>,
-    route: &Arc<Route>,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
+/// The checks every request on the route passes before its transport sees it: the DNS-rebinding
+/// guard, the protocol version header, authentication. Returns the caller's claims.
+async fn admit(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
     let rebinding_guard = route
         .backends
         .iter()
         .any(|b| b.mcp.dns_rebinding_protection);
-    if rebinding_guard && !header(request.headers(), HOST).is_some_and(is_localhost) {
-        return refuse(
+    if rebinding_guard && !header(headers, HOST).is_some_and(is_localhost) {
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             code::INVALID_REQUEST,
             "Host is not localhost (dnsRebindingProtection)",
-        );
+        ));
     }
-    if let Some(version) = header(request.headers(), VERSION_HEADER)
+    if let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
     {
-        return refuse(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             code::INVALID_REQUEST,
             format!(
                 "unsupported MCP-Protocol-Version `{version}`; supported: {}",
                 SUPPORTED_VERSIONS.join(", ")
             ),
-        );
+        ));
     }
-    let claims = match authenticate(route, request.headers()).await {
+    authenticate(route, headers).await
+}
+
+pub(crate) async fn dispatch(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let claims = match admit(route, request.headers()).await {
         Ok(claims) => claims,
-        Err(refused) => return refused,
+        Err(refused) => return after_body(request, refused).await,
     };
     if *request.method() == Method::POST
         && !request.headers().contains_key(SESSION_HEADER)
@@ -152,7 +160,7 @@ pub(crate) async fn dispatch(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, POST, DELETE"),
             );
-            response
+            after_body(request, response).await
         }
     }
 }

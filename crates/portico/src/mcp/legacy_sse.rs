@@ -25,7 +25,7 @@ use super::sse;
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::handling::{handle_request, over_rate_limit, read_body, start_session, subject};
-use crate::mcp::respond::{Body, KEEP_ALIVE, empty, over_limit, refuse, sse_response};
+use crate::mcp::respond::{Body, KEEP_ALIVE, after_body, empty, over_limit, refuse, sse_response};
 use crate::policy::authz::Caller;
 
 /// Where the event stream's messages go, and the session once `initialize` made one.
@@ -154,11 +154,12 @@ pub async fn message(
     let connection = match gateway.legacy.get(id) {
         Some(c) if *c.route == *route.name && c.owner == session::owner(&claims) => c,
         _ => {
-            return refuse(
+            let refused = refuse(
                 StatusCode::NOT_FOUND,
                 code::INVALID_REQUEST,
                 "unknown sessionId; open the event stream (GET .../sse) again",
             );
+            return after_body(http::Request::from_parts(parts, body), refused).await;
         }
     };
     let message = match read_body(gateway, body).await {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use serde_json::Value;
 
 use crate::limits::Exceeded;
@@ -49,6 +49,36 @@ pub(crate) fn json_text_response(status: StatusCode, json: String) -> Response<B
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The most of a refused request's body that is read (and dropped) to keep its connection open.
+const UNREAD_BODY_LIMIT: usize = 64 * 1024;
+/// How long a refusal waits for the rest of the request's body before it closes the connection.
+const UNREAD_BODY_TIME: Duration = Duration::from_secs(1);
+
+/// `response`, sent once the body of the request it refuses is read and dropped. hyper closes a
+/// connection whose request body was not read to the end when the answer is written, and an HTTP/1
+/// client that has already put that connection back in its pool (httpx does) then finds it closed
+/// under its next request ("server disconnected without sending a response"). A body larger than
+/// 64 KiB or slower than a second is not waited for; the response then says `Connection: close`.
+pub(crate) async fn after_body(
+    request: http::Request<Incoming>,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    if hyper::body::Body::is_end_stream(&body) || parts.version >= http::Version::HTTP_2 {
+        return response;
+    }
+    let read = http_body_util::Limited::new(body, UNREAD_BODY_LIMIT).collect();
+    if !matches!(
+        tokio::time::timeout(UNREAD_BODY_TIME, read).await,
+        Ok(Ok(_))
+    ) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -30,8 +30,8 @@ use crate::mcp::handling::{
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
 use crate::mcp::respond::{
-    Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, accepts, empty, header, json_response,
-    json_text_response, over_limit, refuse, sse_body, sse_response,
+    Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, accepts, after_body, empty, header,
+    json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::{self, Session};
 use crate::mcp::sse;
@@ -68,22 +68,14 @@ fn session(
     }
 }
 
-pub(crate) async fn post(
-    gateway: &Arc<Gateway>,
-    route: &Arc<Route>,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    claims: Value,
-) -> Response<Body> {
-    // Taken apart, so the headers outlive the body read without a copy.
-    let (parts, body) = request.into_parts();
-    let (path, headers) = (parts.uri.path(), &parts.headers);
+/// A POST must accept both reply forms and carry JSON.
+fn check_post_headers(headers: &HeaderMap) -> Result<(), Response<Body>> {
     if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
-        return refuse(
+        return Err(refuse(
             StatusCode::NOT_ACCEPTABLE,
             code::INVALID_REQUEST,
             "Accept must allow both application/json and text/event-stream",
-        );
+        ));
     }
     let json = header(headers, CONTENT_TYPE).is_some_and(|ct| {
         ct.split(';')
@@ -93,12 +85,28 @@ pub(crate) async fn post(
             .eq_ignore_ascii_case("application/json")
     });
     if !json {
-        return refuse(
+        return Err(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code::INVALID_REQUEST,
             "Content-Type must be application/json",
-        );
+        ));
     }
+    Ok(())
+}
+
+pub(crate) async fn post(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    claims: Value,
+) -> Response<Body> {
+    if let Err(refused) = check_post_headers(request.headers()) {
+        return after_body(request, refused).await;
+    }
+    // Taken apart, so the headers outlive the body read without a copy.
+    let (parts, body) = request.into_parts();
+    let (path, headers) = (parts.uri.path(), &parts.headers);
     let session_header = header(headers, SESSION_HEADER);
     let message = match read_body(gateway, body).await {
         Ok(message) => message,

@@ -79,17 +79,17 @@ async fn proxy(
 ) -> Response<Body> {
     let started = Instant::now();
     let Some(backend) = route.pick_host() else {
-        return plain(StatusCode::BAD_GATEWAY, "no backend");
+        return respond::after_body(request, plain(StatusCode::BAD_GATEWAY, "no backend")).await;
     };
     if let Some(refused) = handling::over_rate_limit(route) {
-        return refused;
+        return respond::after_body(request, refused).await;
     }
     let a2a = backend.policies.a2a.is_some();
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let sub = match handling::authenticate(route, request.headers()).await {
         Ok(claims) => claims["sub"].as_str().map(str::to_string),
-        Err(refused) => return refused,
+        Err(refused) => return respond::after_body(request, refused).await,
     };
     let (parts, body) = request.into_parts();
     let limit = gateway.config.load().settings.max_body_bytes;

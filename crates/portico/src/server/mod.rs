@@ -527,33 +527,34 @@ fn protected_resource_metadata(
 async fn route(
     gateway: &Arc<Gateway>,
     bind: usize,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let request = match with_normalized_path(request) {
-        Ok(request) => request,
+    match normalized_uri(request.uri()) {
+        Ok(Some(uri)) => *request.uri_mut() = uri,
+        Ok(None) => {}
         Err(refused) => {
-            return respond::refuse(
+            let refused = respond::refuse(
                 StatusCode::BAD_REQUEST,
                 code::INVALID_REQUEST,
                 format!("{refused}; send the plain path"),
             );
+            return respond::after_body(request, refused).await;
         }
-    };
+    }
     let config = gateway.config.load_full();
     let listeners = &config.binds[bind].listeners;
     if let Some(resource) = request.uri().path().strip_prefix(WELL_KNOWN) {
-        return protected_resource_metadata(listeners, &request, resource);
+        let metadata = protected_resource_metadata(listeners, &request, resource);
+        return respond::after_body(request, metadata).await;
     }
     let Some(route) = router::find(listeners, &request) else {
-        let body = crate::mcp::jsonrpc::error(
-            serde_json::Value::Null,
+        let refused = respond::refuse(
+            StatusCode::NOT_FOUND,
             code::INVALID_REQUEST,
             "no route matches this request",
         );
-        let mut response = Response::new(respond::full(body.to_string()));
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
+        return respond::after_body(request, refused).await;
     };
     let route = route.clone();
     if !route.hosts.is_empty() {
@@ -562,26 +563,25 @@ async fn route(
     endpoint::handle(gateway, &route, request, peer).await
 }
 
-/// The request with its path in canonical form ([`path::normalize`]): routes are matched on it, and
-/// `host` backends receive it.
-fn with_normalized_path(request: Request<Incoming>) -> Result<Request<Incoming>, path::Refused> {
-    let std::borrow::Cow::Owned(normalized) = path::normalize(request.uri().path())? else {
-        return Ok(request);
-    };
-    if normalized == request.uri().path() {
-        return Ok(request);
+/// The request's URI with its path in canonical form ([`path::normalize`]), if that differs: routes
+/// are matched on it, and `host` backends receive it.
+fn normalized_uri(uri: &http::Uri) -> Result<Option<http::Uri>, path::Refused> {
+    match path::normalize(uri.path())? {
+        std::borrow::Cow::Owned(normalized) if normalized != uri.path() => {
+            with_path(uri, normalized)
+                .map(Some)
+                .ok_or(path::Refused::BadEscape)
+        }
+        _ => Ok(None),
     }
-    let (mut parts, body) = request.into_parts();
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{normalized}?{query}"),
-        None => normalized,
+}
+
+fn with_path(uri: &http::Uri, path: String) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
     };
-    let mut uri = parts.uri.into_parts();
-    uri.path_and_query = Some(
-        path_and_query
-            .parse()
-            .map_err(|_| path::Refused::BadEscape)?,
-    );
-    parts.uri = http::Uri::from_parts(uri).map_err(|_| path::Refused::BadEscape)?;
-    Ok(Request::from_parts(parts, body))
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
