@@ -12,7 +12,7 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
@@ -23,11 +23,18 @@ pub type Body = Full<Bytes>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A pooled client; clones share the pool (and cost a reference count: each session holds one).
+/// A pooled client.
 #[derive(Clone)]
-pub struct HttpClient(Arc<Inner>);
+pub enum HttpClient {
+    /// The pool of the worker that sends: a request and its upstream call stay on the thread that
+    /// serves the client's connection, whichever worker made the session (a connection of another
+    /// worker's pool would wake that worker twice per call, once to send and once to answer).
+    Worker { https: bool },
+    /// A target's own pool (`backendTLS`), shared by every worker; clones cost a reference count.
+    Own(Arc<Inner>),
+}
 
-struct Inner {
+pub struct Inner {
     /// One client type for `http://` and `https://` (the connector passes plain URLs through): hyper's
     /// client code is built once into the binary, not once per connector.
     pool: Client<HttpsConnector<HttpConnector>, Body>,
@@ -43,11 +50,10 @@ impl std::fmt::Debug for HttpClient {
 }
 
 thread_local! {
-    /// Each worker's pools: a session's upstream calls are made by the thread that serves it, so a
-    /// request and its upstream call never cross threads. The TLS one is made on first use only: it
-    /// loads the system's roots, which a gateway with only `http://` targets never needs.
-    static PLAIN: HttpClient = HttpClient::plain();
-    static TLS: OnceCell<HttpClient> = const { OnceCell::new() };
+    /// Each worker's pools ([`HttpClient::Worker`]). The TLS one is made on first use only: it loads
+    /// the system's roots, which a gateway with only `http://` targets never needs.
+    static PLAIN: Inner = Inner::plain();
+    static TLS: OnceCell<Inner> = const { OnceCell::new() };
 }
 
 thread_local! {
@@ -109,7 +115,7 @@ fn default_tls() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-impl HttpClient {
+impl Inner {
     fn plain() -> Self {
         // Never used for a TLS connection: `https://` targets get the TLS pool.
         let no_roots = rustls::ClientConfig::builder_with_provider(provider())
@@ -120,23 +126,10 @@ impl HttpClient {
                     .with_no_client_auth()
             })
             .unwrap_or_else(|e| unreachable!("aws-lc-rs supports the default versions: {e}"));
-        Self::with_tls(Arc::new(no_roots), None)
+        Self::new(Arc::new(no_roots), None)
     }
 
-    /// This worker's shared client for `http://` or `https://` targets without `backendTLS`.
-    pub fn shared(https: bool) -> Self {
-        if !https {
-            return PLAIN.with(Clone::clone);
-        }
-        TLS.with(|tls| {
-            tls.get_or_init(|| Self::with_tls(default_tls(), None))
-                .clone()
-        })
-    }
-
-    /// A client of its own for a target with `backendTLS`. `server_name` replaces the URL's host as
-    /// the name sent and verified (`sni`); `host` is then the `Host` header that goes with it.
-    pub fn with_tls(
+    fn new(
         config: Arc<rustls::ClientConfig>,
         sni: Option<(ServerName<'static>, HeaderValue)>,
     ) -> Self {
@@ -149,23 +142,51 @@ impl HttpClient {
                 ),
             };
         let https = HttpsConnector::new(connector(), config, false, resolver);
-        Self(Arc::new(Inner {
+        Self {
             pool: builder().build(https),
             host,
-        }))
+        }
+    }
+
+    fn request(&self, mut request: http::Request<Body>) -> ResponseFuture {
+        if let Some(host) = &self.host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
+        }
+        self.pool.request(request)
+    }
+}
+
+impl HttpClient {
+    /// The sending worker's pool for `http://` or `https://` targets without `backendTLS`.
+    pub fn shared(https: bool) -> Self {
+        Self::Worker { https }
+    }
+
+    /// A client of its own for a target with `backendTLS`. `server_name` replaces the URL's host as
+    /// the name sent and verified (`sni`); `host` is then the `Host` header that goes with it.
+    pub fn with_tls(
+        config: Arc<rustls::ClientConfig>,
+        sni: Option<(ServerName<'static>, HeaderValue)>,
+    ) -> Self {
+        Self::Own(Arc::new(Inner::new(config, sni)))
     }
 
     /// Sends `request` on a pooled connection (or a new one).
     pub async fn send(
         &self,
-        mut request: http::Request<Body>,
+        request: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-        if let Some(host) = &self.0.host {
-            request
-                .headers_mut()
-                .insert(http::header::HOST, host.clone());
-        }
-        self.0.pool.request(request).await
+        let sending = match self {
+            Self::Worker { https: false } => PLAIN.with(|pool| pool.request(request)),
+            Self::Worker { https: true } => TLS.with(|pool| {
+                pool.get_or_init(|| Inner::new(default_tls(), None))
+                    .request(request)
+            }),
+            Self::Own(pool) => pool.request(request),
+        };
+        sending.await
     }
 }
 
