@@ -115,6 +115,8 @@ async fn announced(gateway: &Gateway, message: &str, field: &str) -> String {
         .to_string()
 }
 
+const SESSION_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
 /// The admin API: the effective config without secrets, each target's health, the policy table.
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_shows_config_targets_and_policies() {
@@ -126,7 +128,7 @@ async fn admin_api_shows_config_targets_and_policies() {
     let broken =
         "          - name: broken\n            stdio:\n              cmd: /nonexistent/server\n";
     let yaml = format!(
-        "config:\n  adminAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n{}",
+        "config:\n  adminAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n  session:\n    key: {SESSION_KEY}\n{}",
         config_with_targets(
             &format!("{}{remote}{broken}", stdio_target("local", &[])),
             ""
@@ -181,10 +183,11 @@ async fn admin_api_shows_config_targets_and_policies() {
         .await
         .unwrap();
     assert!(
-        !dump.contains("super-secret-key"),
+        !dump.contains("super-secret-key") && !dump.contains(SESSION_KEY),
         "a secret in the dump: {dump}"
     );
     let dump: Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["settings"]["session"]["portable"], true);
     assert_eq!(dump["settings"]["limits"]["sessionsPerRoute"], 10_000);
     let policies: Value = reqwest::get(format!("{admin}/policies"))
         .await

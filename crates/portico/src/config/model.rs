@@ -255,7 +255,15 @@ pub struct Settings {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SessionSettings {
+    /// The key that seals session ids, 64 hex characters; the same on every replica.
+    /// `PORTICO_SESSION_KEY` overrides it.
     pub key: Option<String>,
+    /// Keys that sealed ids still in use: accepted, never used to seal (key rotation).
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
+    /// How long after its `initialize` a session can be resumed by a replica that does not hold
+    /// it, e.g. `24h`.
+    pub lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

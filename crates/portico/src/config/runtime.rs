@@ -22,6 +22,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct Settings {
     pub session_ttl: Duration,
+    /// `config.session`: the keys that seal session ids, and how long an id can be resumed.
+    pub session: SessionSettings,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub log_level: Option<String>,
@@ -39,6 +41,48 @@ pub struct Settings {
     pub tracing: Option<crate::telemetry::traces::TracingSettings>,
 }
 
+/// `config.session`, checked. The keys are secrets: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// The current key (hex) and the previous ones; `None` when no key is configured.
+    pub keys: Option<(String, Vec<String>)>,
+    pub lifetime: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            lifetime: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field(
+                "keys",
+                &self.keys.as_ref().map(|(_, previous)| 1 + previous.len()),
+            )
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+impl SessionSettings {
+    /// The keys that seal and open this gateway's session ids: the configured ones, or a random one.
+    pub fn keys(&self) -> crate::mcp::session_token::SessionKeys {
+        use crate::mcp::session_token::SessionKeys;
+        self.keys
+            .as_ref()
+            .and_then(|(current, previous)| {
+                SessionKeys::configured(current, previous, self.lifetime).ok()
+            })
+            .unwrap_or_else(|| SessionKeys::random(self.lifetime))
+    }
+}
+
 /// An operator endpoint's address, and whether the config named it: the default is skipped with a
 /// warning when it is taken (another gateway on the machine), a configured one is required.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +95,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             session_ttl: Duration::from_secs(30 * 60),
+            session: SessionSettings::default(),
             max_body_bytes: 4 * 1024 * 1024,
             max_json_depth: 64,
             log_level: None,
@@ -387,6 +432,11 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// A Streamable HTTP target: its upstream sessions can be carried on by any replica.
+    pub fn is_streamable_http(&self) -> bool {
+        matches!(self, TargetKind::Http { .. })
+    }
+
     /// What and where, for people: `stdio: npx server`, `mcp: https://h/mcp`, `sse: http://h/sse`.
     pub fn describe(&self) -> String {
         match self {

@@ -152,7 +152,7 @@ pub(crate) async fn dispatch(
     }
     match *request.method() {
         Method::POST => streamable_http::post(gateway, route, request, peer, claims).await,
-        Method::GET => streamable_http::get(gateway, route, request.headers(), &claims),
+        Method::GET => streamable_http::get(gateway, route, request.headers(), &claims).await,
         Method::DELETE => streamable_http::delete(gateway, route, request.headers(), &claims).await,
         _ => {
             let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);

@@ -20,8 +20,9 @@ use crate::limits::Exceeded;
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
 use crate::mcp::params;
-use crate::mcp::respond::{Body, header, refuse};
+use crate::mcp::respond::{Body, header, over_limit, refuse};
 use crate::mcp::session::{self, Session};
+use crate::mcp::session_token::{SessionKeys, Ticket};
 use crate::policy::authz::Caller;
 use crate::policy::jwt::Rejection;
 use crate::policy::mcp_authn::McpAuthentication;
@@ -195,7 +196,13 @@ pub(crate) async fn start_session(
         served.log(None, Some(code::INVALID_PARAMS));
         return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
     }
-    let backend = route.pick_backend().mcp.clone();
+    let picked = route.pick_backend();
+    let backend_index = route
+        .backends
+        .iter()
+        .position(|b| std::ptr::eq(b, picked))
+        .unwrap_or_default();
+    let backend = picked.mcp.clone();
     let quota = match gateway
         .limits
         .admit_session(&route.name, backend.stdio_targets())
@@ -218,9 +225,16 @@ pub(crate) async fn start_session(
     match Mux::start(backend, message, token, quota, limits).await {
         Ok((mux, response)) => {
             let owner = session::owner(claims);
-            let session = gateway
-                .sessions
-                .insert(route.name.as_str().into(), owner, mux);
+            let ticket = Ticket {
+                route: route.name.to_string(),
+                backend: backend_index,
+                version: mux.protocol_version.to_string(),
+                owner: owner.as_deref().map(str::to_string),
+                init_params: mux.init_params().to_owned(),
+                targets: Vec::new(),
+                issued: SessionKeys::issued_now(),
+            };
+            let session = gateway.sessions.insert(ticket, owner, mux);
             served.session = &session.tag;
             served.log(None, jsonrpc::error_code(&response));
             Ok((session, response))
@@ -230,6 +244,80 @@ pub(crate) async fn start_session(
             Err(jsonrpc::error(message["id"].clone(), error.code(), error.to_string()).into())
         }
     }
+}
+
+/// What a resumed session is for: serving requests, or only being ended (`DELETE`), which needs
+/// no process started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    ToServe,
+    ToEnd,
+}
+
+/// The session named by `id` on `route` for the caller with `claims`: the one this process holds,
+/// or the one `id` seals, resumed here (another replica began it, or this process before a
+/// restart). `Err` is the refusal: 404 for an id that is unknown, tampered with, expired, of another
+/// route or of another caller (told apart from none, so ids cannot be probed); 503 when the
+/// session limits leave no room.
+pub(crate) async fn find_session(
+    gateway: &Gateway,
+    route: &Route,
+    id: &str,
+    claims: &Value,
+    token: Option<&HeaderValue>,
+    purpose: Resume,
+) -> Result<Arc<Session>, Response<Body>> {
+    let unknown = || {
+        refuse(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "unknown or expired session; initialize a new one",
+        )
+    };
+    let owner = session::owner(claims);
+    let mine = |session: &Session| *session.route == *route.name && session.owner == owner;
+    if let Some(session) = gateway.sessions.get(id) {
+        return if mine(&session) {
+            Ok(session)
+        } else {
+            Err(unknown())
+        };
+    }
+    let ticket = gateway.sessions.open(id).ok_or_else(unknown)?;
+    let backend = route.backends.get(ticket.backend).ok_or_else(unknown)?;
+    if ticket.route != *route.name || ticket.owner.as_deref() != owner.as_deref() {
+        return Err(unknown());
+    }
+    let _resuming = gateway.sessions.resuming(id).await;
+    if let Some(session) = gateway.sessions.get(id) {
+        return if mine(&session) {
+            Ok(session)
+        } else {
+            Err(unknown())
+        };
+    }
+    let backend = backend.mcp.clone();
+    let stdio = match purpose {
+        Resume::ToServe => backend.stdio_targets(),
+        Resume::ToEnd => 0,
+    };
+    let quota = match gateway.limits.admit_session(&route.name, stdio) {
+        Ok(quota) => quota,
+        Err(over) => {
+            tracing::warn!(target: "portico::session", route = %route.name, %over, "session not resumed");
+            return Err(over_limit(Value::Null, over));
+        }
+    };
+    let limits = gateway.limits.settings;
+    let token = token.map(crate::base::http::detached);
+    let connect_others = purpose == Resume::ToServe;
+    let mux = Mux::resume(backend, &ticket, token, quota, limits, connect_others).await;
+    let session = gateway
+        .sessions
+        .insert_resumed(id, route.name.as_str().into(), owner, mux);
+    tracing::info!(target: "portico::session", route = %route.name, session = %session.tag,
+        "session resumed from its id (begun by another replica or before a restart)");
+    Ok(session)
 }
 
 /// Runs one client request in `session` (either transport) and writes its access-log line.

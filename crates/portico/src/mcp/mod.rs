@@ -9,6 +9,7 @@ pub mod multiplex;
 pub mod params;
 pub mod respond;
 pub mod session;
+pub mod session_token;
 pub mod sse;
 pub mod streamable_http;
 pub mod upstream;

@@ -1,9 +1,10 @@
-//! The session table: unguessable ids, idle expiry, and closing sessions (and their targets).
+//! The session table: ids that seal the session's state ([`crate::mcp::session_token`]), idle
+//! expiry, and closing sessions (and their targets).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -11,17 +12,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 
 use crate::mcp::multiplex::Mux;
+use crate::mcp::session_token::{SessionKeys, Ticket};
 use crate::telemetry::metrics::{RouteLabel, metrics};
 
-/// Random bytes in a session id (192 bits).
+/// Random bytes in an id that is not a session's (the legacy transport's stream ids: 192 bits).
 const ID_BYTES: usize = 24;
 
-/// A new session id: random bytes from a CSPRNG, base64url.
+/// A random id: bytes from a CSPRNG, base64url.
 pub fn new_session_id() -> String {
     let mut bytes = [0u8; ID_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// Resumptions of one id wait for each other (striped by the id's hash; a collision only makes two
+/// resumptions take turns).
+const RESUME_STRIPES: usize = 64;
 
 /// A short, non-reversible tag for a session id, for logs (the id itself is a credential).
 fn log_tag(id: &str) -> String {
@@ -88,24 +94,105 @@ pub struct Sessions {
     ttl: Duration,
     /// Sessions being closed after the client deleted them; shutdown waits for them.
     closing: tokio_util::task::TaskTracker,
+    keys: SessionKeys,
+    resuming: [tokio::sync::Mutex<()>; RESUME_STRIPES],
+    /// Sessions the client deleted here, so this replica does not resume them: a keyed hash of the
+    /// id → when its lifetime ends (milliseconds on the table's clock).
+    deleted: Mutex<HashMap<u64, u64>>,
+    deleted_keys: std::collections::hash_map::RandomState,
 }
 
+/// The most deleted sessions remembered; past it the oldest half is forgotten.
+const DELETED_REMEMBERED: usize = 100_000;
+
 impl Sessions {
-    pub fn new(ttl: Duration) -> Arc<Self> {
+    pub fn new(ttl: Duration, keys: SessionKeys) -> Arc<Self> {
         Arc::new(Self {
             map: RwLock::default(),
             epoch: Instant::now(),
             ttl,
             closing: tokio_util::task::TaskTracker::new(),
+            keys,
+            resuming: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            deleted: Mutex::default(),
+            deleted_keys: Default::default(),
         })
+    }
+
+    fn deleted_key(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.deleted_keys.hash_one(id)
+    }
+
+    /// Remembers that the client deleted `id`, until its lifetime ends.
+    fn forget_for_good(&self, id: &str) {
+        if !self.keys.portable {
+            return;
+        }
+        let until =
+            self.now_ms() + u64::try_from(self.keys.lifetime.as_millis()).unwrap_or(u64::MAX / 2);
+        let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted.len() >= DELETED_REMEMBERED {
+            let mut ends: Vec<u64> = deleted.values().copied().collect();
+            let (_, median, _) = ends.select_nth_unstable(DELETED_REMEMBERED / 2);
+            let median = *median;
+            deleted.retain(|_, end| *end > median);
+        }
+        deleted.insert(self.deleted_key(id), until);
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub fn insert(&self, route: Arc<str>, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
-        let id: Arc<str> = new_session_id().into();
+    /// Whether the ids are sealed with a configured key, so that other replicas (and this process
+    /// after a restart) can resume the sessions.
+    pub fn portable(&self) -> bool {
+        self.keys.portable
+    }
+
+    /// The state sealed in `id`, if it is a session id of this fleet still young enough that the
+    /// client has not deleted here. Without a configured key nothing is resumed: the process holds
+    /// every session it made, and one it no longer holds has ended.
+    pub fn open(&self, id: &str) -> Option<Ticket> {
+        if !self.keys.portable {
+            return None;
+        }
+        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted.contains_key(&self.deleted_key(id)) {
+            return None;
+        }
+        drop(deleted);
+        self.keys.open(id)
+    }
+
+    /// Held while `id` is resumed, so that concurrent requests of one session resume it once.
+    pub async fn resuming(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        let stripe = (hasher.finish() % RESUME_STRIPES as u64) as usize;
+        self.resuming[stripe].lock().await
+    }
+
+    /// Adds a new session; its id seals `ticket` with the targets' upstream sessions added.
+    pub fn insert(&self, mut ticket: Ticket, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
+        ticket.targets = mux.target_tickets();
+        let id: Arc<str> = self.keys.seal(&ticket).into();
+        self.add(id, ticket.route.into(), owner, mux)
+    }
+
+    /// Adds a session resumed from its `id`.
+    pub fn insert_resumed(
+        &self,
+        id: &str,
+        route: Arc<str>,
+        owner: Owner,
+        mux: Arc<Mux>,
+    ) -> Arc<Session> {
+        self.add(id.into(), route, owner, mux)
+    }
+
+    fn add(&self, id: Arc<str>, route: Arc<str>, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
         let session = Arc::new(Session {
             tag: log_tag(&id),
             id: id.clone(),
@@ -147,6 +234,7 @@ impl Sessions {
         let Some(session) = self.take(id) else {
             return false;
         };
+        self.forget_for_good(id);
         session.mux.close().await;
         true
     }
@@ -157,6 +245,7 @@ impl Sessions {
         let Some(session) = self.take(id) else {
             return false;
         };
+        self.forget_for_good(id);
         self.closing.spawn(async move { session.mux.close().await });
         true
     }
@@ -224,9 +313,23 @@ impl Sessions {
                 .collect();
             ids.iter().filter_map(|id| map.remove(id)).collect()
         };
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, end| *end > now);
         for session in expired {
             tracing::info!(target: "portico::session", session = %session.tag, "session expired");
-            session.mux.close().await;
+            self.let_go(&session.mux).await;
+        }
+    }
+
+    /// Ends a session in this process that the client did not end: with portable ids another
+    /// replica may be serving it, so its HTTP targets' upstream sessions are kept.
+    async fn let_go(&self, mux: &Mux) {
+        if self.keys.portable {
+            mux.release().await;
+        } else {
+            mux.close().await;
         }
     }
 
@@ -239,7 +342,7 @@ impl Sessions {
             .drain()
             .map(|(_, s)| s)
             .collect();
-        futures::future::join_all(all.iter().map(|s| s.mux.close())).await;
+        futures::future::join_all(all.iter().map(|s| self.let_go(&s.mux))).await;
         self.closing.close();
         self.closing.wait().await;
     }
@@ -250,7 +353,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_long_and_distinct() {
+    fn random_ids_are_long_and_distinct() {
         let a = new_session_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, new_session_id());

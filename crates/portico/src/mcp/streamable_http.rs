@@ -25,7 +25,8 @@ use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::limits::RequestSlot;
 use crate::mcp::handling::{
-    NotStarted, handle_request, over_rate_limit, read_body, start_session, subject, traceparent,
+    NotStarted, Resume, find_session, handle_request, over_rate_limit, read_body, start_session,
+    subject, traceparent,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
@@ -33,19 +34,18 @@ use crate::mcp::respond::{
     Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, accepts, after_body, empty, header,
     json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
 };
-use crate::mcp::session::{self, Session};
+use crate::mcp::session::Session;
 use crate::mcp::sse;
 use crate::policy::authz::Caller;
 use crate::telemetry::traces;
 
-/// The session named by the request's `Mcp-Session-Id`: 400 without one, 404 for an unknown one, and
-/// 404 as well for another caller's (`claims` are the request's; the owner is not told apart from a
-/// missing id, so ids cannot be probed).
-fn session(
+/// The session named by the request's `Mcp-Session-Id` ([`find_session`]): 400 without one.
+async fn session(
     gateway: &Gateway,
     route: &Route,
     headers: &HeaderMap,
     claims: &Value,
+    purpose: Resume,
 ) -> Result<Arc<Session>, Response<Body>> {
     let Some(id) = header(headers, SESSION_HEADER) else {
         return Err(refuse(
@@ -54,18 +54,8 @@ fn session(
             "missing Mcp-Session-Id header; send `initialize` first",
         ));
     };
-    match gateway.sessions.get(id) {
-        Some(session)
-            if *session.route == *route.name && session.owner == session::owner(claims) =>
-        {
-            Ok(session)
-        }
-        _ => Err(refuse(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            "unknown or expired session; initialize a new one",
-        )),
-    }
+    let token = headers.get(http::header::AUTHORIZATION);
+    find_session(gateway, route, id, claims, token, purpose).await
 }
 
 /// A POST must accept both reply forms and carry JSON.
@@ -141,7 +131,7 @@ pub(crate) async fn post(
             .map(crate::base::http::detached);
         return initialize(gateway, route, message, &claims, token).await;
     }
-    let session = match session(gateway, route, headers, &claims) {
+    let session = match session(gateway, route, headers, &claims, Resume::ToServe).await {
         Ok(session) => session,
         Err(refused) => return refused,
     };
@@ -272,7 +262,7 @@ async fn run_request(
     }
 }
 
-pub(crate) fn get(
+pub(crate) async fn get(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     headers: &HeaderMap,
@@ -285,7 +275,7 @@ pub(crate) fn get(
             "Accept must allow text/event-stream",
         );
     }
-    let session = match session(gateway, route, headers, claims) {
+    let session = match session(gateway, route, headers, claims, Resume::ToServe).await {
         Ok(session) => session,
         Err(refused) => return refused,
     };
@@ -307,7 +297,7 @@ pub(crate) async fn delete(
     headers: &HeaderMap,
     claims: &Value,
 ) -> Response<Body> {
-    let session = match session(gateway, route, headers, claims) {
+    let session = match session(gateway, route, headers, claims, Resume::ToEnd).await {
         Ok(session) => session,
         Err(refused) => return refused,
     };

@@ -103,7 +103,7 @@ pub fn run(
     }
     let gateway = Arc::new(Gateway {
         config: ArcSwap::new(config.clone()),
-        sessions: Sessions::new(config.settings.session_ttl),
+        sessions: Sessions::new(config.settings.session_ttl, config.settings.session.keys()),
         legacy: Default::default(),
         limits: Limits::new(config.settings.limits, config.binds.len()),
         draining: CancellationToken::new(),
@@ -130,6 +130,13 @@ pub fn run(
         );
     }
     tracing::info!(target: "portico::server", workers, "serving");
+    if gateway.sessions.portable() {
+        tracing::info!(target: "portico::server", lifetime = ?config.settings.session.lifetime,
+            "sessions are portable: any replica with the same config.session.key serves them (stdio targets are started afresh on another replica)");
+    } else {
+        tracing::warn!(target: "portico::server",
+            "sessions are not portable: no config.session.key (or PORTICO_SESSION_KEY), so a random key was made; sessions do not survive a restart or move to other replicas");
+    }
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
         if let Some(tracing) = &config.settings.tracing {

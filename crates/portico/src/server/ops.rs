@@ -122,6 +122,12 @@ fn config_dump(config: &crate::config::Config) -> serde_json::Value {
     serde_json::json!({
         "settings": {
             "sessionTtl": format!("{:?}", settings.session_ttl),
+            // Whether a key is set, never the key.
+            "session": {
+                "portable": settings.session.keys.is_some(),
+                "previousKeys": settings.session.keys.as_ref().map_or(0, |(_, previous)| previous.len()),
+                "lifetime": format!("{:?}", settings.session.lifetime),
+            },
             "drainTimeout": format!("{:?}", settings.drain_timeout),
             "readinessAddr": settings.readiness.addr.to_string(),
             "statsAddr": settings.stats.addr.to_string(),

@@ -152,6 +152,9 @@ fn restart_needed(running: &Config, new: &Config) -> Option<&'static str> {
     if old.limits != new.limits {
         return Some("`config.limits` (sessions, processes, connections, sizes)");
     }
+    if old.session != new.session {
+        return Some("`config.session` (session keys, lifetime)");
+    }
     if old.session_ttl != new.session_ttl {
         return Some("`config.mcp.sessionTtl`");
     }

@@ -477,6 +477,18 @@ pub async fn call_answering(
     arguments: Value,
     answer: Value,
 ) -> (Value, Value) {
+    call_answering_on(client, client, tool, arguments, answer).await
+}
+
+/// As [`call_answering`], with the answers POSTed by `answerer` (the same session on another
+/// replica, say).
+pub async fn call_answering_on(
+    client: &Client,
+    answerer: &Client,
+    tool: &str,
+    arguments: Value,
+    answer: Value,
+) -> (Value, Value) {
     let response = client
         .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
         .await;
@@ -502,7 +514,7 @@ pub async fn call_answering(
             }
             if message.get("method").is_some() && message.get("id").is_some() {
                 asked = Some(message.clone());
-                let reply = client
+                let reply = answerer
                     .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
                     .await;
                 assert_eq!(reply.status(), 202);

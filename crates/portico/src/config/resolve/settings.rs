@@ -10,14 +10,10 @@ use crate::config::runtime::{self, Settings};
 use crate::telemetry::traces::OtlpProtocol;
 
 pub(super) fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
-    let mut settings = Settings::default();
-    let unsupported = [("config.session", config.session.is_some())];
-    for (path, set) in unsupported {
-        if set {
-            r.error(path, "this setting is not supported yet").hint =
-                Some("remove it; this build of Portico refuses it rather than ignore it".into());
-        }
-    }
+    let mut settings = Settings {
+        session: session_setting(r, config.session.as_ref()),
+        ..Settings::default()
+    };
     if let Some(ttl) = duration_setting(r, &config.mcp.session_ttl, "config.mcp.sessionTtl") {
         settings.session_ttl = ttl;
     }
@@ -181,6 +177,56 @@ pub(super) fn endpoint_setting(
 }
 
 /// A duration setting at `path`, if set and valid (not zero); an invalid one is reported.
+/// `config.session`; `PORTICO_SESSION_KEY` (when set and not empty) replaces `key`.
+fn session_setting(
+    r: &mut Resolver,
+    config: Option<&model::SessionSettings>,
+) -> runtime::SessionSettings {
+    let mut session = runtime::SessionSettings::default();
+    let from_env = std::env::var("PORTICO_SESSION_KEY")
+        .ok()
+        .filter(|key| !key.trim().is_empty());
+    let configured = config.and_then(|c| c.key.clone());
+    let (key, key_path) = match (from_env, configured) {
+        (Some(key), _) => (Some(key), "PORTICO_SESSION_KEY"),
+        (None, key) => (key, "config.session.key"),
+    };
+    let previous = config.map(|c| c.previous_keys.clone()).unwrap_or_default();
+    if let Some(lifetime) = duration_setting(
+        r,
+        &config.and_then(|c| c.lifetime.clone()),
+        "config.session.lifetime",
+    ) {
+        session.lifetime = lifetime;
+    }
+    let mut valid = true;
+    let mut check = |r: &mut Resolver, path: String, hex: &str| {
+        if let Err(e) = crate::mcp::session_token::check_key(hex) {
+            valid = false;
+            r.error(&path, e.to_string()).hint =
+                Some("make one with `openssl rand -hex 32`".into());
+        }
+    };
+    if let Some(key) = &key {
+        check(r, key_path.to_string(), key);
+    }
+    for (i, old) in previous.iter().enumerate() {
+        check(r, format!("config.session.previousKeys[{i}]"), old);
+    }
+    if key.is_none() && !previous.is_empty() {
+        r.error(
+            "config.session.previousKeys",
+            "previous keys without a current key",
+        )
+        .hint =
+            Some("set config.session.key (or PORTICO_SESSION_KEY) to the key to seal with".into());
+    }
+    if valid && let Some(key) = key {
+        session.keys = Some((key.trim().to_string(), previous));
+    }
+    session
+}
+
 pub(super) fn duration_setting(
     r: &mut Resolver,
     text: &Option<String>,

@@ -43,12 +43,19 @@ impl Mux {
     }
 
     /// The client's answer to a request a target sent; `false` when no target is waiting for it.
+    /// An answer to a request this process did not relay (the session moved between replicas) goes
+    /// to the HTTP target its id names: that target's upstream session is the same on every replica.
     pub async fn client_response(&self, mut message: Value) -> bool {
-        let Some(gateway_id) = message["id"].as_u64() else {
+        let Some((n, name, original)) = message["id"].as_str().and_then(ClientSideId::parse) else {
             return false;
         };
-        let Some((t, original_id)) = lock(&self.server_requests).remove(&gateway_id) else {
-            return false;
+        let held = lock(&self.server_requests).remove(&n);
+        let (t, original_id) = match held {
+            Some(held) => held,
+            None => match self.target_index(name) {
+                Some(t) if self.target(t).kind.is_streamable_http() => (t, original),
+                _ => return false,
+            },
         };
         jsonrpc::set_id(&mut message, original_id);
         if let Some(upstream) = self.slot(t).upstream.load_full()
@@ -78,7 +85,8 @@ impl Mux {
                     return;
                 }
                 let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
-                jsonrpc::set_id(&mut message, json!(gateway_id));
+                let client_side = ClientSideId::format(gateway_id, &self.target(t).name, &original);
+                jsonrpc::set_id(&mut message, json!(client_side));
                 lock(&self.server_requests).insert(gateway_id, (t, original));
                 self.expire_later(gateway_id);
                 self.deliver(t, related, message);
@@ -91,17 +99,19 @@ impl Mux {
                         }
                     }
                     "notifications/cancelled" => {
-                        let original = &message["params"]["requestId"];
+                        let original = message["params"]["requestId"].clone();
                         let gateway_id = lock(&self.server_requests)
                             .iter()
-                            .find(|(_, (target, id))| *target == t && id == original)
+                            .find(|(_, (target, id))| *target == t && *id == original)
                             .map(|(gid, _)| *gid);
                         let (Some(gateway_id), Some(params)) =
                             (gateway_id, jsonrpc::params_mut(&mut message))
                         else {
                             return;
                         };
-                        params.insert("requestId".to_string(), json!(gateway_id));
+                        let name = self.target(t).name.clone();
+                        let client_side = ClientSideId::format(gateway_id, &name, &original);
+                        params.insert("requestId".to_string(), json!(client_side));
                     }
                     _ => {}
                 }
@@ -195,6 +205,25 @@ impl Mux {
 
 /// A request a target sent to the client: its target and its original id.
 pub(super) type ServerRequests = HashMap<u64, (usize, Value)>;
+
+/// The id a target's request carries to the client: `<n>:<target>:<original id as JSON>`. `n` finds
+/// it among the requests this process relayed; the target's name and its own id let any replica
+/// route the client's answer (target names hold no `:`).
+pub(super) struct ClientSideId;
+
+impl ClientSideId {
+    pub(super) fn format(n: u64, target: &str, original: &Value) -> String {
+        format!("{n}:{target}:{original}")
+    }
+
+    pub(super) fn parse(id: &str) -> Option<(u64, &str, Value)> {
+        let mut parts = id.splitn(3, ':');
+        let n = parts.next()?.parse().ok()?;
+        let target = parts.next()?;
+        let original = serde_json::from_str(parts.next()?).ok()?;
+        Some((n, target, original))
+    }
+}
 
 impl InboundHandler for Mux {
     fn message(&self, target: usize, message: Value, related: Option<u64>) {

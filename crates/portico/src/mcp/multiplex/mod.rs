@@ -46,6 +46,7 @@ use crate::config::runtime::{McpBackend, Target};
 use crate::limits::{self, Exceeded, RequestSlot, SessionQuota};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
 use crate::mcp::params;
+use crate::mcp::session_token::{TargetTicket, Ticket};
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
 use crate::policy::authz::{self, Caller, Decision};
 use crate::policy::headers::HeaderModifier;
@@ -157,7 +158,7 @@ impl Mux {
         backend: Arc<McpBackend>,
         initialize: &Value,
         client_token: Option<http::HeaderValue>,
-        mut quota: SessionQuota,
+        quota: SessionQuota,
         limits: LimitSettings,
     ) -> Result<(Arc<Mux>, Value), StartError> {
         let id = initialize["id"].clone();
@@ -168,38 +169,7 @@ impl Mux {
             params => serde_json::value::to_raw_value(params),
         }
         .map_err(|e| StartError::InvalidParams(e.to_string()))?;
-        let slots: Vec<Arc<Slot>> = backend
-            .targets
-            .iter()
-            .map(|target| {
-                let process = is_stdio(target).then(|| quota.take_process()).flatten();
-                Slot::new(target.clone(), process)
-            })
-            .collect();
-        let table = Table {
-            live: (0..slots.len()).collect(),
-            slots,
-        };
-        let mux = Arc::new_cyclic(|me| Mux {
-            protocol_version: version,
-            me: me.clone(),
-            table: ArcSwap::from_pointee(table),
-            backend: ArcSwap::new(backend),
-            init_params,
-            inflight: Mutex::default(),
-            server_requests: Mutex::default(),
-            next_server_request: AtomicU64::new(1),
-            bare_names: Mutex::default(),
-            downlink: Downlink::default(),
-            listening: AtomicBool::new(false),
-            closed: CancellationToken::new(),
-            decisions: Mutex::default(),
-            fingerprint_keys: Default::default(),
-            client_token: Arc::new(ArcSwapOption::from(client_token.map(Arc::new))),
-            quota: Mutex::new(Some(quota)),
-            limits,
-            in_flight: Arc::default(),
-        });
+        let mux = Mux::new(backend, version, init_params, client_token, quota, limits);
         let all: Vec<usize> = mux.table.load().live.clone();
         let failed = mux.connect_all(&all).await;
         if mux.backend.load().failure_mode == FailureMode::FailClosed
@@ -231,6 +201,118 @@ impl Mux {
             .collect();
         let result = merge::initialize_result(version, &answered);
         Ok((mux.clone(), jsonrpc::result(id, result)))
+    }
+
+    fn new(
+        backend: Arc<McpBackend>,
+        version: &'static str,
+        init_params: Box<RawValue>,
+        client_token: Option<http::HeaderValue>,
+        mut quota: SessionQuota,
+        limits: LimitSettings,
+    ) -> Arc<Mux> {
+        let slots: Vec<Arc<Slot>> = backend
+            .targets
+            .iter()
+            .map(|target| {
+                let process = is_stdio(target).then(|| quota.take_process()).flatten();
+                Slot::new(target.clone(), process)
+            })
+            .collect();
+        let table = Table {
+            live: (0..slots.len()).collect(),
+            slots,
+        };
+        Arc::new_cyclic(|me| Mux {
+            protocol_version: version,
+            me: me.clone(),
+            table: ArcSwap::from_pointee(table),
+            backend: ArcSwap::new(backend),
+            init_params,
+            inflight: Mutex::default(),
+            server_requests: Mutex::default(),
+            next_server_request: AtomicU64::new(1),
+            bare_names: Mutex::default(),
+            downlink: Downlink::default(),
+            listening: AtomicBool::new(false),
+            closed: CancellationToken::new(),
+            decisions: Mutex::default(),
+            fingerprint_keys: Default::default(),
+            client_token: Arc::new(ArcSwapOption::from(client_token.map(Arc::new))),
+            quota: Mutex::new(Some(quota)),
+            limits,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// Takes over a session another replica began (or this one, before a restart), from its
+    /// `ticket`: HTTP targets carry on with their upstream sessions; the others are connected and
+    /// initialized afresh, as after a crash, unless `connect_others` is false (the session is
+    /// resumed only to be ended).
+    pub async fn resume(
+        backend: Arc<McpBackend>,
+        ticket: &Ticket,
+        client_token: Option<http::HeaderValue>,
+        quota: SessionQuota,
+        limits: LimitSettings,
+        connect_others: bool,
+    ) -> Arc<Mux> {
+        let version = negotiate_version(Some(&ticket.version));
+        let init_params = ticket.init_params.clone();
+        let mux = Mux::new(backend, version, init_params, client_token, quota, limits);
+        let mut others = Vec::new();
+        for t in mux.live() {
+            let slot = mux.slot(t);
+            let target = slot.target.load_full();
+            let resumed = ticket
+                .targets
+                .iter()
+                .find(|kept| *kept.name == *target.name)
+                .and_then(|kept| {
+                    let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    let sink = InboundSink {
+                        target: t,
+                        generation,
+                        handler: mux.weak_self(),
+                    };
+                    Upstream::resume(
+                        &target,
+                        &mux.init_params,
+                        sink,
+                        &mux.client_token,
+                        mux.limits.upstream_response_bytes,
+                        kept,
+                    )
+                });
+            match resumed {
+                Some(upstream) => slot.upstream.store(Some(upstream)),
+                None => others.push(t),
+            }
+        }
+        if connect_others {
+            let failed = mux.connect_all(&others).await;
+            mux.retry_later(failed);
+        }
+        mux
+    }
+
+    /// What a session id carries of the targets: each HTTP target's upstream session.
+    pub fn target_tickets(&self) -> Vec<TargetTicket> {
+        let table = self.table.load();
+        table
+            .live
+            .iter()
+            .map(|t| &table.slots[*t])
+            .filter_map(|slot| {
+                let upstream = slot.upstream.load_full()?;
+                upstream.ticket(&slot.target.load().name)
+            })
+            .collect()
+    }
+
+    /// The client's `initialize` params, as the session keeps them.
+    pub fn init_params(&self) -> &RawValue {
+        &self.init_params
     }
 
     /// The name of the session's backend (`<route>/<index>`), by which a reload finds its successor.

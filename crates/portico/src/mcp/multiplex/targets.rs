@@ -264,6 +264,16 @@ impl Mux {
     /// Requests still in flight are cancelled at their targets first, so remote targets stop work
     /// that nobody will read.
     pub async fn close(&self) {
+        self.end(Ending::Closed).await;
+    }
+
+    /// Lets go of the session in this process when it may go on in another replica: as
+    /// [`Self::close`], except that HTTP targets' upstream sessions are kept.
+    pub async fn release(&self) {
+        self.end(Ending::Released).await;
+    }
+
+    async fn end(&self, ending: Ending) {
         self.closed.cancel();
         let inflight: Vec<(usize, u64)> =
             lock(&self.inflight).by_upstream.keys().copied().collect();
@@ -282,7 +292,13 @@ impl Mux {
             .iter()
             .filter_map(|s| s.upstream.swap(None))
             .collect();
-        join_all(upstreams.iter().map(|u| u.close())).await;
+        join_all(upstreams.iter().map(|u| async move {
+            match ending {
+                Ending::Closed => u.close().await,
+                Ending::Released => u.release().await,
+            }
+        }))
+        .await;
         for slot in &table.slots {
             lock(&slot.process).take();
         }
@@ -329,6 +345,15 @@ impl Mux {
     pub(super) fn weak_self(&self) -> Weak<dyn InboundHandler> {
         self.me.clone()
     }
+}
+
+/// How a session's connections end.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// For good: upstream sessions are deleted.
+    Closed,
+    /// In this process only: HTTP targets' upstream sessions stay for other replicas.
+    Released,
 }
 
 /// How long a target gets to start and answer `initialize`.

@@ -128,6 +128,28 @@ impl HttpUpstream {
         }
     }
 
+    /// Carries on an upstream session another replica began: its id and version are known, and so
+    /// is the `initialize` request to replay if it has expired meanwhile.
+    pub fn resume(&self, session: Option<&str>, version: &str, init_request: (Bytes, u64)) {
+        let header = |text: &str| HeaderValue::from_str(text).ok();
+        write(&self.session_id, session.and_then(header));
+        write(&self.protocol_version, header(version));
+        write(
+            &self.init_request,
+            Some((init_request.0, Some(init_request.1))),
+        );
+    }
+
+    /// The upstream session's id and protocol version, for the session id another replica resumes.
+    pub fn session_state(&self) -> (Option<String>, Option<String>) {
+        let text =
+            |value: Option<HeaderValue>| value.and_then(|v| v.to_str().ok().map(str::to_string));
+        (
+            text(read(&self.session_id)),
+            text(read(&self.protocol_version)),
+        )
+    }
+
     fn session(&self) -> SessionHeaders {
         (read(&self.session_id), read(&self.protocol_version))
     }
@@ -333,6 +355,11 @@ impl HttpUpstream {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
+    }
+
+    /// Lets go of the upstream session without ending it: another replica may be serving it.
+    pub fn release(&self) {
+        self.listen.cancel();
     }
 
     pub async fn close(&self) {

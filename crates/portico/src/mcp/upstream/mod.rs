@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::base::http_client::HttpClient;
 use crate::config::runtime::{Target, TargetKind, TlsClient};
 use crate::mcp::jsonrpc::{self, Payload};
+use crate::mcp::session_token::TargetTicket;
 
 /// Receives what a target sends on its own: notifications and requests to the client, and the end
 /// of the connection.
@@ -250,6 +251,73 @@ impl Upstream {
             ))
             .await?;
         Ok(Arc::new(upstream))
+    }
+
+    /// Carries on with an HTTP target's upstream session that another replica began (`ticket`),
+    /// without a new handshake. `None` for other kinds of target, which are connected afresh.
+    pub fn resume(
+        target: &Target,
+        init_params: &RawValue,
+        sink: InboundSink,
+        client_token: &ClientToken,
+        max_message: usize,
+        ticket: &TargetTicket,
+    ) -> Option<Arc<Upstream>> {
+        let TargetKind::Http { url, uri } = &target.kind else {
+            return None;
+        };
+        let client = match &target.tls_client {
+            Some(TlsClient::Mcp(client)) => client.clone(),
+            _ => HttpClient::shared(url.scheme() == "https"),
+        };
+        let outbound = crate::policy::outbound::Outbound::new(
+            &target.policies,
+            url,
+            Some(client_token.clone()),
+        );
+        let http = http::HttpUpstream::new(uri.clone(), client, sink, outbound, max_message);
+        // Ids well apart from the ones the replica that began the session uses for the same
+        // upstream session, so the target never sees one id twice at a time.
+        let first_id = u64::from(rand::random::<u32>()) << 20;
+        let init_request = format!(
+            r#"{{"jsonrpc":"2.0","id":{first_id},"method":"initialize","params":{}}}"#,
+            init_params.get()
+        );
+        http.resume(
+            ticket.session.as_deref(),
+            &ticket.version,
+            (init_request.into(), first_id),
+        );
+        Some(Arc::new(Upstream {
+            transport: Transport::Http(http),
+            next_id: AtomicU64::new(first_id + 1),
+            init_result: jsonrpc::Json::written("null".into()),
+            declared: ticket.declared,
+        }))
+    }
+
+    /// What another replica needs to carry on with this connection: `None` unless it is an HTTP
+    /// target's, whose upstream session outlives the process.
+    pub fn ticket(&self, name: &str) -> Option<TargetTicket> {
+        let Transport::Http(http) = &self.transport else {
+            return None;
+        };
+        let (session, version) = http.session_state();
+        Some(TargetTicket {
+            name: name.to_string(),
+            session,
+            version: version.unwrap_or_default(),
+            declared: self.declared,
+        })
+    }
+
+    /// Lets go of the connection when the session leaves this process but may go on in another:
+    /// an HTTP target's upstream session is kept (not deleted); anything else is closed.
+    pub async fn release(&self) {
+        match &self.transport {
+            Transport::Http(t) => t.release(),
+            _ => self.close().await,
+        }
     }
 
     /// Opens the target's channel for messages outside requests (the GET stream of an HTTP target),
