@@ -92,6 +92,7 @@ print(json.dumps({
     "parsed": yaml.safe_load(config),
     "replicas": deployment["spec"]["replicas"],
     "grace": pod["terminationGracePeriodSeconds"],
+    "preStop": container["lifecycle"]["preStop"]["sleep"]["seconds"],
     "runAsNonRoot": pod["securityContext"]["runAsNonRoot"],
     "readOnlyRoot": container["securityContext"]["readOnlyRootFilesystem"],
     "ports": {p["name"]: p["containerPort"] for p in container["ports"]},
@@ -133,8 +134,8 @@ fn the_deployment_agrees_with_its_config() {
     assert!(facts["readOnlyRoot"].as_bool().unwrap());
     let drain = seconds(settings["drainTimeout"].as_str().unwrap());
     assert!(
-        facts["grace"].as_u64().unwrap() > drain,
-        "terminationGracePeriodSeconds must exceed config.drainTimeout"
+        facts["grace"].as_u64().unwrap() > facts["preStop"].as_u64().unwrap() + drain,
+        "terminationGracePeriodSeconds must exceed the preStop sleep plus config.drainTimeout"
     );
     let port_of = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u64>().unwrap();
     let health = port_of(settings["readinessAddr"].as_str().unwrap());

@@ -280,3 +280,284 @@ fn a_malformed_key_is_a_config_error() {
     assert!(error.contains("config.session.previousKeys[0]"), "{error}");
     assert!(error.contains("openssl rand -hex 32"), "{error}");
 }
+
+/// A free loopback port (bound, read, released), for replicas restarted on the same address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(gateway: &Gateway, name: &str) {
+    let pid = gateway.child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn interop_tools() -> Option<std::path::PathBuf> {
+    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
+        eprintln!("PORTICO_SKIP_INTEROP is set: fleet test behind nginx skipped");
+        return None;
+    }
+    let tools = std::env::var_os("PORTICO_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/portico-tools")
+        });
+    assert!(
+        tools.join("venv/bin/python").exists(),
+        "interop tools missing: run scripts/setup.sh"
+    );
+    Some(tools)
+}
+
+/// nginx, round robin over `replicas`, without keep-alive to them (each request opens its own
+/// connection, so consecutive requests of one session land on different replicas).
+struct Nginx {
+    child: tokio::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+const NGINX: [&str; 2] = ["/usr/sbin/nginx", "/usr/bin/nginx"];
+
+fn nginx_binary() -> &'static str {
+    NGINX
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is installed (scripts/setup.sh installs it)")
+}
+
+impl Nginx {
+    async fn start(replicas: &[u16]) -> Self {
+        let dir = std::env::temp_dir().join(format!("portico-nginx-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        Self::write_conf(&dir, port, replicas);
+        let child = tokio::process::Command::new(nginx_binary())
+            .args(["-p", dir.to_str().unwrap(), "-c", "nginx.conf"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url,
+            dir,
+            port,
+        }
+    }
+
+    fn write_conf(dir: &std::path::Path, port: u16, replicas: &[u16]) {
+        let servers: String = replicas
+            .iter()
+            .map(|p| format!("    server 127.0.0.1:{p} max_fails=0;\n"))
+            .collect();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  log_format fleet '$request_method $status $upstream_addr';\n  access_log {d}/access.log fleet;\n\
+             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             upstream portico {{\n{servers}  }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://portico;\n\
+             proxy_http_version 1.1;\n      proxy_buffering off;\n      proxy_request_buffering off;\n\
+             proxy_read_timeout 300s;\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    }
+
+    /// Takes replicas out of (or back into) the rotation, as an orchestrator does around a restart
+    /// (Kubernetes: the pod leaves the Service's endpoints), with a graceful `nginx -s reload`.
+    async fn set_replicas(&self, replicas: &[u16]) {
+        Self::write_conf(&self.dir, self.port, replicas);
+        let status = tokio::process::Command::new(nginx_binary())
+            .args([
+                "-p",
+                self.dir.to_str().unwrap(),
+                "-c",
+                "nginx.conf",
+                "-s",
+                "reload",
+            ])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        // The new worker takes over once the master has read the config.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    fn errors(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// The replica addresses of the POSTs nginx passed on, in order.
+    fn upstreams_of_posts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("POST "))
+            .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, so the master stops its worker too (after SIGKILL the worker would live on).
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..50 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three replicas on fixed ports (so one can be restarted on its address) with one session key.
+async fn replicas(b: &HttpFixture, c: &HttpFixture) -> (String, Vec<u16>, Vec<Gateway>) {
+    let yaml = fleet_config(&b.url, &c.url, false, &keyed(KEY));
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut gateways = Vec::new();
+    for port in &ports {
+        let fixed = yaml.replacen("port: PORT", &format!("port: {port}"), 1);
+        gateways.push(Gateway::start(&fixed).await);
+    }
+    (yaml, ports, gateways)
+}
+
+async fn python(tools: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fleet_client.py");
+    tokio::process::Command::new(tools.join("venv/bin/python"))
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("run python")
+}
+
+fn summary(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "no summary:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The official Python SDK through nginx (round robin) to three replicas: a whole session whose
+/// requests land on every replica, including a sampling round trip.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_session_across_three_replicas_behind_nginx() {
+    let Some(tools) = interop_tools() else { return };
+    let (b, c) = fixtures().await;
+    let (_, ports, _gateways) = replicas(&b, &c).await;
+    let nginx = Nginx::start(&ports).await;
+    let output = python(&tools, &[&nginx.url, "session"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("fleet client: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let upstreams = nginx.upstreams_of_posts();
+    for port in &ports {
+        let on_it = upstreams
+            .iter()
+            .filter(|u| u.ends_with(&format!(":{port}")))
+            .count();
+        assert!(
+            on_it >= 3,
+            "replica {port} served {on_it} POSTs: {upstreams:?}"
+        );
+    }
+}
+
+/// A replica killed (SIGKILL) in the middle of a session: the session carries on through the others,
+/// and at most the call that was on the killed replica fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_replica_costs_at_most_the_call_it_was_serving() {
+    let Some(tools) = interop_tools() else { return };
+    let (b, c) = fixtures().await;
+    let (_, ports, mut gateways) = replicas(&b, &c).await;
+    let nginx = Nginx::start(&ports).await;
+    let url = nginx.url.clone();
+    let tools_dir = tools.clone();
+    let client = tokio::spawn(async move { python(&tools_dir, &[&url, "calls", "6"]).await });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    signal(&gateways[1], "KILL");
+    let _ = gateways[1].child.wait().await;
+    let output = client.await.unwrap();
+    let summary = summary(&output);
+    eprintln!("calls with a replica killed: {summary}");
+    let failed = summary["failed"].as_array().unwrap();
+    assert!(failed.len() <= 1, "{summary}");
+    assert!(summary["ok"].as_u64().unwrap() > 20, "{summary}");
+}
+
+/// A rolling restart under load, as an orchestrator runs one: each replica in turn is taken out of the
+/// load balancer, SIGTERMed (it drains), started again on its address and put back, while a client
+/// calls through nginx; no call fails, and the restarted replicas resume the session from its id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_under_load_loses_no_call() {
+    let Some(tools) = interop_tools() else { return };
+    let (b, c) = fixtures().await;
+    let (yaml, ports, mut gateways) = replicas(&b, &c).await;
+    let nginx = Nginx::start(&ports).await;
+    let url = nginx.url.clone();
+    let tools_dir = tools.clone();
+    let client = tokio::spawn(async move { python(&tools_dir, &[&url, "calls", "9"]).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for (i, port) in ports.iter().enumerate() {
+        let others: Vec<u16> = ports.iter().copied().filter(|p| p != port).collect();
+        nginx.set_replicas(&others).await;
+        signal(&gateways[i], "TERM");
+        let status = gateways[i].child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(0));
+        let fixed = yaml.replacen("port: PORT", &format!("port: {port}"), 1);
+        gateways[i] = Gateway::start(&fixed).await;
+        nginx.set_replicas(&ports).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let output = client.await.unwrap();
+    let summary = summary(&output);
+    eprintln!("calls through a rolling restart: {summary}");
+    assert_eq!(
+        summary["failed"],
+        serde_json::json!([]),
+        "{summary}\nnginx: {}",
+        nginx.errors()
+    );
+    assert!(summary["ok"].as_u64().unwrap() > 20, "{summary}");
+    let resumed: usize = gateways
+        .iter()
+        .map(|g| g.log_count("session resumed from its id"))
+        .sum();
+    assert!(resumed >= 3, "the restarted replicas resumed the session");
+}

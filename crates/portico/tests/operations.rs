@@ -63,6 +63,40 @@ fn sigterm(gateway: &Gateway) {
     assert!(status.success());
 }
 
+/// A connection that was open but had sent nothing yet when the drain began still gets its first
+/// request answered (a load balancer that has just connected sends its request a moment later, and
+/// cannot retry a POST whose connection was closed under it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_opened_before_sigterm_gets_its_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let yaml = format!(
+        "config:\n  readinessAddr: 127.0.0.1:0\n  drainTimeout: 5s\n{}",
+        config_with_targets(&stdio_target("one", &[]), "")
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let address = gateway.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    sigterm(&gateway);
+    gateway.log_with("draining").await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {address}\r\naccept: {ACCEPT_BOTH}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered and closed within the drain");
+    assert!(read.is_ok(), "{read:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// On SIGTERM readiness turns 503, a `tools/call` in flight still gets its answer, an open GET stream
 /// ends, and the process exits 0.
 #[tokio::test(flavor = "multi_thread")]

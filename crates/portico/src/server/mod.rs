@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::FutureExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -308,7 +309,15 @@ async fn accept_loop(
 ) {
     loop {
         let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // Connections the kernel has completed but not handed over yet would be reset when
+                // the socket closes, after their clients sent a request that a load balancer then
+                // cannot retry: they are taken and served (one request each) instead.
+                while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+                    take_connection(stream, peer, bind, &gateway);
+                }
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -318,17 +327,21 @@ async fn accept_loop(
                 }
             },
         };
-        let slot = match gateway.limits.admit_connection(bind) {
-            Ok(slot) => slot,
-            Err(over) => {
-                tokio::spawn(refuse_connection(stream, over));
-                continue;
-            }
-        };
-        gateway
-            .connections
-            .spawn(serve_connection(stream, peer, bind, gateway.clone(), slot));
+        take_connection(stream, peer, bind, &gateway);
     }
+}
+
+fn take_connection(stream: TcpStream, peer: SocketAddr, bind: usize, gateway: &Arc<Gateway>) {
+    let slot = match gateway.limits.admit_connection(bind) {
+        Ok(slot) => slot,
+        Err(over) => {
+            tokio::spawn(refuse_connection(stream, over));
+            return;
+        }
+    };
+    gateway
+        .connections
+        .spawn(serve_connection(stream, peer, bind, gateway.clone(), slot));
 }
 
 /// Answers a connection over `connectionsPerListener` with a 503 and closes it, without reading it:
@@ -487,7 +500,8 @@ async fn serve_http<I>(
     let result = loop {
         tokio::select! {
             result = &mut connection => break result,
-            _ = draining.cancelled(), if !closing => {
+            // A connection taken while draining still gets its first request answered.
+            _ = draining.cancelled(), if !closing && started => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
