@@ -301,6 +301,11 @@ impl McpBackend {
 }
 
 impl Route {
+    /// Whether the route serves without sessions (`statefulMode: stateless`; a route's backends agree).
+    pub fn is_stateless(&self) -> bool {
+        self.backends.first().is_some_and(|b| b.mcp.stateless)
+    }
+
     /// Picks a backend for a new session, by weight.
     pub fn pick_backend(&self) -> &Backend {
         let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
@@ -370,6 +375,8 @@ pub struct McpBackend {
     pub prefix_mode: PrefixMode,
     pub failure_mode: FailureMode,
     pub dns_rebinding_protection: bool,
+    /// `statefulMode: stateless`: no sessions; each request is served on its own.
+    pub stateless: bool,
 }
 
 #[derive(Debug)]

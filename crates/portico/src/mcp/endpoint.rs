@@ -131,6 +131,14 @@ pub(crate) async fn dispatch(
         Ok(claims) => claims,
         Err(refused) => return after_body(request, refused).await,
     };
+    if route.is_stateless() && *request.method() != Method::POST {
+        // No session: no stream to GET, nothing to DELETE.
+        let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return after_body(request, response).await;
+    }
     if *request.method() == Method::POST
         && !request.headers().contains_key(SESSION_HEADER)
         && let Some(id) = legacy_sse::message_session(request.uri())

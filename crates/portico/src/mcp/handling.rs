@@ -172,6 +172,17 @@ impl From<Value> for NotStarted {
     }
 }
 
+/// Where a started session is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// In the session table, under the id the client gets.
+    InTable,
+    /// Nowhere: a stateless route's `initialize`, answered and closed.
+    ForInitialize,
+    /// Nowhere: the session of one request on a stateless route (not logged as an `initialize`).
+    ForRequest,
+}
+
 /// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
 /// the session and the `initialize` reply, or the JSON-RPC error to answer. The session belongs to
 /// the caller whose `claims` (`Null` when anonymous) made it.
@@ -181,6 +192,7 @@ pub(crate) async fn start_session(
     message: &Value,
     claims: &Value,
     token: Option<HeaderValue>,
+    kept: Kept,
 ) -> Result<(Arc<Session>, Value), NotStarted> {
     let sub = subject(claims);
     let version = negotiate_version(message["params"]["protocolVersion"].as_str());
@@ -192,8 +204,13 @@ pub(crate) async fn start_session(
         sub: sub.as_deref(),
         started: Instant::now(),
     };
+    let log = |served: &Served, code: Option<i64>| {
+        if kept != Kept::ForRequest {
+            served.log(None, code);
+        }
+    };
     if let Err(invalid) = params::check("initialize", message.get("params")) {
-        served.log(None, Some(code::INVALID_PARAMS));
+        log(&served, Some(code::INVALID_PARAMS));
         return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
     }
     let picked = route.pick_backend();
@@ -223,6 +240,12 @@ pub(crate) async fn start_session(
     };
     let limits = gateway.limits.settings;
     match Mux::start(backend, message, token, quota, limits).await {
+        Ok((mux, response)) if kept != Kept::InTable => {
+            let owner = session::owner(claims);
+            let session = Session::transient(route.name.as_str().into(), owner, mux);
+            log(&served, jsonrpc::error_code(&response));
+            Ok((Arc::new(session), response))
+        }
         Ok((mux, response)) => {
             let owner = session::owner(claims);
             let ticket = Ticket {
@@ -236,11 +259,11 @@ pub(crate) async fn start_session(
             };
             let session = gateway.sessions.insert(ticket, owner, mux);
             served.session = &session.tag;
-            served.log(None, jsonrpc::error_code(&response));
+            log(&served, jsonrpc::error_code(&response));
             Ok((session, response))
         }
         Err(error) => {
-            served.log(None, Some(error.code()));
+            log(&served, Some(error.code()));
             Err(jsonrpc::error(message["id"].clone(), error.code(), error.to_string()).into())
         }
     }

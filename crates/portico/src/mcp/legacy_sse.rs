@@ -24,7 +24,9 @@ use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
-use crate::mcp::handling::{handle_request, over_rate_limit, read_body, start_session, subject};
+use crate::mcp::handling::{
+    Kept, handle_request, over_rate_limit, read_body, start_session, subject,
+};
 use crate::mcp::respond::{Body, KEEP_ALIVE, after_body, empty, over_limit, refuse, sse_response};
 use crate::policy::authz::Caller;
 
@@ -257,7 +259,7 @@ async fn initialize(
     claims: &Value,
     token: Option<http::HeaderValue>,
 ) {
-    let reply = match start_session(gateway, route, &message, claims, token).await {
+    let reply = match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
             session.mux.attach_stream(connection.stream.clone());
             let _ = connection.session.set(session);

@@ -64,9 +64,26 @@ pub struct Session {
     /// Milliseconds since the table's epoch at the last request.
     last_active: AtomicU64,
     started: Instant,
+    /// One request's session on a stateless route: in no table, closed when the request is done.
+    transient: bool,
 }
 
 impl Session {
+    /// The session of one request on a `statefulMode: stateless` route: in no table, not counted as
+    /// a session, and closed (its upstream sessions deleted) once the request has been answered.
+    pub fn transient(route: Arc<str>, owner: Owner, mux: Arc<Mux>) -> Self {
+        Self {
+            id: "".into(),
+            route,
+            owner,
+            mux,
+            tag: "-".into(),
+            last_active: AtomicU64::new(0),
+            started: Instant::now(),
+            transient: true,
+        }
+    }
+
     fn route_label(&self) -> RouteLabel {
         RouteLabel {
             route: self.route.to_string(),
@@ -77,6 +94,13 @@ impl Session {
 /// A session ends for the metrics when the last reference to it goes, however it was closed.
 impl Drop for Session {
     fn drop(&mut self) {
+        if self.transient {
+            let mux = self.mux.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { mux.close().await });
+            }
+            return;
+        }
         let registry = metrics();
         let route = self.route_label();
         registry.sessions_active.get_or_create(&route).dec();
@@ -201,6 +225,7 @@ impl Sessions {
             mux,
             last_active: AtomicU64::new(self.now_ms()),
             started: Instant::now(),
+            transient: false,
         });
         metrics()
             .sessions_active

@@ -18,15 +18,15 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::limits::RequestSlot;
 use crate::mcp::handling::{
-    NotStarted, Resume, find_session, handle_request, over_rate_limit, read_body, start_session,
-    subject, traceparent,
+    Kept, NotStarted, Resume, find_session, handle_request, over_rate_limit, read_body,
+    start_session, subject, traceparent,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
@@ -122,6 +122,14 @@ pub(crate) async fn post(
     {
         return refused;
     }
+    if route.is_stateless() {
+        let request = StatelessRequest {
+            headers,
+            path,
+            peer,
+        };
+        return stateless(gateway, route, message, kind, request, claims).await;
+    }
     if session_header.is_none()
         && kind == Kind::Request
         && jsonrpc::method(&message) == "initialize"
@@ -170,6 +178,105 @@ pub(crate) async fn post(
     }
 }
 
+/// What a stateless request's handling reads of the HTTP request.
+struct StatelessRequest<'a> {
+    headers: &'a HeaderMap,
+    path: &'a str,
+    peer: SocketAddr,
+}
+
+/// The methods that only make sense in a session.
+const NEED_A_SESSION: [&str; 3] = [
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "logging/setLevel",
+];
+
+/// A POST on a `statefulMode: stateless` route: no `Mcp-Session-Id`. A request gets a session of its
+/// own for as long as it runs (each target initialized; pooled connections reused), closed when it
+/// has been answered; `initialize` is answered the same way. Notifications and answers to requests
+/// have nothing to reach, and are accepted (202).
+async fn stateless(
+    gateway: &Arc<Gateway>,
+    route: &Arc<Route>,
+    message: Value,
+    kind: Kind,
+    request: StatelessRequest<'_>,
+    claims: Value,
+) -> Response<Body> {
+    if kind != Kind::Request {
+        return empty(StatusCode::ACCEPTED);
+    }
+    let method = jsonrpc::method(&message);
+    if method == "ping" {
+        return json_response(
+            StatusCode::OK,
+            &jsonrpc::result(message["id"].clone(), json!({})),
+        );
+    }
+    if NEED_A_SESSION.contains(&method) {
+        let error = jsonrpc::error(
+            message["id"].clone(),
+            code::INVALID_REQUEST,
+            format!(
+                "`{method}` needs a session, and this route is stateless (statefulMode: stateless)"
+            ),
+        );
+        return json_response(StatusCode::OK, &error);
+    }
+    let headers = request.headers;
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .map(crate::base::http::detached);
+    let initializing = method == "initialize";
+    let (initialize, kept) = if initializing {
+        (message.clone(), Kept::ForInitialize)
+    } else {
+        (stateless_initialize(headers), Kept::ForRequest)
+    };
+    let (session, result) =
+        match start_session(gateway, route, &initialize, &claims, token, kept).await {
+            Ok(started) => started,
+            Err(NotStarted {
+                over: Some(over), ..
+            }) => return over_limit(message["id"].clone(), over),
+            Err(NotStarted { error, .. }) => {
+                let mut error = error;
+                error["id"] = message["id"].clone();
+                return json_response(StatusCode::OK, &error);
+            }
+        };
+    if initializing {
+        return json_response(StatusCode::OK, &result);
+    }
+    let slot = match session.mux.admit_request() {
+        Ok(slot) => slot,
+        Err(over) => return over_limit(message["id"].clone(), over),
+    };
+    let sub = subject(&claims);
+    let caller = session
+        .mux
+        .authorizes()
+        .then(|| Caller::new(headers, "POST", request.path, request.peer, claims));
+    let parent = traceparent(headers);
+    run_request(route, session, message, caller, sub, slot, parent).await
+}
+
+/// The `initialize` a stateless request's targets get: the version the client names in its
+/// `MCP-Protocol-Version` header (else the latest), no client capabilities (the client cannot be
+/// asked anything without a session), and Portico as the client.
+fn stateless_initialize(headers: &HeaderMap) -> Value {
+    let version = crate::mcp::multiplex::negotiate_version(header(
+        headers,
+        crate::mcp::respond::VERSION_HEADER,
+    ));
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "portico", "version": env!("CARGO_PKG_VERSION")},
+    }})
+}
+
 async fn initialize(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
@@ -177,7 +284,7 @@ async fn initialize(
     claims: &Value,
     token: Option<HeaderValue>,
 ) -> Response<Body> {
-    match start_session(gateway, route, &message, claims, token).await {
+    match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
             let mut reply = json_response(StatusCode::OK, &result);
             if let Ok(id) = HeaderValue::from_str(&session.id) {

@@ -481,6 +481,15 @@ fn route_rt(
         )
         .hint = Some("put the `host` backends on a route of their own".into());
     }
+    if backends.iter().any(|b| b.mcp.stateless) && !backends.iter().all(|b| b.mcp.stateless) {
+        r.error(
+            format!("{path}.backends"),
+            "a route's `mcp` backends are either all `statefulMode: stateless` or all stateful",
+        )
+        .hint = Some(
+            "a client either keeps a session on a route or it does not: split the route".into(),
+        );
+    }
     let weights: Vec<u32> = backends
         .iter()
         .map(|b| b.weight)

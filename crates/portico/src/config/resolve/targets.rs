@@ -87,12 +87,22 @@ pub(super) fn mcp_backend_rt(
     name: &str,
     inherited: [&LevelPolicies; 2],
 ) -> Option<runtime::McpBackend> {
-    if mcp.stateful_mode == StatefulMode::Stateless {
-        r.error(
-            format!("{path}.statefulMode"),
-            "`stateless` is not supported yet",
-        )
-        .hint = Some("remove it to use the default, `stateful`".into());
+    let stateless = mcp.stateful_mode == StatefulMode::Stateless;
+    if stateless {
+        // A stdio server would be started for every request; a legacy SSE one holds its session on
+        // a stream that only lives as long as one request.
+        for (t, target) in mcp.targets.iter().enumerate() {
+            let kind = match (&target.stdio, &target.sse) {
+                (Some(_), _) => "stdio",
+                (_, Some(_)) => "sse",
+                _ => continue,
+            };
+            r.error(
+                format!("{path}.targets[{t}]"),
+                format!("a `statefulMode: stateless` backend serves `mcp` and `openapi` targets; `{}` is a {kind} target", target.name),
+            )
+            .hint = Some("use `statefulMode: stateful` (the default) for stdio and sse targets, or put them on a route of their own".into());
+        }
     }
     if mcp.targets.is_empty() {
         r.error(
@@ -136,6 +146,7 @@ pub(super) fn mcp_backend_rt(
         prefix_mode: mcp.prefix_mode,
         failure_mode: mcp.failure_mode,
         dns_rebinding_protection: mcp.dns_rebinding_protection,
+        stateless,
     })
 }
 

@@ -74,6 +74,12 @@ impl Mux {
                     self.answer_target(t, jsonrpc::result(message["id"].clone(), json!({})));
                     return;
                 }
+                if self.backend.load().stateless {
+                    let refusal = "the client cannot be asked: this route is stateless (statefulMode: stateless), so its answer could not come back";
+                    let id = message["id"].clone();
+                    self.answer_target(t, jsonrpc::error(id, code::INVALID_REQUEST, refusal));
+                    return;
+                }
                 if jsonrpc::method(&message) == "sampling/createMessage"
                     && !self.shape_sampling(t, &mut message)
                 {
