@@ -67,10 +67,16 @@ pub struct FixtureArgs {
     /// outside any request.
     #[arg(long, value_name = "MS")]
     pub list_changed_after: Option<u64>,
+    /// Wait this many milliseconds before serving, as a slow-starting server (node, python) does.
+    #[arg(long, value_name = "MS")]
+    pub startup_delay: Option<u64>,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
 pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
+    if let Some(ms) = cli.startup_delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let tls = tls_config(&cli)?;
     let sigv4 = sigv4_verifier(&cli)?;
     let options = Arc::new(FixtureOptions {

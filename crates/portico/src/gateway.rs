@@ -28,6 +28,22 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Starts filling the stdio pools of `config` (each pool once; a reload's new targets get theirs).
+    pub fn start_pools(&self, config: &crate::config::Config) {
+        let targets = config
+            .binds
+            .iter()
+            .flat_map(|b| &b.listeners)
+            .flat_map(|l| &l.matchers)
+            .flat_map(|m| &m.route.backends)
+            .flat_map(|b| &b.mcp.targets);
+        for target in targets {
+            if let Some(pool) = &target.pool {
+                pool.start(self.limits.processes());
+            }
+        }
+    }
+
     /// Ends every event stream (GET streams, legacy SSE streams), so that their connections can close.
     pub fn end_streams(&self) {
         self.sessions.end_streams();

@@ -167,6 +167,11 @@ impl Limits {
         })
     }
 
+    /// The places under `stdioProcesses`, for the warm processes of stdio pools.
+    pub fn processes(&self) -> Arc<Semaphore> {
+        self.stdio.clone()
+    }
+
     /// Live stdio processes counted against `stdioProcesses`.
     pub fn stdio_in_use(&self) -> usize {
         self.settings.stdio_processes - self.stdio.available_permits()

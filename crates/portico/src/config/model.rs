@@ -203,6 +203,15 @@ pub struct StdioTarget {
     /// Start the process with only `env` (plus nothing inherited).
     #[serde(default)]
     pub clear_env: bool,
+    /// Processes started ahead of demand, so a new session does not wait for one to start.
+    pub pool: Option<StdioPool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StdioPool {
+    /// How many started processes wait for sessions.
+    pub size: usize,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

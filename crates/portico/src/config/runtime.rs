@@ -387,6 +387,8 @@ pub struct Target {
     pub policies: crate::policy::TargetPolicies,
     /// With `backendTLS`: this target's own HTTP client.
     pub tls_client: Option<TlsClient>,
+    /// With `stdio.pool`: processes started ahead of the sessions that take them.
+    pub pool: Option<Arc<crate::mcp::upstream::stdio_pool::StdioPool>>,
     /// What sessions observed of this target, for the admin API (the one mutable part: counters).
     pub health: TargetHealth,
     /// Fingerprint of what a connection to the target depends on (its kind and address or command,
@@ -482,7 +484,7 @@ pub enum TlsClient {
     Reqwest(reqwest::Client, reqwest::Url),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StdioSpec {
     pub cmd: PathBuf,
     pub args: Vec<String>,

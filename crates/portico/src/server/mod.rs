@@ -140,6 +140,7 @@ pub fn run(
     }
     main.block_on(async {
         gateway.sessions.spawn_sweeper(running.clone());
+        gateway.start_pools(&config);
         if let Some(tracing) = &config.settings.tracing {
             match crate::base::http_client::reqwest_client() {
                 Ok(http) => {
@@ -284,8 +285,9 @@ fn announce(bind: &Bind, addr: SocketAddr) {
             for backend in &matcher.route.backends {
                 for target in &backend.mcp.targets {
                     let upstream = target.kind.describe();
+                    let pool = target.pool.as_ref().map_or(0, |p| p.size());
                     tracing::info!(target: "portico::server", route = %matcher.route.name, target = %target.name,
-                        upstream = %upstream, prefix = backend.mcp.prefixed, "target");
+                        upstream = %upstream, prefix = backend.mcp.prefixed, pool, "target");
                 }
             }
             for host in &matcher.route.hosts {

@@ -60,6 +60,7 @@ pub async fn watch(
                 jwt.spawn_refresh(refreshing.clone());
             }
             gateway.config.store(config.clone());
+            gateway.start_pools(&config);
             move_sessions(&gateway, &config).await;
         }
     }

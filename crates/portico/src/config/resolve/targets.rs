@@ -8,6 +8,7 @@ use super::Resolver;
 use crate::base::diagnostic::ConfigError;
 use crate::config::model::{self, PrefixMode, StatefulMode};
 use crate::config::runtime::{self};
+use crate::mcp::upstream::stdio_pool::StdioPool;
 use crate::policy::FieldError;
 use crate::policy::{Level, LevelPolicies, TargetPolicies};
 
@@ -332,11 +333,19 @@ pub(super) fn target_rt(
         connection,
         [route_policies, backend_policies, &own].map(|level| level.revision),
     ));
+    let pool =
+        match (&kind, target.stdio.as_ref().and_then(|s| s.pool.as_ref())) {
+            (runtime::TargetKind::Stdio(spec), Some(pool)) if pool.size > 0 => Some(
+                StdioPool::new(target.name.as_str().into(), spec.clone(), pool.size),
+            ),
+            _ => None,
+        };
     Some(runtime::Target {
         name: target.name.as_str().into(),
         kind,
         policies,
         tls_client,
+        pool,
         health: Default::default(),
         connection,
         revision,

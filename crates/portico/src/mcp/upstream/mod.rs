@@ -5,6 +5,7 @@ mod http;
 pub mod openapi;
 mod sse;
 mod stdio;
+pub mod stdio_pool;
 mod waiters;
 
 use crate::base::http::BodyError;
@@ -158,12 +159,14 @@ impl Upstream {
             )
         };
         let transport = match &target.kind {
-            TargetKind::Stdio(spec) => Transport::Stdio(stdio::StdioUpstream::spawn(
-                &target.name,
-                spec,
-                sink,
-                max_message,
-            )?),
+            TargetKind::Stdio(spec) => {
+                let warm = target.pool.as_ref().and_then(|pool| pool.take());
+                let process = match warm {
+                    Some(process) => process,
+                    None => stdio::Process::start(&target.name, spec)?,
+                };
+                Transport::Stdio(stdio::StdioUpstream::attach(process, sink, max_message))
+            }
             TargetKind::Http { url, uri } => {
                 let client = match &target.tls_client {
                     Some(TlsClient::Mcp(client)) => client.clone(),

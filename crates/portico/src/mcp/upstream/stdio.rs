@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
@@ -25,14 +25,19 @@ pub struct StdioUpstream {
     pid: Option<u32>,
 }
 
-impl StdioUpstream {
-    /// Starts the process; a stdout line longer than `max_line` bytes ends the connection.
-    pub fn spawn(
-        name: &str,
-        spec: &StdioSpec,
-        sink: InboundSink,
-        max_line: usize,
-    ) -> Result<Self, UpstreamError> {
+/// A started target process whose stdout nobody reads yet: a warm one waiting in a pool
+/// ([`super::stdio_pool`]), or one about to become a session's connection.
+pub struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    pid: Option<u32>,
+}
+
+impl Process {
+    /// Starts `spec` without a shell, in its own process group; its stderr goes to the log under
+    /// `name` from now on.
+    pub fn start(name: &str, spec: &StdioSpec) -> Result<Self, UpstreamError> {
         let mut command = Command::new(&spec.cmd);
         command
             .args(&spec.args)
@@ -62,15 +67,54 @@ impl StdioUpstream {
         else {
             return Err(UpstreamError::Start("no stdio pipes".into()));
         };
-        let waiters = Waiters::default();
-        tokio::spawn(read_stdout(stdout, waiters.clone(), sink, max_line));
         tokio::spawn(log_stderr(stderr, name.to_string()));
         Ok(Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+        })
+    }
+
+    /// Whether the process is still running (a warm one may have died while it waited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+}
+
+impl Process {
+    /// Stops the process and what it started, at once (a warm one nobody took).
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid
+            && matches!(self.child.try_wait(), Ok(None))
+        {
+            signal_group(pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl StdioUpstream {
+    /// Makes a started process the session's connection: its stdout is read from now on; a line
+    /// longer than `max_line` bytes ends the connection.
+    pub fn attach(process: Process, sink: InboundSink, max_line: usize) -> Self {
+        let Process {
+            child,
+            stdin,
+            stdout,
+            pid,
+        } = process;
+        let waiters = Waiters::default();
+        tokio::spawn(read_stdout(stdout, waiters.clone(), sink, max_line));
+        Self {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             waiters,
             child: tokio::sync::Mutex::new(Some(child)),
             pid,
-        })
+        }
     }
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
@@ -125,12 +169,7 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-async fn read_stdout(
-    stdout: tokio::process::ChildStdout,
-    waiters: Waiters,
-    sink: InboundSink,
-    max_line: usize,
-) {
+async fn read_stdout(stdout: ChildStdout, waiters: Waiters, sink: InboundSink, max_line: usize) {
     let mut stdout = BufReader::new(stdout);
     let mut line = Vec::new();
     let reason = loop {
