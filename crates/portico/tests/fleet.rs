@@ -561,3 +561,62 @@ async fn a_rolling_restart_under_load_loses_no_call() {
         .sum();
     assert!(resumed >= 3, "the restarted replicas resumed the session");
 }
+
+/// The caller a session is bound to is sealed in its id: another replica serves it to that caller
+/// only (anyone else, anonymous included, gets 404).
+#[tokio::test(flavor = "multi_thread")]
+async fn another_replica_serves_a_session_to_its_caller_only() {
+    let (b, c) = fixtures().await;
+    let issuer = Issuer::new();
+    let yaml = fleet_config(&b.url, &c.url, false, &keyed(KEY)).replace(
+        "    - name: test\n",
+        &format!(
+            "    - name: test\n      policies:\n{}",
+            issuer.policy("optional")
+        ),
+    );
+    let one = Gateway::start(&yaml).await;
+    let two = Gateway::start(&yaml).await;
+    let (ada, bob) = (issuer.token("ada"), issuer.token("bob"));
+    let http = reqwest::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let created = http
+        .post(one.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .bearer_auth(&ada)
+        .body(initialize.to_string())
+        .send()
+        .await
+        .unwrap();
+    let session = created.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    let status_as = |token: Option<&str>| {
+        let mut request = http
+            .post(two.url("/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &session)
+            .body(ping.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_as(Some(&bob)).await, 404, "another caller");
+    assert_eq!(status_as(None).await, 404, "an anonymous caller");
+    assert_eq!(
+        status_as(Some(&ada)).await,
+        200,
+        "its owner, on another replica"
+    );
+    assert_eq!(
+        status_as(Some(&bob)).await,
+        404,
+        "another caller, once resumed"
+    );
+}
