@@ -8,7 +8,7 @@
 set -euo pipefail
 portico=${1:-${CARGO_TARGET_DIR:-target}/release/portico}
 work=$(mktemp -d)
-trap 'pkill -f "$work" 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'pkill -f "$work" 2>/dev/null || true; kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$portico" fixture --transport http >"$work/fixture.out" 2>&1 &
@@ -56,9 +56,10 @@ wrk.headers["content-type"] = "application/json"
 wrk.headers["mcp-protocol-version"] = "2025-06-18"
 EOF
   [ -n "$2" ] && echo "wrk.headers[\"mcp-session-id\"] = \"$2\"" >>"$work/call.lua"
-  wrk -t2 -c"$3" -d1s -s "$work/call.lua" "http://127.0.0.1:$1/mcp" >/dev/null
+  local threads=$(($3 < 2 ? 1 : 2))
+  wrk -t$threads -c"$3" -d1s -s "$work/call.lua" "http://127.0.0.1:$1/mcp" >/dev/null
   local out
-  out=$(wrk -t2 -c"$3" -d5s --latency -s "$work/call.lua" "http://127.0.0.1:$1/mcp")
+  out=$(wrk -t$threads -c"$3" -d5s --latency -s "$work/call.lua" "http://127.0.0.1:$1/mcp")
   echo "$(echo "$out" | sed -n 's/Requests\/sec: *//p') calls/s, p50 $(echo "$out" | awk '$1=="50%"{print $2}')"
 }
 
