@@ -602,3 +602,57 @@ async fn a_refused_request_keeps_its_connection_when_the_body_comes_late() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("\"serverInfo\""), "{body}");
 }
+
+/// The GET stream's events carry ids; a client that reconnects with `Last-Event-ID` gets the events
+/// after it, those it missed while it had no stream included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_stream_resumes_after_its_last_event_id() {
+    let yaml = |rule: &str| {
+        config_with_targets(
+            &(stdio_target("one", &[])
+                + &format!(
+                    "            policies:\n              mcpAuthorization:\n                rules: ['{rule}']\n"
+                )),
+            "",
+        )
+    };
+    let gateway = Gateway::start(&yaml("true")).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let mut stream = client.open_stream().await;
+    // A reload that changes a policy tells the client that its three lists changed.
+    let reloads = gateway.log_count("config reloaded");
+    gateway.rewrite_config(&yaml("mcp.tool.name != \"echo\""));
+    gateway.log_count_above("config reloaded", reloads).await;
+    let seen = read_until(
+        &mut stream,
+        "notifications/resources/list_changed",
+        Duration::from_secs(10),
+    )
+    .await;
+    for id in 1..=3 {
+        assert!(seen.contains(&format!("id: {id}\n")), "{seen}");
+    }
+    drop(stream);
+
+    // Missed while no stream was open: three more.
+    let reloads = gateway.log_count("config reloaded");
+    gateway.rewrite_config(&yaml("true"));
+    gateway.log_count_above("config reloaded", reloads).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut resumed = client
+        .http
+        .get(&client.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let replayed = read_until(&mut resumed, "id: 6\n", Duration::from_secs(10)).await;
+    let ids: Vec<&str> = replayed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["3", "4", "5", "6"], "{replayed}");
+}

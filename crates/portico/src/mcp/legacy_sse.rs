@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::jsonrpc::{self, Kind, code};
-use super::multiplex::STREAM_CAPACITY;
+use super::multiplex::{Event, Mux, STREAM_CAPACITY};
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
 use crate::config::runtime::Route;
@@ -261,11 +261,25 @@ async fn initialize(
 ) {
     let reply = match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
-            session.mux.attach_stream(connection.stream.clone());
+            attach_downlink(&session.mux, connection.stream.clone());
             let _ = connection.session.set(session);
             result
         }
         Err(not_started) => not_started.error,
     };
     let _ = connection.stream.send(reply.to_string()).await;
+}
+
+/// Sends the session's messages outside requests on the legacy event stream, which also carries the
+/// replies (the legacy transport has no event ids to resume by).
+fn attach_downlink(mux: &Mux, stream: mpsc::Sender<String>) {
+    let (events, mut received) = mpsc::channel::<Event>(STREAM_CAPACITY);
+    mux.attach_stream(events, None);
+    tokio::spawn(async move {
+        while let Some((_, message)) = received.recv().await {
+            if stream.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -130,6 +130,17 @@ pub fn message_frame(json: &str) -> Bytes {
     Bytes::from(frame)
 }
 
+/// A `message` event with its id, for a stream the client can resume (`Last-Event-ID`).
+pub fn event_frame(id: u64, json: &str) -> Bytes {
+    let mut frame = String::with_capacity(json.len() + 48);
+    frame.push_str("id: ");
+    frame.push_str(&id.to_string());
+    frame.push_str("\nevent: message\ndata: ");
+    frame.push_str(json);
+    frame.push_str("\n\n");
+    Bytes::from(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -386,11 +386,16 @@ pub(crate) async fn get(
         Ok(session) => session,
         Err(refused) => return refused,
     };
+    // A client resuming its stream names the last event it received.
+    let last_event_id = header(headers, "last-event-id").and_then(|id| id.trim().parse().ok());
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-    session.mux.attach_stream(tx);
+    session.mux.attach_stream(tx, last_event_id);
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         let frame = tokio::select! {
-            message = rx.recv() => sse::message_frame(&message?),
+            event = rx.recv() => {
+                let (id, message) = event?;
+                sse::event_frame(id, &message)
+            }
             _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
         };
         Some((Ok::<_, Infallible>(Frame::data(frame)), rx))

@@ -9,7 +9,7 @@
 mod authorize;
 mod call;
 pub mod cursor;
-mod downlink;
+pub mod downlink;
 mod guard;
 mod inbound;
 mod items;
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use authorize::*;
 use call::*;
-pub use downlink::Downlink;
+pub use downlink::{Downlink, Event};
 use inbound::*;
 pub use merge::{SUPPORTED_VERSIONS, negotiate_version};
 use naming::ListKind;

@@ -84,8 +84,8 @@ impl Mux {
 
     /// Makes `stream` the client's stream for messages outside requests (its GET stream, or the
     /// legacy SSE stream), and opens each target's own.
-    pub fn attach_stream(&self, stream: mpsc::Sender<String>) {
-        self.downlink.attach(stream);
+    pub fn attach_stream(&self, stream: mpsc::Sender<downlink::Event>, last_event_id: Option<u64>) {
+        self.downlink.attach(stream, last_event_id);
         self.listening.store(true, Ordering::Release);
         for t in self.live() {
             if let Some(upstream) = self.slot(t).upstream.load_full() {
