@@ -2,15 +2,17 @@
 
 Usage: python fleet_client.py URL session
        python fleet_client.py URL calls SECONDS
+       python fleet_client.py URL until PATH
 The replicas behind URL serve two HTTP targets, `b` (its lists paged by 4) and `c`.
 `session` goes through a whole session (every page of the tool list, calls to both targets, a prompt,
 a resource, a sampling round trip, then DELETE) and prints "fleet client: ok".
-`calls` calls `b_echo` for SECONDS in one session and prints a JSON summary: calls that succeeded,
-those that failed (with why), and whether the session id stayed the same.
+`calls` calls `b_echo` for SECONDS in one session (`until`: until PATH exists) and prints a JSON
+summary: how many calls succeeded, and those that failed (with why).
 """
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -57,12 +59,11 @@ async def session(url: str) -> None:
     print("fleet client: ok")
 
 
-async def calls(url: str, seconds: float) -> None:
+async def calls(url: str, until) -> None:
     ok, failed = 0, []
     async with mcp.Client(url, mode="legacy") as client:
-        deadline = time.monotonic() + seconds
         n = 0
-        while time.monotonic() < deadline:
+        while not until():
             n += 1
             try:
                 result = await asyncio.wait_for(
@@ -81,5 +82,9 @@ if __name__ == "__main__":
     target, mode = sys.argv[1], sys.argv[2]
     if mode == "session":
         asyncio.run(session(target))
-    else:
-        asyncio.run(calls(target, float(sys.argv[3])))
+    elif mode == "calls":
+        deadline = time.monotonic() + float(sys.argv[3])
+        asyncio.run(calls(target, lambda: time.monotonic() >= deadline))
+    else:  # until PATH: calls until the file exists (two minutes at most)
+        deadline = time.monotonic() + 120
+        asyncio.run(calls(target, lambda: os.path.exists(sys.argv[3]) or time.monotonic() >= deadline))
