@@ -163,7 +163,15 @@ async fn sessions_are_required_known_and_route_bound() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(unsupported).await, (400, -32600));
+    assert_eq!(unsupported.status(), 400);
+    let refusal: Value = unsupported.json().await.unwrap();
+    // The 2026-07-28 form: clients that negotiate read the versions both sides speak from it.
+    assert_eq!(refusal["error"]["code"], -32022, "{refusal}");
+    assert_eq!(refusal["error"]["data"]["requested"], "1999-01-01");
+    assert_eq!(
+        refusal["error"]["data"]["supported"],
+        json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+    );
     let supported = client
         .post()
         .header("mcp-protocol-version", "2025-06-18")

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::handling::authenticate;
-use crate::mcp::jsonrpc::code;
+use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::respond::{
-    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header, refuse,
+    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header,
+    json_response, refuse,
 };
 use crate::mcp::{legacy_sse, streamable_http};
 
@@ -109,14 +110,15 @@ async fn admit(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Bod
     if let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
     {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_REQUEST,
-            format!(
-                "unsupported MCP-Protocol-Version `{version}`; supported: {}",
-                SUPPORTED_VERSIONS.join(", ")
-            ),
-        ));
+        // The 2026-07-28 form (code, `data.supported`), which clients that negotiate read to fall
+        // back to a version both sides speak; older revisions only ask for the 400.
+        let message = format!(
+            "unsupported MCP-Protocol-Version `{version}`; supported: {}",
+            SUPPORTED_VERSIONS.join(", ")
+        );
+        let mut refusal = jsonrpc::error(Value::Null, code::UNSUPPORTED_PROTOCOL_VERSION, message);
+        refusal["error"]["data"] = json!({"supported": SUPPORTED_VERSIONS, "requested": version});
+        return Err(json_response(StatusCode::BAD_REQUEST, &refusal));
     }
     authenticate(route, headers).await
 }

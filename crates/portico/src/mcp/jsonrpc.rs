@@ -14,6 +14,9 @@ pub mod code {
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// The request names a protocol version the server does not speak (MCP 2026-07-28); `data`
+    /// carries `supported` and `requested`.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 /// What a message is, by the fields it has.
