@@ -135,11 +135,7 @@ pub(crate) async fn dispatch(
     };
     if route.is_stateless() && *request.method() != Method::POST {
         // No session: no stream to GET, nothing to DELETE.
-        let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        return after_body(request, response).await;
+        return after_body(request, method_not_allowed("POST")).await;
     }
     if *request.method() == Method::POST
         && !request.headers().contains_key(SESSION_HEADER)
@@ -164,15 +160,17 @@ pub(crate) async fn dispatch(
         Method::POST => streamable_http::post(gateway, route, request, peer, claims).await,
         Method::GET => streamable_http::get(gateway, route, request.headers(), &claims).await,
         Method::DELETE => streamable_http::delete(gateway, route, request.headers(), &claims).await,
-        _ => {
-            let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
-            response.headers_mut().insert(
-                http::header::ALLOW,
-                HeaderValue::from_static("GET, POST, DELETE"),
-            );
-            after_body(request, response).await
-        }
+        _ => after_body(request, method_not_allowed("GET, POST, DELETE")).await,
     }
+}
+
+/// 405 with the methods the route takes.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 #[cfg(test)]

@@ -298,13 +298,13 @@ pub(crate) async fn find_session(
         )
     };
     let owner = session::owner(claims);
-    let mine = |session: &Session| *session.route == *route.name && session.owner == owner;
-    if let Some(session) = gateway.sessions.get(id) {
-        return if mine(&session) {
-            Ok(session)
-        } else {
-            Err(unknown())
-        };
+    let held = || {
+        let session = gateway.sessions.get(id)?;
+        let mine = *session.route == *route.name && session.owner == owner;
+        Some(if mine { Ok(session) } else { Err(unknown()) })
+    };
+    if let Some(found) = held() {
+        return found;
     }
     let ticket = gateway.sessions.open(id).ok_or_else(unknown)?;
     let backend = route.backends.get(ticket.backend).ok_or_else(unknown)?;
@@ -312,12 +312,8 @@ pub(crate) async fn find_session(
         return Err(unknown());
     }
     let _resuming = gateway.sessions.resuming(id).await;
-    if let Some(session) = gateway.sessions.get(id) {
-        return if mine(&session) {
-            Ok(session)
-        } else {
-            Err(unknown())
-        };
+    if let Some(found) = held() {
+        return found;
     }
     let backend = backend.mcp.clone();
     let stdio = match purpose {

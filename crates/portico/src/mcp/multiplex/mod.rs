@@ -269,16 +269,10 @@ impl Mux {
                 .iter()
                 .find(|kept| *kept.name == *target.name)
                 .and_then(|kept| {
-                    let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                    let sink = InboundSink {
-                        target: t,
-                        generation,
-                        handler: mux.weak_self(),
-                    };
                     Upstream::resume(
                         &target,
                         &mux.init_params,
-                        sink,
+                        mux.next_sink(t, &slot),
                         &mux.client_token,
                         mux.limits.upstream_response_bytes,
                         kept,

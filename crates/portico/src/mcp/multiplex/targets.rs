@@ -43,12 +43,7 @@ impl Mux {
     pub(super) async fn connect(&self, i: usize) -> Result<(), UpstreamError> {
         let slot = self.slot(i);
         let target = slot.target.load_full();
-        let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let sink = InboundSink {
-            target: i,
-            generation,
-            handler: self.weak_self(),
-        };
+        let sink = self.next_sink(i, &slot);
         let connect = Upstream::connect(
             &target,
             &self.init_params,
@@ -344,6 +339,15 @@ impl Mux {
 
     pub(super) fn weak_self(&self) -> Weak<dyn InboundHandler> {
         self.me.clone()
+    }
+
+    /// Where a new connection to target `t` reports, as the slot's next generation.
+    pub(super) fn next_sink(&self, t: usize, slot: &Slot) -> InboundSink {
+        InboundSink {
+            target: t,
+            generation: slot.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            handler: self.weak_self(),
+        }
     }
 }
 

@@ -75,6 +75,33 @@ where
         })
 }
 
+/// The `initialize` request a target gets: the client's params, the gateway's id.
+fn initialize_request(id: u64, init_params: &RawValue) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{}}}"#,
+        init_params.get()
+    )
+}
+
+/// A Streamable HTTP target's connection (not yet initialized): its own client with `backendTLS`,
+/// else the sending worker's pool; its header changes and credentials.
+fn streamable_http(
+    target: &Target,
+    url: &reqwest::Url,
+    uri: &::http::Uri,
+    sink: InboundSink,
+    client_token: &ClientToken,
+    max_message: usize,
+) -> http::HttpUpstream {
+    let client = match &target.tls_client {
+        Some(TlsClient::Mcp(client)) => client.clone(),
+        _ => HttpClient::shared(url.scheme() == "https"),
+    };
+    let outbound =
+        crate::policy::outbound::Outbound::new(&target.policies, url, Some(client_token.clone()));
+    http::HttpUpstream::new(uri.clone(), client, sink, outbound, max_message)
+}
+
 /// Where a target's unprompted messages go, and which target and connection they are from.
 #[derive(Clone)]
 pub struct InboundSink {
@@ -167,19 +194,14 @@ impl Upstream {
                 };
                 Transport::Stdio(stdio::StdioUpstream::attach(process, sink, max_message))
             }
-            TargetKind::Http { url, uri } => {
-                let client = match &target.tls_client {
-                    Some(TlsClient::Mcp(client)) => client.clone(),
-                    _ => HttpClient::shared(url.scheme() == "https"),
-                };
-                Transport::Http(http::HttpUpstream::new(
-                    uri.clone(),
-                    client,
-                    sink,
-                    outbound(url),
-                    max_message,
-                ))
-            }
+            TargetKind::Http { url, uri } => Transport::Http(streamable_http(
+                target,
+                url,
+                uri,
+                sink,
+                client_token,
+                max_message,
+            )),
             TargetKind::Sse { url } => {
                 let (client, connect_url) = remote(url)?;
                 Transport::Sse(
@@ -211,11 +233,8 @@ impl Upstream {
             declared: 0,
         };
         let id = upstream.next_id();
-        let request = serde_json::from_str(&format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{}}}"#,
-            init_params.get()
-        ))
-        .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
+        let request = serde_json::from_str(&initialize_request(id, init_params))
+            .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
         let payload = match upstream.request(request).await {
             Ok(payload) => payload,
             Err(e) => {
@@ -269,23 +288,11 @@ impl Upstream {
         let TargetKind::Http { url, uri } = &target.kind else {
             return None;
         };
-        let client = match &target.tls_client {
-            Some(TlsClient::Mcp(client)) => client.clone(),
-            _ => HttpClient::shared(url.scheme() == "https"),
-        };
-        let outbound = crate::policy::outbound::Outbound::new(
-            &target.policies,
-            url,
-            Some(client_token.clone()),
-        );
-        let http = http::HttpUpstream::new(uri.clone(), client, sink, outbound, max_message);
+        let http = streamable_http(target, url, uri, sink, client_token, max_message);
         // Ids well apart from the ones the replica that began the session uses for the same
         // upstream session, so the target never sees one id twice at a time.
         let first_id = u64::from(rand::random::<u32>()) << 20;
-        let init_request = format!(
-            r#"{{"jsonrpc":"2.0","id":{first_id},"method":"initialize","params":{}}}"#,
-            init_params.get()
-        );
+        let init_request = initialize_request(first_id, init_params);
         http.resume(
             ticket.session.as_deref(),
             &ticket.version,
