@@ -29,16 +29,7 @@ fn manifests() -> PathBuf {
 
 /// The venv with kubernetes-validate and PyYAML (scripts/setup.sh), unless interop tests are skipped.
 fn venv() -> Option<PathBuf> {
-    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
-        eprintln!("PORTICO_SKIP_INTEROP is set: deployment manifests not validated");
-        return None;
-    }
-    let tools = std::env::var_os("PORTICO_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/portico-tools")
-        });
-    let bin = tools.join("venv/bin");
+    let bin = interop_tools()?.join("venv/bin");
     assert!(
         bin.join("kubernetes-validate").exists(),
         "kubernetes-validate missing in {}: run scripts/setup.sh",

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const KEY: &str = "4f1c2a9e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a29180716f5e4d3c2b1a09f8e";
 const OTHER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -299,23 +299,6 @@ fn signal(gateway: &Gateway, name: &str) {
     assert!(status.success());
 }
 
-fn interop_tools() -> Option<std::path::PathBuf> {
-    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
-        eprintln!("PORTICO_SKIP_INTEROP is set: fleet test behind nginx skipped");
-        return None;
-    }
-    let tools = std::env::var_os("PORTICO_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/portico-tools")
-        });
-    assert!(
-        tools.join("venv/bin/python").exists(),
-        "interop tools missing: run scripts/setup.sh"
-    );
-    Some(tools)
-}
-
 /// nginx, round robin over `replicas`, without keep-alive to them (each request opens its own
 /// connection, so consecutive requests of one session land on different replicas).
 struct Nginx {
@@ -451,25 +434,29 @@ async fn replicas(b: &HttpFixture, c: &HttpFixture) -> (String, Vec<u16>, Vec<Ga
     (yaml, ports, gateways)
 }
 
-async fn python(tools: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fleet_client.py");
-    tokio::process::Command::new(tools.join("venv/bin/python"))
-        .arg(script)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run python")
+/// The Python SDK client calling `b_echo` through `url` until [`CallingClient::stop`].
+struct CallingClient {
+    stop: std::path::PathBuf,
+    run: tokio::task::JoinHandle<std::process::Output>,
 }
 
-fn summary(output: &std::process::Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "no summary:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+impl CallingClient {
+    fn start(tools: &std::path::Path, url: &str) -> Self {
+        let stop = std::env::temp_dir().join(format!("portico-fleet-stop-{}", free_port()));
+        let (tools, url, flag) = (tools.to_path_buf(), url.to_string(), stop.clone());
+        let run = tokio::spawn(async move {
+            fleet_client(&tools, &[&url, "until", flag.to_str().unwrap()]).await
+        });
+        Self { stop, run }
+    }
+
+    /// Ends the calls; their summary.
+    async fn stop(self) -> (Value, std::process::Output) {
+        std::fs::write(&self.stop, "").unwrap();
+        let output = self.run.await.unwrap();
+        let _ = std::fs::remove_file(&self.stop);
+        (calls_summary(&output), output)
+    }
 }
 
 /// The official Python SDK through nginx (round robin) to three replicas: a whole session whose
@@ -480,7 +467,7 @@ async fn python_sdk_session_across_three_replicas_behind_nginx() {
     let (b, c) = fixtures().await;
     let (_, ports, _gateways) = replicas(&b, &c).await;
     let nginx = Nginx::start(&ports).await;
-    let output = python(&tools, &[&nginx.url, "session"]).await;
+    let output = fleet_client(&tools, &[&nginx.url, "session"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains("fleet client: ok"),
@@ -522,20 +509,13 @@ async fn a_killed_replica_costs_at_most_the_call_it_was_serving() {
     let (b, c) = fixtures().await;
     let (_, ports, mut gateways) = replicas(&b, &c).await;
     let nginx = Nginx::start(&ports).await;
-    let url = nginx.url.clone();
-    let tools_dir = tools.clone();
-    let stop = std::env::temp_dir().join(format!("portico-fleet-stop-{}", free_port()));
-    let stop_arg = stop.to_str().unwrap().to_string();
-    let client = tokio::spawn(async move { python(&tools_dir, &[&url, "until", &stop_arg]).await });
+    let client = CallingClient::start(&tools, &nginx.url);
     wait_for_calls(&gateways).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     signal(&gateways[1], "KILL");
     let _ = gateways[1].child.wait().await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    std::fs::write(&stop, "").unwrap();
-    let output = client.await.unwrap();
-    let _ = std::fs::remove_file(&stop);
-    let summary = summary(&output);
+    let (summary, _) = client.stop().await;
     eprintln!("calls with a replica killed: {summary}");
     let failed = summary["failed"].as_array().unwrap();
     assert!(failed.len() <= 1, "{summary}");
@@ -551,11 +531,7 @@ async fn a_rolling_restart_under_load_loses_no_call() {
     let (b, c) = fixtures().await;
     let (yaml, ports, mut gateways) = replicas(&b, &c).await;
     let nginx = Nginx::start(&ports).await;
-    let url = nginx.url.clone();
-    let tools_dir = tools.clone();
-    let stop = std::env::temp_dir().join(format!("portico-fleet-stop-{}", free_port()));
-    let stop_arg = stop.to_str().unwrap().to_string();
-    let client = tokio::spawn(async move { python(&tools_dir, &[&url, "until", &stop_arg]).await });
+    let client = CallingClient::start(&tools, &nginx.url);
     wait_for_calls(&gateways).await;
     for (i, port) in ports.iter().enumerate() {
         let others: Vec<u16> = ports.iter().copied().filter(|p| p != port).collect();
@@ -578,9 +554,7 @@ async fn a_rolling_restart_under_load_loses_no_call() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    std::fs::write(&stop, "").unwrap();
-    let output = client.await.unwrap();
-    let _ = std::fs::remove_file(&stop);
+    let (summary, output) = client.stop().await;
     let upstreams = nginx.upstreams_of_posts();
     let served: Vec<(u16, usize, usize)> = ports
         .iter()
@@ -598,7 +572,6 @@ async fn a_rolling_restart_under_load_loses_no_call() {
         "a restarted replica never served the session (port, POSTs, resumed): {served:?}\n{}",
         String::from_utf8_lossy(&output.stdout),
     );
-    let summary = summary(&output);
     eprintln!("calls through a rolling restart: {summary}");
     assert_eq!(
         summary["failed"],

@@ -13,24 +13,6 @@ use std::process::Command;
 
 use common::*;
 
-fn tools() -> Option<PathBuf> {
-    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
-        eprintln!("PORTICO_SKIP_INTEROP is set: interop test skipped");
-        return None;
-    }
-    let dir = std::env::var_os("PORTICO_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/portico-tools")
-        });
-    assert!(
-        dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),
-        "interop tools missing in {}: run scripts/setup.sh (or set PORTICO_SKIP_INTEROP=1)",
-        dir.display()
-    );
-    Some(dir)
-}
-
 /// Two stdio targets: `fixture` (Portico's) and `everything` (the reference server).
 fn fixture_and_everything(tools: &std::path::Path) -> String {
     format!(
@@ -82,7 +64,7 @@ fn node(tools: &std::path::Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_client_and_server_everything_target() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let targets = fixture_and_everything(&tools);
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let script = concat!(
@@ -135,7 +117,7 @@ fn conformance(tools: &std::path::Path, url: &str) -> (BTreeSet<String>, BTreeSe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conformance_through_portico_matches_the_fixture_directly() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let fixture = HttpFixture::start(&[]).await;
     let yaml = config_with_targets(
         &http_target("fixture", &fixture.url),
@@ -169,7 +151,7 @@ async fn conformance_through_portico_matches_the_fixture_directly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_authorization_example_with_server_everything() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let everything = everything(&tools);
     let seed = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -223,7 +205,7 @@ async fn seed_authorization_example_with_server_everything() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resource_links_in_results_point_back_through_portico() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let targets = fixture_and_everything(&tools);
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
@@ -257,7 +239,7 @@ async fn resource_links_in_results_point_back_through_portico() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_server_everything() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let port = free_port();
     let mut command = tokio::process::Command::new(node(&tools));
     command
@@ -292,7 +274,7 @@ async fn legacy_sse_target_server_everything() {
 /// stream and on every POST; the server refuses anything without its token.
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_gets_its_credentials_and_headers() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let port = free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sse_server.py");
     let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
@@ -329,7 +311,7 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
 /// echoed on `sandbox-llm`.
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_llm_policies_with_server_everything() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let port = free_port();
     let mut command = tokio::process::Command::new(node(&tools));
     command
@@ -383,7 +365,7 @@ async fn seed_llm_policies_with_server_everything() {
 /// the access log records the A2A method.
 #[tokio::test(flavor = "multi_thread")]
 async fn a2a_agent_behind_a_host_backend() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let port = free_port();
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/");
     let python = tools.join("venv/bin/python");
@@ -427,7 +409,7 @@ async fn a2a_agent_behind_a_host_backend() {
 /// targets, and a sampling request answered over the same stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_legacy_sse_client() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let targets = [stdio_target("a", &[]), stdio_target("b", &[])].concat();
     let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
     let script = concat!(
@@ -453,7 +435,7 @@ async fn python_sdk_legacy_sse_client() {
 /// without `context`.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_reach_the_target_as_the_client_sent_them() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let target = format!(
         "          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
         node(&tools).display(),
@@ -521,7 +503,7 @@ async fn requests_reach_the_target_as_the_client_sent_them() {
 /// operation histograms with their attributes, sessions, and process metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = interop_tools() else { return };
     let yaml = format!(
         "config:\n  statsAddr: 127.0.0.1:0\n  readinessAddr: 127.0.0.1:0\n{}",
         config_with_targets(

@@ -144,24 +144,10 @@ fn stdio_targets_and_mixed_routes_are_config_errors() {
 /// none).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_sdk_client_works_without_a_session() {
-    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
-        return;
-    }
-    let tools = std::env::var_os("PORTICO_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/portico-tools")
-        });
+    let Some(tools) = interop_tools() else { return };
     let (gateway, _b, _c) = stateless_gateway().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fleet_client.py");
-    let output = tokio::process::Command::new(tools.join("venv/bin/python"))
-        .args([script, &gateway.url("/mcp"), "calls", "1"])
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    let output = fleet_client(&tools, &[&gateway.url("/mcp"), "calls", "1"]).await;
+    let summary = calls_summary(&output);
     assert_eq!(summary["failed"], json!([]), "{summary}");
     assert!(summary["ok"].as_u64().unwrap() > 5, "{summary}");
 }

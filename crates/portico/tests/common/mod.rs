@@ -576,3 +576,46 @@ pub async fn read_until(stream: &mut reqwest::Response, needle: &str, limit: Dur
     }
     seen
 }
+
+/// The interop tools `scripts/setup.sh` installs (Node.js packages, the Python venv), or `None` when
+/// `PORTICO_SKIP_INTEROP` is set: `$PORTICO_TOOLS`, default `~/.cache/portico-tools`.
+pub fn interop_tools() -> Option<PathBuf> {
+    if std::env::var_os("PORTICO_SKIP_INTEROP").is_some() {
+        eprintln!("PORTICO_SKIP_INTEROP is set: test skipped");
+        return None;
+    }
+    let dir = std::env::var_os("PORTICO_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/portico-tools")
+        });
+    assert!(
+        dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),
+        "interop tools missing in {}: run scripts/setup.sh (or set PORTICO_SKIP_INTEROP=1)",
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// Runs `tests/interop/fleet_client.py` (the Python SDK as a client) with `args`.
+pub async fn fleet_client(tools: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fleet_client.py");
+    Command::new(tools.join("venv/bin/python"))
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run python")
+}
+
+/// The JSON summary `fleet_client.py calls|until` prints: `{"ok": N, "failed": [...]}`.
+pub fn calls_summary(output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "no summary:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
