@@ -598,44 +598,25 @@ async fn another_replica_serves_a_session_to_its_caller_only() {
     let one = Gateway::start(&yaml).await;
     let two = Gateway::start(&yaml).await;
     let (ada, bob) = (issuer.token("ada"), issuer.token("bob"));
-    let http = reqwest::Client::new();
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let created = http
-        .post(one.url("/mcp"))
-        .header("accept", ACCEPT_BOTH)
-        .header("content-type", "application/json")
-        .bearer_auth(&ada)
-        .body(initialize.to_string())
-        .send()
-        .await
-        .unwrap();
-    let session = created.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
-    let status_as = |token: Option<&str>| {
-        let mut request = http
-            .post(two.url("/mcp"))
-            .header("accept", ACCEPT_BOTH)
-            .header("content-type", "application/json")
-            .header("mcp-session-id", &session)
-            .body(ping.clone());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move { request.send().await.unwrap().status().as_u16() }
-    };
-    assert_eq!(status_as(Some(&bob)).await, 404, "another caller");
-    assert_eq!(status_as(None).await, 404, "an anonymous caller");
+    let session = session_as(&one.url("/mcp"), &ada).await;
+    let url = two.url("/mcp");
     assert_eq!(
-        status_as(Some(&ada)).await,
+        ping_status(&url, &session, Some(&bob)).await,
+        404,
+        "another caller"
+    );
+    assert_eq!(
+        ping_status(&url, &session, None).await,
+        404,
+        "an anonymous caller"
+    );
+    assert_eq!(
+        ping_status(&url, &session, Some(&ada)).await,
         200,
         "its owner, on another replica"
     );
     assert_eq!(
-        status_as(Some(&bob)).await,
+        ping_status(&url, &session, Some(&bob)).await,
         404,
         "another caller, once resumed"
     );

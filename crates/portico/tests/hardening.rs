@@ -172,38 +172,24 @@ async fn sessions_answer_only_to_the_caller_that_made_them() {
     );
     let gateway = Gateway::start(&yaml).await;
     let (ada, bob) = (issuer.token("ada"), issuer.token("bob"));
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let http = reqwest::Client::new();
-    let created = http
-        .post(gateway.url("/mcp"))
-        .header("accept", ACCEPT_BOTH)
-        .header("content-type", "application/json")
-        .bearer_auth(&ada)
-        .body(initialize.to_string())
-        .send()
-        .await
-        .unwrap();
-    let session = created.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
-    let status_as = |token: Option<&str>| {
-        let mut request = http
-            .post(gateway.url("/mcp"))
-            .header("accept", ACCEPT_BOTH)
-            .header("content-type", "application/json")
-            .header("mcp-session-id", &session)
-            .body(ping.clone());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move { request.send().await.unwrap().status().as_u16() }
-    };
-    assert_eq!(status_as(Some(&bob)).await, 404, "another caller's session");
-    assert_eq!(status_as(None).await, 404, "an anonymous caller");
-    assert_eq!(status_as(Some(&ada)).await, 200, "its owner");
+    let url = gateway.url("/mcp");
+    let session = session_as(&url, &ada).await;
+    assert_eq!(
+        ping_status(&url, &session, Some(&bob)).await,
+        404,
+        "another caller's session"
+    );
+    assert_eq!(
+        ping_status(&url, &session, None).await,
+        404,
+        "an anonymous caller"
+    );
+    assert_eq!(
+        ping_status(&url, &session, Some(&ada)).await,
+        200,
+        "its owner"
+    );
     let stolen_delete = http
         .delete(gateway.url("/mcp"))
         .header("mcp-session-id", &session)
@@ -213,7 +199,7 @@ async fn sessions_answer_only_to_the_caller_that_made_them() {
         .unwrap();
     assert_eq!(stolen_delete.status(), 404);
     assert_eq!(
-        status_as(Some(&ada)).await,
+        ping_status(&url, &session, Some(&ada)).await,
         200,
         "not ended by another caller"
     );

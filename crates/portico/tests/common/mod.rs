@@ -619,3 +619,36 @@ pub fn calls_summary(output: &std::process::Output) -> Value {
         )
     })
 }
+
+/// Starts a session at `url` as the caller whose bearer token is `token`; its id.
+pub async fn session_as(url: &str, token: &str) -> String {
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let created = reqwest::Client::new()
+        .post(url)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .bearer_auth(token)
+        .body(initialize.to_string())
+        .send()
+        .await
+        .unwrap();
+    created.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The HTTP status of a `ping` in `session` at `url`, sent with the bearer `token` (or none).
+pub async fn ping_status(url: &str, session: &str, token: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", session)
+        .body(json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
