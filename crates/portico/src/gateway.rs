@@ -17,6 +17,8 @@ pub struct Gateway {
     /// The running config, swapped whole by a reload; a request loads it once.
     pub config: ArcSwap<Config>,
     pub sessions: Arc<Sessions>,
+    /// 2026-07-28 calls waiting for their clients' answers ([`crate::mcp::per_request`]).
+    pub parked: Arc<crate::mcp::per_request::Parked>,
     /// Open event streams of the legacy HTTP+SSE transport.
     pub legacy: crate::mcp::legacy_sse::Connections,
     /// `config.limits`: sessions, processes, connections.

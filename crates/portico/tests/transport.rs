@@ -170,7 +170,13 @@ async fn sessions_are_required_known_and_route_bound() {
     assert_eq!(refusal["error"]["data"]["requested"], "1999-01-01");
     assert_eq!(
         refusal["error"]["data"]["supported"],
-        json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+        json!([
+            "2024-11-05",
+            "2025-03-26",
+            "2025-06-18",
+            "2025-11-25",
+            "2026-07-28"
+        ])
     );
     let supported = client
         .post()
@@ -579,7 +585,7 @@ async fn a_refused_request_keeps_its_connection_when_the_body_comes_late() {
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let refusals = [
         ("/nowhere", "application/json", "2025-06-18", "404"),
-        ("/mcp", "application/json", "2026-07-28", "400"),
+        ("/mcp", "application/json", "1999-01-01", "400"),
         ("/mcp", "text/plain", "2025-06-18", "415"),
     ];
     for (path, content_type, version, status) in refusals {

@@ -19,7 +19,7 @@ use crate::mcp::respond::{
     Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header,
     json_response, refuse,
 };
-use crate::mcp::{legacy_sse, streamable_http};
+use crate::mcp::{legacy_sse, per_request, streamable_http};
 
 pub(crate) fn is_localhost(host: &str) -> bool {
     let host = match host.rsplit_once(':') {
@@ -95,7 +95,11 @@ pub(crate) async fn serve(
 
 /// The checks every request on the route passes before its transport sees it: the DNS-rebinding
 /// guard, the protocol version header, authentication. Returns the caller's claims.
-async fn admit(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Body>> {
+async fn admit(
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Value, Response<Body>> {
     let rebinding_guard = route
         .backends
         .iter()
@@ -107,20 +111,28 @@ async fn admit(route: &Route, headers: &HeaderMap) -> Result<Value, Response<Bod
             "Host is not localhost (dnsRebindingProtection)",
         ));
     }
-    if let Some(version) = header(headers, VERSION_HEADER)
+    // A POST's version is checked once its body says which revision it speaks (and its id).
+    if *method != Method::POST
+        && let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
     {
-        // The 2026-07-28 form (code, `data.supported`), which clients that negotiate read to fall
-        // back to a version both sides speak; older revisions only ask for the 400.
-        let message = format!(
-            "unsupported MCP-Protocol-Version `{version}`; supported: {}",
-            SUPPORTED_VERSIONS.join(", ")
-        );
-        let mut refusal = jsonrpc::error(Value::Null, code::UNSUPPORTED_PROTOCOL_VERSION, message);
-        refusal["error"]["data"] = json!({"supported": SUPPORTED_VERSIONS, "requested": version});
-        return Err(json_response(StatusCode::BAD_REQUEST, &refusal));
+        return Err(unsupported_version(Value::Null, version));
     }
     authenticate(route, headers).await
+}
+
+/// 400 for a request in a protocol version Portico does not speak, in the 2026-07-28 form (code,
+/// `data.supported`), which clients that negotiate read to fall back to a version both sides
+/// speak; older revisions only ask for the 400.
+pub(crate) fn unsupported_version(id: Value, version: &str) -> Response<Body> {
+    let supported = per_request::all_versions();
+    let message = format!(
+        "unsupported MCP-Protocol-Version `{version}`; supported: {}",
+        supported.join(", ")
+    );
+    let mut refusal = jsonrpc::error(id, code::UNSUPPORTED_PROTOCOL_VERSION, message);
+    refusal["error"]["data"] = json!({"supported": supported, "requested": version});
+    json_response(StatusCode::BAD_REQUEST, &refusal)
 }
 
 pub(crate) async fn dispatch(
@@ -129,7 +141,7 @@ pub(crate) async fn dispatch(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let claims = match admit(route, request.headers()).await {
+    let claims = match admit(route, request.method(), request.headers()).await {
         Ok(claims) => claims,
         Err(refused) => return after_body(request, refused).await,
     };

@@ -174,13 +174,16 @@ impl From<Value> for NotStarted {
 
 /// Where a started session is kept.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kept {
+pub(crate) enum Kept<'a> {
     /// In the session table, under the id the client gets.
     InTable,
     /// Nowhere: a stateless route's `initialize`, answered and closed.
     ForInitialize,
     /// Nowhere: the session of one request on a stateless route (not logged as an `initialize`).
     ForRequest,
+    /// In the session table under this id, which no client gets: the session of the 2026-07-28
+    /// requests of one context ([`crate::mcp::per_request`]; not logged as an `initialize`).
+    PerRequest(&'a str),
 }
 
 /// Starts a session on `route` from the client's `initialize` (either transport) and logs it:
@@ -192,7 +195,7 @@ pub(crate) async fn start_session(
     message: &Value,
     claims: &Value,
     token: Option<HeaderValue>,
-    kept: Kept,
+    kept: Kept<'_>,
 ) -> Result<(Arc<Session>, Value), NotStarted> {
     let sub = subject(claims);
     let version = negotiate_version(message["params"]["protocolVersion"].as_str());
@@ -205,7 +208,7 @@ pub(crate) async fn start_session(
         started: Instant::now(),
     };
     let log = |served: &Served, code: Option<i64>| {
-        if kept != Kept::ForRequest {
+        if matches!(kept, Kept::InTable | Kept::ForInitialize) {
             served.log(None, code);
         }
     };
@@ -240,6 +243,14 @@ pub(crate) async fn start_session(
     };
     let limits = gateway.limits.settings;
     match Mux::start(backend, message, token, quota, limits).await {
+        Ok((mux, response)) if let Kept::PerRequest(id) = kept => {
+            let owner = session::owner(claims);
+            let session =
+                gateway
+                    .sessions
+                    .insert_per_request(id, route.name.as_str().into(), owner, mux);
+            Ok((session, response))
+        }
         Ok((mux, response)) if kept != Kept::InTable => {
             let owner = session::owner(claims);
             let session = Session::transient(route.name.as_str().into(), owner, mux);
@@ -297,6 +308,9 @@ pub(crate) async fn find_session(
             "unknown or expired session; initialize a new one",
         )
     };
+    if crate::mcp::per_request::is_context_id(id) {
+        return Err(unknown());
+    }
     let owner = session::owner(claims);
     let held = || {
         let session = gateway.sessions.get(id)?;

@@ -17,6 +17,9 @@ pub mod code {
     /// The request names a protocol version the server does not speak (MCP 2026-07-28); `data`
     /// carries `supported` and `requested`.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// An HTTP header disagrees with the request body (MCP 2026-07-28: `MCP-Protocol-Version`
+    /// against `_meta`, `Mcp-Method` against `method`, `Mcp-Name` against the named item).
+    pub const HEADER_MISMATCH: i64 = -32020;
 }
 
 /// What a message is, by the fields it has.

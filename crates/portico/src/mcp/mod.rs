@@ -7,6 +7,7 @@ pub mod jsonrpc;
 pub mod legacy_sse;
 pub mod multiplex;
 pub mod params;
+pub mod per_request;
 pub mod respond;
 pub mod session;
 pub mod session_token;

@@ -66,6 +66,9 @@ pub struct Session {
     started: Instant,
     /// One request's session on a stateless route: in no table, closed when the request is done.
     transient: bool,
+    /// The session shared by 2026-07-28 requests of one context ([`crate::mcp::per_request`]): no
+    /// client holds its id, so no other replica resumes it, and it is closed (not released) when idle.
+    per_request: bool,
 }
 
 impl Session {
@@ -81,6 +84,7 @@ impl Session {
             last_active: AtomicU64::new(0),
             started: Instant::now(),
             transient: true,
+            per_request: false,
         }
     }
 
@@ -202,7 +206,18 @@ impl Sessions {
     pub fn insert(&self, mut ticket: Ticket, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
         ticket.targets = mux.target_tickets();
         let id: Arc<str> = self.keys.seal(&ticket).into();
-        self.add(id, ticket.route.into(), owner, mux)
+        self.add(id, ticket.route.into(), owner, mux, false)
+    }
+
+    /// Adds the session of a 2026-07-28 request context under `id`, an id no client is given.
+    pub fn insert_per_request(
+        &self,
+        id: &str,
+        route: Arc<str>,
+        owner: Owner,
+        mux: Arc<Mux>,
+    ) -> Arc<Session> {
+        self.add(id.into(), route, owner, mux, true)
     }
 
     /// Adds a session resumed from its `id`.
@@ -213,10 +228,17 @@ impl Sessions {
         owner: Owner,
         mux: Arc<Mux>,
     ) -> Arc<Session> {
-        self.add(id.into(), route, owner, mux)
+        self.add(id.into(), route, owner, mux, false)
     }
 
-    fn add(&self, id: Arc<str>, route: Arc<str>, owner: Owner, mux: Arc<Mux>) -> Arc<Session> {
+    fn add(
+        &self,
+        id: Arc<str>,
+        route: Arc<str>,
+        owner: Owner,
+        mux: Arc<Mux>,
+        per_request: bool,
+    ) -> Arc<Session> {
         let session = Arc::new(Session {
             tag: log_tag(&id),
             id: id.clone(),
@@ -226,6 +248,7 @@ impl Sessions {
             last_active: AtomicU64::new(self.now_ms()),
             started: Instant::now(),
             transient: false,
+            per_request,
         });
         metrics()
             .sessions_active
@@ -344,17 +367,17 @@ impl Sessions {
             .retain(|_, end| *end > now);
         for session in expired {
             tracing::info!(target: "portico::session", session = %session.tag, "session expired");
-            self.let_go(&session.mux).await;
+            self.let_go(&session).await;
         }
     }
 
     /// Ends a session in this process that the client did not end: with portable ids another
     /// replica may be serving it, so its HTTP targets' upstream sessions are kept.
-    async fn let_go(&self, mux: &Mux) {
-        if self.keys.portable {
-            mux.release().await;
+    async fn let_go(&self, session: &Session) {
+        if self.keys.portable && !session.per_request {
+            session.mux.release().await;
         } else {
-            mux.close().await;
+            session.mux.close().await;
         }
     }
 
@@ -367,7 +390,7 @@ impl Sessions {
             .drain()
             .map(|(_, s)| s)
             .collect();
-        futures::future::join_all(all.iter().map(|s| self.let_go(&s.mux))).await;
+        futures::future::join_all(all.iter().map(|s| self.let_go(s))).await;
         self.closing.close();
         self.closing.wait().await;
     }

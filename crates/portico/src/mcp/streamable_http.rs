@@ -24,15 +24,18 @@ use tokio::sync::mpsc;
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::limits::RequestSlot;
+use crate::mcp::endpoint::unsupported_version;
 use crate::mcp::handling::{
     Kept, NotStarted, Resume, find_session, handle_request, over_rate_limit, read_body,
     start_session, subject, traceparent,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
+use crate::mcp::multiplex::SUPPORTED_VERSIONS;
+use crate::mcp::per_request;
 use crate::mcp::respond::{
-    Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, accepts, after_body, empty, header,
-    json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
+    Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty,
+    header, json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -121,6 +124,19 @@ pub(crate) async fn post(
         && let Some(refused) = over_rate_limit(route)
     {
         return refused;
+    }
+    if session_header.is_none() && per_request::applies(headers, &message) {
+        let request = per_request::Request {
+            headers,
+            path,
+            peer,
+        };
+        return per_request::post(gateway, route, message, kind, request, claims).await;
+    }
+    if let Some(version) = header(headers, VERSION_HEADER)
+        && !SUPPORTED_VERSIONS.contains(&version)
+    {
+        return unsupported_version(message["id"].clone(), version);
     }
     if route.is_stateless() {
         let request = StatelessRequest {

@@ -105,6 +105,7 @@ pub fn run(
     let gateway = Arc::new(Gateway {
         config: ArcSwap::new(config.clone()),
         sessions: Sessions::new(config.settings.session_ttl, config.settings.session.keys()),
+        parked: Default::default(),
         legacy: Default::default(),
         limits: Limits::new(config.settings.limits, config.binds.len()),
         draining: CancellationToken::new(),
@@ -186,6 +187,7 @@ pub fn run(
         ));
         shutdown.await;
         drain(&gateway, &accepting).await;
+        gateway.parked.clear();
         gateway.sessions.close_all().await;
         running.cancel();
     });

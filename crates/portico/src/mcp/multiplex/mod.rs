@@ -181,10 +181,17 @@ impl Mux {
             return Err(StartError::TargetUnavailable { target, error });
         }
         mux.retry_later(failed);
-        let answered: Vec<(Arc<Target>, Arc<Upstream>)> = all
-            .iter()
+        let result = mux.initialize_result();
+        Ok((mux, jsonrpc::result(id, result)))
+    }
+
+    /// The `initialize` result of the session: the connected targets' results merged.
+    pub fn initialize_result(&self) -> Value {
+        let answered: Vec<(Arc<Target>, Arc<Upstream>)> = self
+            .live()
+            .into_iter()
             .filter_map(|t| {
-                let slot = mux.slot(*t);
+                let slot = self.slot(t);
                 Some((slot.target.load_full(), slot.upstream.load_full()?))
             })
             .collect();
@@ -199,8 +206,7 @@ impl Mux {
             .zip(&results)
             .map(|((target, _), result)| (&*target.name, result))
             .collect();
-        let result = merge::initialize_result(version, &answered);
-        Ok((mux.clone(), jsonrpc::result(id, result)))
+        merge::initialize_result(self.protocol_version, &answered)
     }
 
     fn new(
