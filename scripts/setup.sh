@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
-# (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite,
+# (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite
+# (0.1.16 for the session-based revisions, 0.2.0-alpha.12 for 2026-07-28),
 # the reference server `server-everything`, a Python venv with the official MCP and A2A SDKs,
 # Prometheus' own text parser and kubernetes-validate, and nginx (Debian package, when root).
 set -euo pipefail
@@ -8,6 +9,9 @@ set -euo pipefail
 TOOLS="${PORTICO_TOOLS:-$HOME/.cache/portico-tools}"
 NODE_VERSION=22.23.3
 CONFORMANCE_VERSION=0.1.16
+# The suite release that scores the 2026-07-28 revision (`--requirements 2026-07-28`); kept apart, as
+# its scenarios for the older revisions differ from 0.1.16's.
+CONFORMANCE_2026_VERSION=0.2.0-alpha.12
 EVERYTHING_VERSION=2026.8.31
 PYTHON_MCP_VERSION=2.3.0
 PYTHON_A2A_VERSION=1.3.0
@@ -29,6 +33,14 @@ if [ ! -f "$TOOLS/npm/.installed-$CONFORMANCE_VERSION-$EVERYTHING_VERSION" ]; th
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION")
   touch "$TOOLS/npm/.installed-$CONFORMANCE_VERSION-$EVERYTHING_VERSION"
+fi
+
+if [ ! -f "$TOOLS/conformance-2026/.installed-$CONFORMANCE_2026_VERSION" ]; then
+  echo "setup: installing @modelcontextprotocol/conformance@$CONFORMANCE_2026_VERSION (protocol revision 2026-07-28)"
+  mkdir -p "$TOOLS/conformance-2026"
+  (cd "$TOOLS/conformance-2026" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund \
+    "@modelcontextprotocol/conformance@$CONFORMANCE_2026_VERSION")
+  touch "$TOOLS/conformance-2026/.installed-$CONFORMANCE_2026_VERSION"
 fi
 
 if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import mcp" 2>/dev/null; then

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -147,6 +147,119 @@ async fn conformance_through_portico_matches_the_fixture_directly() {
         "failed through Portico: {:?}",
         through.1
     );
+}
+
+/// Per (scenario, check id): how many of its checks passed (`SUCCESS`, or `INFO` for an optional
+/// form not taken), from a run of the 2026-07-28 requirements against `url`.
+type Checks = BTreeMap<(String, String), usize>;
+
+/// Runs the scenarios the 2026-07-28 revision requires (conformance 0.2.0-alpha.12) against `url`:
+/// (passed checks, every check that did not pass, as `scenario/check: status: message`).
+fn conformance_2026(tools: &std::path::Path, url: &str) -> (Checks, Vec<String>) {
+    let suite = tools.join("conformance-2026");
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .replace("/mcp", "");
+    let out =
+        std::env::temp_dir().join(format!("portico-conformance-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let node_dir = node(tools).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        node_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(suite.join("node_modules/.bin/conformance"))
+        .args(["server", "--url", url, "--requirements", "2026-07-28", "-o"])
+        .arg(&out)
+        .env("PATH", path)
+        .current_dir(&suite)
+        .output()
+        .expect("run conformance");
+    let (mut passed, mut failed) = (Checks::new(), Vec::new());
+    for run in std::fs::read_dir(&out).expect("results") {
+        let run = run.unwrap().path();
+        let dir = run.file_name().unwrap().to_string_lossy().to_string();
+        // `server-<scenario>-<24-character timestamp>`
+        let scenario = dir
+            .strip_prefix("server-")
+            .and_then(|rest| rest.get(..rest.len().saturating_sub(25)))
+            .unwrap_or(&dir)
+            .to_string();
+        let text = std::fs::read_to_string(run.join("checks.json")).expect("checks.json");
+        let checks: Vec<serde_json::Value> = serde_json::from_str(&text).expect("checks are JSON");
+        for check in checks {
+            let id = check["id"].as_str().unwrap_or_default().to_string();
+            let status = check["status"].as_str().unwrap_or_default();
+            if matches!(status, "SUCCESS" | "INFO") {
+                *passed.entry((scenario.clone(), id)).or_default() += 1;
+            } else {
+                let message = check["errorMessage"].as_str().unwrap_or_default();
+                failed.push(format!("{scenario}/{id}: {status}: {message}"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    (passed, failed)
+}
+
+/// The checks that pass against the fixture directly but not through Portico.
+fn lost(direct: &Checks, through: &Checks) -> Vec<String> {
+    direct
+        .iter()
+        .filter(|(key, count)| through.get(*key).copied().unwrap_or_default() < **count)
+        .map(|((scenario, id), _)| format!("{scenario}/{id}"))
+        .collect()
+}
+
+/// The suite's 2026-07-28 requirements: every check the fixture passes directly (rmcp serves the
+/// revision itself) passes through Portico, which serves the revision and speaks the session-based
+/// ones to the fixture. One target, then two (the fixture and server-everything) with
+/// `prefixMode: never`, so the names the scenarios call reach the client as the fixture gives them.
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_2026_07_28_through_portico_matches_the_fixture_directly() {
+    let Some(tools) = interop_tools() else { return };
+    let fixture = HttpFixture::start(&[]).await;
+    let guard = "          dnsRebindingProtection: true\n";
+    let one = Gateway::start(&config_with_targets(
+        &http_target("fixture", &fixture.url),
+        guard,
+    ))
+    .await;
+    let everything = format!(
+        "          - name: everything\n            stdio:\n              cmd: \"{}\"\n              args: [\"{}\", \"stdio\"]\n",
+        node(&tools).display(),
+        everything(&tools)
+    );
+    let two = Gateway::start(&config_with_targets(
+        &(http_target("fixture", &fixture.url) + &everything),
+        &format!("{guard}          prefixMode: never\n"),
+    ))
+    .await;
+    let urls = [fixture.url.clone(), one.url("/mcp"), two.url("/mcp")];
+    let [direct, one_target, two_targets] =
+        tokio::task::spawn_blocking(move || urls.map(|url| conformance_2026(&tools, &url)))
+            .await
+            .unwrap();
+    let passed = |checks: &Checks| checks.values().sum::<usize>();
+    assert!(
+        passed(&direct.0) >= 100,
+        "the fixture passes most checks directly: {:?}",
+        direct.1
+    );
+    for (name, through) in [("one target", &one_target), ("two targets", &two_targets)] {
+        assert_eq!(
+            lost(&direct.0, &through.0),
+            Vec::<String>::new(),
+            "checks passing directly but not through Portico ({name}); failed through it: {:#?}",
+            through.1
+        );
+        // What the fixture cannot do (2026-only test tools), Portico cannot either; Portico adds the
+        // revision's `resultType` and cache hints that rmcp 3.11 leaves out.
+        assert!(passed(&through.0) > passed(&direct.0), "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

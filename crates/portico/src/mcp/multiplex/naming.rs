@@ -99,9 +99,47 @@ pub fn prefix_item(item: &mut Value, kind: ListKind, target: &str) {
     }
 }
 
+/// Whether `uri` is an instance of the RFC 6570 `template`: a simple `{var}` stands for one path
+/// segment's characters, a reserved (`{+var}`, `{#var}`) or path (`{/var}`) expansion for anything,
+/// a query expansion (`{?a,b}`, `{&a}`) for an optional query.
+pub fn matches_template(template: &str, uri: &str) -> bool {
+    let mut pattern = String::from("^");
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        pattern.push_str(&regex::escape(&rest[..open]));
+        let Some(close) = rest[open..].find('}') else {
+            return false;
+        };
+        let expression = &rest[open + 1..open + close];
+        pattern.push_str(match expression.chars().next() {
+            Some('+' | '#' | '/' | '.' | ';') => ".*",
+            Some('?' | '&') => r"([?&].*)?",
+            _ => "[^/?#]*",
+        });
+        rest = &rest[open + close + 1..];
+    }
+    pattern.push_str(&regex::escape(rest));
+    pattern.push('$');
+    regex::Regex::new(&pattern).is_ok_and(|re| re.is_match(uri))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_instances() {
+        let t = "test://template/{id}/data";
+        assert!(matches_template(t, "test://template/123/data"));
+        assert!(!matches_template(t, "test://template/1/2/data"));
+        assert!(!matches_template(t, "test://static-text"));
+        assert!(matches_template("file:///{+path}", "file:///a/b/c.txt"));
+        assert!(matches_template(
+            "api://items{?page,size}",
+            "api://items?page=2"
+        ));
+        assert!(matches_template("api://items{?page,size}", "api://items"));
+    }
     use serde_json::json;
 
     #[test]

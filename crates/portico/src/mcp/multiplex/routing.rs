@@ -23,11 +23,32 @@ impl Mux {
             return found.map(|t| (t, name.to_string()));
         }
         self.index_bare_names(kind).await;
-        lock(&self.bare_names)
-            .get(&key)
-            .copied()
-            .flatten()
-            .map(|t| (t, name.to_string()))
+        let listed = lock(&self.bare_names).get(&key).copied();
+        let found = match listed {
+            Some(found) => found,
+            // A resource no target lists may be an instance of a template one of them does.
+            None if kind == ListKind::Resources => self.template_owner(name).await,
+            None => None,
+        };
+        found.map(|t| (t, name.to_string()))
+    }
+
+    /// The one target with a resource template that `uri` is an instance of (`prefixMode: never`).
+    async fn template_owner(self: &Arc<Self>, uri: &str) -> Option<usize> {
+        self.index_bare_names(ListKind::ResourceTemplates).await;
+        let templates = ListKind::ResourceTemplates as u8;
+        let owners: std::collections::BTreeSet<usize> = lock(&self.bare_names)
+            .iter()
+            .filter(|((kind, template), _)| {
+                *kind == templates && naming::matches_template(template, uri)
+            })
+            .filter_map(|(_, owner)| *owner)
+            .collect();
+        let mut owners = owners.into_iter();
+        match (owners.next(), owners.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
     }
 
     /// Lists every page of `kind` from every target to learn who serves which bare name.
@@ -249,10 +270,14 @@ impl Mux {
     }
 }
 
+/// `-32602` for a name no target serves; an unknown resource's error carries its URI in `data`.
 pub(super) fn unknown(id: Value, kind: ListKind, name: &str) -> Reply {
-    Reply::error(
+    let mut error = json!({"code": code::INVALID_PARAMS, "message": format!("Unknown {}: {name}", kind.noun())});
+    if kind == ListKind::Resources {
+        error["data"] = json!({ "uri": name });
+    }
+    Reply {
         id,
-        code::INVALID_PARAMS,
-        format!("Unknown {}: {name}", kind.noun()),
-    )
+        payload: jsonrpc::Payload::Error(jsonrpc::Json::of(&error)),
+    }
 }
