@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop and conformance tests need, once, into $PORTICO_TOOLS
 # (default ~/.cache/portico-tools): Node.js 22 (from the npm registry), the MCP conformance suite
-# (0.1.16 for the session-based revisions, 0.2.0-alpha.12 for 2026-07-28),
+# (0.1.16 for the session-based revisions, 0.2.0-alpha.12 for 2026-07-28), the TypeScript SDK and the
+# MCP Inspector (the interop matrix's clients),
 # the reference server `server-everything`, a Python venv with the official MCP and A2A SDKs,
 # Prometheus' own text parser and kubernetes-validate, and nginx (Debian package, when root).
 set -euo pipefail
@@ -12,6 +13,9 @@ CONFORMANCE_VERSION=0.1.16
 # The suite release that scores the 2026-07-28 revision (`--requirements 2026-07-28`); kept apart, as
 # its scenarios for the older revisions differ from 0.1.16's.
 CONFORMANCE_2026_VERSION=0.2.0-alpha.12
+# The interop matrix's clients (tests/interop_matrix.rs).
+TYPESCRIPT_SDK_VERSION=1.32.2
+INSPECTOR_VERSION=2.12.0
 EVERYTHING_VERSION=2026.8.31
 PYTHON_MCP_VERSION=2.3.0
 PYTHON_A2A_VERSION=1.3.0
@@ -41,6 +45,14 @@ if [ ! -f "$TOOLS/conformance-2026/.installed-$CONFORMANCE_2026_VERSION" ]; then
   (cd "$TOOLS/conformance-2026" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund \
     "@modelcontextprotocol/conformance@$CONFORMANCE_2026_VERSION")
   touch "$TOOLS/conformance-2026/.installed-$CONFORMANCE_2026_VERSION"
+fi
+
+if [ ! -f "$TOOLS/interop-npm/.installed-$TYPESCRIPT_SDK_VERSION-$INSPECTOR_VERSION" ]; then
+  echo "setup: installing @modelcontextprotocol/sdk@$TYPESCRIPT_SDK_VERSION and @modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+  mkdir -p "$TOOLS/interop-npm"
+  (cd "$TOOLS/interop-npm" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund \
+    "@modelcontextprotocol/sdk@$TYPESCRIPT_SDK_VERSION" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION")
+  touch "$TOOLS/interop-npm/.installed-$TYPESCRIPT_SDK_VERSION-$INSPECTOR_VERSION"
 fi
 
 if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import mcp" 2>/dev/null; then

@@ -300,7 +300,10 @@ fn signal(gateway: &Gateway, name: &str) {
 }
 
 /// nginx, round robin over `replicas`, without keep-alive to them (each request opens its own
-/// connection, so consecutive requests of one session land on different replicas).
+/// connection, so consecutive requests of one session land on different replicas). Nor to the
+/// client: a reload closes the old worker's idle client connections, and a client that sent its next
+/// request into one at that moment got a read error (a race of nginx and the client, not of Portico;
+/// a Kubernetes Service, which forwards connections, has no such reload).
 struct Nginx {
     child: tokio::process::Child,
     url: String,
@@ -358,6 +361,7 @@ impl Nginx {
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  log_format fleet '$request_method $status $upstream_addr';\n  access_log {d}/access.log fleet;\n\
+             keepalive_timeout 0;\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
              upstream portico {{\n{servers}  }}\n\

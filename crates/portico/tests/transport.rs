@@ -670,3 +670,76 @@ async fn a_get_stream_resumes_after_its_last_event_id() {
         .collect();
     assert_eq!(ids, ["3", "4", "5", "6"], "{replayed}");
 }
+
+/// A TCP relay to `upstream` that behaves as a server with a keep-alive of `idle`: a request sent on a
+/// connection idle for longer is dropped with the connection, unanswered, as when a server closes
+/// the connection just as the request arrives. Returns the relay's address.
+async fn closing_idle_connections(upstream: String, idle: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let last = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+                let seen = last.clone();
+                let back = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        *seen.lock().unwrap() = std::time::Instant::now();
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    if last.lock().unwrap().elapsed() > idle {
+                        break;
+                    }
+                    *last.lock().unwrap() = std::time::Instant::now();
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    address.to_string()
+}
+
+/// An HTTP target whose server closes connections idle for 5 s (Node.js's and uvicorn's default):
+/// a call after a pause longer than that is not sent into the connection the server is closing
+/// (it failed with "error sending request" when idle connections were kept for 90 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_longer_than_the_targets_keep_alive_costs_no_call() {
+    let fixture = HttpFixture::start(&[]).await;
+    let upstream = fixture
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let relay = closing_idle_connections(upstream, Duration::from_secs(5)).await;
+    let yaml = config_with_targets(&http_target("remote", &format!("http://{relay}/mcp")), "");
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    assert_eq!(
+        text(&client.call("echo", json!({"message": "before"})).await),
+        "before"
+    );
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let after = client
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "after"}}),
+        )
+        .await;
+    assert_eq!(text(&after.response["result"]), "after", "{after:?}");
+}

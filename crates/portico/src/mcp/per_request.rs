@@ -350,7 +350,7 @@ async fn context_session(
     if let Some(session) = gateway.sessions.get(&id) {
         return Ok(session);
     }
-    start(
+    let session = start(
         gateway,
         route,
         &initialize,
@@ -358,7 +358,9 @@ async fn context_session(
         detached,
         Kept::PerRequest(&id),
     )
-    .await
+    .await?;
+    session.mux.listen_to_targets();
+    Ok(session)
 }
 
 async fn start(

@@ -81,6 +81,13 @@ impl Mux {
     /// legacy SSE stream), and opens each target's own.
     pub fn attach_stream(&self, stream: mpsc::Sender<downlink::Event>, last_event_id: Option<u64>) {
         self.downlink.attach(stream, last_event_id);
+        self.listen_to_targets();
+    }
+
+    /// Opens each target's own stream for messages outside requests (and those of targets
+    /// connected later). A 2026-07-28 context calls it without a stream of its own: its targets
+    /// may send their questions to the client there, and they reach the call they belong to.
+    pub fn listen_to_targets(&self) {
         self.listening.store(true, Ordering::Release);
         for t in self.live() {
             if let Some(upstream) = self.slot(t).upstream.load_full() {
