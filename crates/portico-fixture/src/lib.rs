@@ -5,6 +5,7 @@
 //! The `portico` binary embeds it as `portico fixture`.
 
 mod handler;
+pub mod petstore_v3;
 pub mod rest;
 mod sigv4;
 

@@ -1,5 +1,6 @@
 //! `--transport rest`: a small REST service (not MCP), a pet store kept in memory, with its OpenAPI
-//! document at `/openapi.json`. Portico's `openapi` targets are tested against it.
+//! document at `/openapi.json`, and the Swagger Petstore v3 API under `/api/v3`
+//! ([`crate::petstore_v3`]). Portico's `openapi` targets are tested against it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -140,6 +141,20 @@ async fn echo(headers: HeaderMap, Query(query): Query<BTreeMap<String, String>>)
     Json(json!({"headers": headers, "query": query}))
 }
 
+/// What the service received as a POST: headers, query and the body as text (a form, for tests of
+/// form bodies, which the pet store's own document does not describe).
+async fn echo_post(
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+    body: String,
+) -> Json<Value> {
+    let headers: BTreeMap<&str, &str> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    Json(json!({"headers": headers, "query": query, "body": body}))
+}
+
 /// Answers after `ms` milliseconds (for timeouts).
 async fn slow(Query(query): Query<BTreeMap<String, u64>>) -> &'static str {
     let ms = query.get("ms").copied().unwrap_or(0);
@@ -158,11 +173,12 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .route("/openapi.json", get(|| async { Json(document()) }))
         .route("/pets", get(list).post(create))
         .route("/pets/{petId}", get(get_pet).delete(delete_pet))
-        .route("/echo", get(echo))
+        .route("/echo", get(echo).post(echo_post))
         .route("/health", get(|| async { "ok" }))
         .route("/slow", get(slow))
         .fallback(unknown_path)
-        .with_state(Arc::new(Mutex::new(Store::default())));
+        .with_state(Arc::new(Mutex::new(Store::default())))
+        .nest("/api/v3", crate::petstore_v3::router());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

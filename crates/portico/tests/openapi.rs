@@ -245,3 +245,172 @@ async fn authorization_rules_apply_to_operations() {
         refused.response
     );
 }
+
+/// A target whose document says where the service is: no `host`.
+fn openapi_target_without_host(name: &str, schema: &str) -> String {
+    format!("          - name: {name}\n            openapi:\n              schema: {schema}\n")
+}
+
+/// The Swagger Petstore v3 API as its well-known document describes it (servers `/api/v3`, request
+/// bodies shared through `$ref`, path, query, array-query and header parameters), fetched from the
+/// service, which implements its pet and store operations: the document's relative server URL is
+/// resolved against the document's own URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_petstore_v3_document_through_portico() {
+    let rest = HttpFixture::start_rest().await;
+    let schema = format!("{{url: \"{}/api/v3/openapi.json\"}}", rest.url);
+    let gateway = Gateway::start(&config_with_targets(
+        &openapi_target_without_host("petstore", &schema),
+        "",
+    ))
+    .await;
+    let started = gateway.log_with("operations)").await;
+    assert!(
+        started.contains(&format!("openapi: {}/api/v3 (19 operations)", rest.url)),
+        "{started}"
+    );
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert_eq!(tools.len(), 19, "{:?}", names(&tools, "name"));
+    let add = tools.iter().find(|t| t["name"] == "addPet").unwrap();
+    let body = &add["inputSchema"]["properties"]["body"];
+    assert_eq!(body["required"], json!(["name", "photoUrls"]), "{add}");
+    assert_eq!(
+        body["properties"]["category"]["properties"]["name"]["type"], "string",
+        "$refs into the components are inlined: {add}"
+    );
+
+    let pet = json!({"id": 7, "name": "doggie", "photoUrls": [], "status": "available",
+        "tags": [{"id": 1, "name": "good"}]});
+    let added = client.call("addPet", json!({"body": pet})).await;
+    assert_eq!(added["structuredContent"]["name"], "doggie", "{added}");
+    let found = client
+        .call("getPetById", json!({"path": {"petId": 7}}))
+        .await;
+    assert_eq!(found["structuredContent"]["status"], "available", "{found}");
+    let by_status = client
+        .call(
+            "findPetsByStatus",
+            json!({"query": {"status": "available"}}),
+        )
+        .await;
+    assert!(text(&by_status).contains("doggie"), "{by_status}");
+    let by_tags = client
+        .call(
+            "findPetsByTags",
+            json!({"query": {"tags": ["other", "good"]}}),
+        )
+        .await;
+    assert!(text(&by_tags).contains("doggie"), "{by_tags}");
+    let sold = client
+        .call(
+            "updatePetWithForm",
+            json!({"path": {"petId": 7}, "query": {"status": "sold"}}),
+        )
+        .await;
+    assert_eq!(sold["structuredContent"]["status"], "sold", "{sold}");
+    let inventory = client.call("getInventory", json!({})).await;
+    assert_eq!(inventory["structuredContent"], json!({"sold": 1}));
+    let order = client
+        .call(
+            "placeOrder",
+            json!({"body": {"id": 3, "petId": 7, "quantity": 1}}),
+        )
+        .await;
+    assert_eq!(order["structuredContent"]["petId"], 7, "{order}");
+
+    let unkeyed = client
+        .call("deletePet", json!({"path": {"petId": 7}}))
+        .await;
+    assert_eq!(unkeyed["isError"], true);
+    assert!(
+        text(&unkeyed).starts_with("HTTP 400 Bad Request")
+            && text(&unkeyed).contains("missing api_key header"),
+        "a non-2xx answer is an error result with the status and the body: {unkeyed}"
+    );
+    let deleted = client
+        .call(
+            "deletePet",
+            json!({"path": {"petId": 7}, "header": {"api_key": "special-key"}}),
+        )
+        .await;
+    assert_ne!(deleted["isError"], true, "{deleted}");
+    assert_eq!(deleted["structuredContent"]["message"], "Pet deleted");
+    let gone = client
+        .call("getPetById", json!({"path": {"petId": 7}}))
+        .await;
+    assert!(
+        text(&gone).starts_with("HTTP 404 Not Found") && text(&gone).contains("Pet not found"),
+        "{gone}"
+    );
+}
+
+/// An OpenAPI 3.1 document whose server URL is built from variables and their defaults, with a
+/// 3.1 type list and an operation whose body is a form: no `host`.
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_3_1_server_variables_and_form_bodies() {
+    let rest = HttpFixture::start_rest().await;
+    let port = rest.url.rsplit(':').next().unwrap().to_string();
+    let document = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Forms", "version": "1"},
+        "servers": [{"url": "http://{address}:{port}", "variables": {
+            "address": {"default": "127.0.0.1"}, "port": {"default": port, "description": "where it runs"}}}],
+        "paths": {"/echo": {"post": {"operationId": "echoForm",
+            "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}, "nickname": {"type": ["string", "null"]}, "age": {"type": "integer"}}}}}},
+            "responses": {"200": {"description": "what the service received"}}}}}
+    });
+    let file = temp_file("forms-3.1.json", &document.to_string());
+    let schema = format!("{{file: {}}}", file.display());
+    let gateway = Gateway::start(&config_with_targets(
+        &openapi_target_without_host("forms", &schema),
+        "",
+    ))
+    .await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert_eq!(
+        tools[0]["inputSchema"]["properties"]["body"]["properties"]["nickname"]["type"],
+        json!(["string", "null"])
+    );
+    let echoed = client
+        .call("echoForm", json!({"body": {"name": "Rex & co", "age": 3}}))
+        .await;
+    let seen = &echoed["structuredContent"];
+    assert_eq!(seen["body"], "name=Rex+%26+co&age=3", "{echoed}");
+    assert_eq!(
+        seen["headers"]["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let missing = client.call("echoForm", json!({})).await;
+    assert!(
+        text(&missing).contains("missing argument `body`"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn a_relative_server_needs_a_host_or_a_document_url() {
+    let document = r#"{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "servers": [{"url": "/api"}],
+        "paths": {"/x": {"get": {"operationId": "x", "responses": {"200": {"description": "ok"}}}}}}"#;
+    let file = temp_file("relative-server.json", document);
+    let targets = openapi_target_without_host("a", &format!("{{file: {}}}", file.display()));
+    let text = validate_failure(&config_with_targets(&targets, ""));
+    assert!(
+        text.contains("mcp.targets[0].openapi.host")
+            && text.contains("`/api` is relative")
+            && text.contains("set `host`"),
+        "{text}"
+    );
+    let unset = r#"{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://{h}/"}],
+        "paths": {"/x": {"get": {"operationId": "x", "responses": {"200": {"description": "ok"}}}}}}"#;
+    let file = temp_file("variable-without-default.json", unset);
+    let targets = openapi_target_without_host("a", &format!("{{file: {}}}", file.display()));
+    let text = validate_failure(&config_with_targets(&targets, ""));
+    assert!(
+        text.contains("variable `h`, which has no `default`"),
+        "{text}"
+    );
+}

@@ -220,13 +220,15 @@ pub struct HttpTarget {
     pub host: String,
 }
 
-/// `openapi: {schema: {file | url | inline}, host}`.
+/// `openapi: {schema: {file | url | inline}, host?}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenApiTarget {
     pub schema: OpenApiSchema,
-    /// The service's base URL (`http://h:8080/api`), or `h:port` for plain HTTP.
-    pub host: String,
+    /// Where the service runs: `http://h:8080` (the document's `servers` path is appended) or
+    /// `http://h:8080/api` (the whole base URL), or `h:port` for plain HTTP. Without it, the
+    /// document's `servers` says, relative to the document's own URL.
+    pub host: Option<String>,
 }
 
 /// Where the OpenAPI document is: exactly one field.

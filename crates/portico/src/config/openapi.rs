@@ -41,8 +41,22 @@ pub struct Operation {
     /// The path template, e.g. `/pets/{petId}`.
     pub path: String,
     pub parameters: Vec<Parameter>,
-    /// `Some(required)` when the operation takes a JSON body.
-    pub body: Option<bool>,
+    /// The request body the operation takes, if any.
+    pub body: Option<RequestBody>,
+}
+
+/// An operation's request body: whether it is required and how it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBody {
+    pub required: bool,
+    pub encoding: BodyEncoding,
+}
+
+/// How the `body` argument is sent: JSON when the operation takes it, else as an HTML form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Json,
+    Form,
 }
 
 /// The tools of one document.
@@ -53,6 +67,78 @@ pub struct Api {
     /// The `tools/list` result, built and serialized once.
     pub tools: Box<serde_json::value::RawValue>,
     pub operations: HashMap<String, Operation>,
+}
+
+/// The service's base URL: the document's first `servers` entry, its `{variables}` replaced by their
+/// defaults, placed as OpenAPI 3.0 and 3.1 say. A `host` with a path is the base URL itself; a `host`
+/// without one says where the service runs, and the server URL's path (absolute or relative) is
+/// appended. Without `host`, an absolute server URL is used as it is and a relative one is resolved
+/// against the document's own URL (`document_url`, when the document was fetched from one).
+pub fn base_url(
+    document: &Value,
+    host: Option<&reqwest::Url>,
+    document_url: Option<&str>,
+) -> Result<reqwest::Url, String> {
+    let server = document["servers"]
+        .as_array()
+        .and_then(|servers| servers.first())
+        .map(server_url)
+        .transpose()?;
+    if let Some(host) = host {
+        let host_has_path = !matches!(host.path(), "" | "/");
+        let Some(server) = server.filter(|_| !host_has_path) else {
+            return Ok(host.clone());
+        };
+        let path = match reqwest::Url::parse(&server) {
+            Ok(absolute) => absolute.path().to_string(),
+            Err(_) => server,
+        };
+        return host.join(&path).map_err(|e| {
+            format!("the document's server URL `{path}` does not join `{host}`: {e}")
+        });
+    }
+    let Some(server) = server else {
+        return Err("the document has no `servers`: set `host`".into());
+    };
+    if let Ok(absolute) = reqwest::Url::parse(&server) {
+        return match absolute.scheme() {
+            "http" | "https" => Ok(absolute),
+            other => Err(format!(
+                "the document's server URL `{server}` is not HTTP (`{other}:`)"
+            )),
+        };
+    }
+    let Some(document_url) = document_url.and_then(|u| reqwest::Url::parse(u).ok()) else {
+        return Err(format!(
+            "the document's server URL `{server}` is relative, and the document has no URL to resolve it against: set `host`"
+        ));
+    };
+    document_url
+        .join(&server)
+        .map_err(|e| format!("the document's server URL `{server}` does not resolve: {e}"))
+}
+
+/// A server object's `url` with each `{variable}` replaced by its `default`.
+fn server_url(server: &Value) -> Result<String, String> {
+    let mut url = server["url"]
+        .as_str()
+        .ok_or("`servers[0]` has no `url`")?
+        .to_string();
+    while let Some(open) = url.find('{') {
+        let close = url[open..]
+            .find('}')
+            .map(|c| open + c)
+            .ok_or_else(|| format!("`servers[0].url` `{url}` has an unclosed `{{`"))?;
+        let name = &url[open + 1..close];
+        let value = server["variables"][name]["default"]
+            .as_str()
+            .ok_or_else(|| {
+                format!("`servers[0].url` names the variable `{name}`, which has no `default`")
+            })?
+            .to_string();
+        url.replace_range(open..=close, &value);
+    }
+    Ok(url)
 }
 
 /// Reads `document`; the error names what is wrong and where (`paths./pets.get`).
@@ -164,21 +250,24 @@ fn tool(
         Some(body) => {
             let required = body.get("required").and_then(Value::as_bool) == Some(true);
             let content = body.get("content").and_then(Value::as_object);
-            let json = content.and_then(|c| {
-                c.iter()
-                    .find(|(media, _)| {
-                        media.starts_with("application/json") || media.ends_with("+json")
-                    })
-                    .map(|(_, m)| m)
-            });
-            match json {
-                Some(media) => Some((
-                    required,
+            let find = |accepts: &dyn Fn(&str) -> bool| {
+                content.and_then(|c| c.iter().find(|(media, _)| accepts(media)).map(|(_, m)| m))
+            };
+            let json =
+                find(&|media| media.starts_with("application/json") || media.ends_with("+json"))
+                    .map(|media| (media, BodyEncoding::Json));
+            let form = || {
+                find(&|media| media.starts_with("application/x-www-form-urlencoded"))
+                    .map(|media| (media, BodyEncoding::Form))
+            };
+            match json.or_else(form) {
+                Some((media, encoding)) => Some((
+                    RequestBody { required, encoding },
                     refs.inline(media.get("schema").unwrap_or(&json!({})), 0),
                 )),
                 None if required => {
                     return Err(
-                        "the request body is not JSON; Portico sends JSON bodies only".into(),
+                        "the request body is neither JSON nor a form (application/x-www-form-urlencoded); Portico sends only those".into(),
                     );
                 }
                 None => None,
@@ -208,9 +297,9 @@ fn tool(
             json!({"type": "object", "properties": part, "required": required}),
         );
     }
-    if let Some((required, schema)) = &body {
+    if let Some((request_body, schema)) = &body {
         properties.insert("body".into(), schema.clone());
-        if *required {
+        if request_body.required {
             required_parts.push(Value::String("body".into()));
         }
     }
@@ -239,7 +328,7 @@ fn tool(
             method,
             path: path.to_string(),
             parameters: parameters.into_iter().map(|(p, _)| p).collect(),
-            body: body.map(|(required, _)| required),
+            body: body.map(|(body, _)| body),
         },
     ))
 }
@@ -321,6 +410,50 @@ impl Refs<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_base_url_comes_from_servers_and_host() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let relative = json!({"servers": [{"url": "/api/v3"}]});
+        let host = url("http://127.0.0.1:8080");
+        assert_eq!(
+            base_url(&relative, Some(&host), None).unwrap().as_str(),
+            "http://127.0.0.1:8080/api/v3"
+        );
+        let fetched = Some("http://docs.local:9000/specs/openapi.json");
+        assert_eq!(
+            base_url(&relative, None, fetched).unwrap().as_str(),
+            "http://docs.local:9000/api/v3"
+        );
+        let sibling = json!({"servers": [{"url": "v1"}]});
+        assert_eq!(
+            base_url(&sibling, None, fetched).unwrap().as_str(),
+            "http://docs.local:9000/specs/v1"
+        );
+        assert!(
+            base_url(&relative, None, None)
+                .unwrap_err()
+                .contains("set `host`")
+        );
+        let variables = json!({"servers": [{"url": "https://{region}.example.com:{port}/{base}",
+            "variables": {"region": {"default": "eu", "enum": ["eu", "us"]}, "port": {"default": "8443"}, "base": {"default": "v2"}}}]});
+        assert_eq!(
+            base_url(&variables, None, None).unwrap().as_str(),
+            "https://eu.example.com:8443/v2"
+        );
+        assert_eq!(
+            base_url(&variables, Some(&host), None).unwrap().as_str(),
+            "http://127.0.0.1:8080/v2"
+        );
+        let whole = url("http://127.0.0.1:8080/gateway/pets");
+        assert_eq!(base_url(&relative, Some(&whole), None).unwrap(), whole);
+        assert_eq!(base_url(&json!({}), Some(&host), None).unwrap(), host);
+        assert!(
+            base_url(&json!({}), None, None)
+                .unwrap_err()
+                .contains("no `servers`")
+        );
+    }
+
     fn petstore() -> Value {
         json!({
             "openapi": "3.0.3",
@@ -375,7 +508,13 @@ mod tests {
         );
         let op = &api.operations["createPet"];
         assert_eq!(op.method, http::Method::POST);
-        assert_eq!(op.body, Some(true));
+        assert_eq!(
+            op.body,
+            Some(RequestBody {
+                required: true,
+                encoding: BodyEncoding::Json
+            })
+        );
         assert_eq!(op.parameters[0].location, In::Query);
     }
 

@@ -276,20 +276,35 @@ pub(super) fn target_rt(
         }
     } else if let Some(openapi) = &target.openapi {
         let path = format!("{path}.openapi");
-        let host = if openapi.host.contains("://") {
-            openapi.host.clone()
-        } else {
-            format!("http://{}", openapi.host)
+        let host = match &openapi.host {
+            Some(host) if host.contains("://") => Some(host.clone()),
+            Some(host) => Some(format!("http://{host}")),
+            None => None,
         };
-        let url = http_url(r, &host, &format!("{path}.host"))?;
-        let api = match crate::config::documents::openapi_document(&openapi.schema).and_then(
-            |(field, document)| {
-                crate::config::openapi::read(&document).map_err(|e| FieldError::new(field, e))
-            },
-        ) {
+        let host = match host {
+            Some(host) => Some(http_url(r, &host, &format!("{path}.host"))?),
+            None => None,
+        };
+        let document = crate::config::documents::openapi_document(&openapi.schema);
+        let api = match document.and_then(|(field, document)| {
+            let api =
+                crate::config::openapi::read(&document).map_err(|e| FieldError::new(&field, e))?;
+            Ok((api, document))
+        }) {
             Ok(api) => api,
             Err(FieldError { field, message }) => {
                 r.error(format!("{path}.schema{field}"), message);
+                return None;
+            }
+        };
+        let (api, document) = api;
+        let document_url = openapi.schema.url.as_deref();
+        let url = match crate::config::openapi::base_url(&document, host.as_ref(), document_url) {
+            Ok(url) => url,
+            Err(message) => {
+                r.error(format!("{path}.host"), message).hint = Some(
+                    "set `host` to where the service runs, e.g. `http://127.0.0.1:8080`".into(),
+                );
                 return None;
             }
         };

@@ -186,14 +186,29 @@ impl OpenApiUpstream {
                 .map_err(|_| format!("header `{name}` cannot hold that value"))?;
             request = request.header(name, value);
         }
-        match (operation.body, arguments.get("body")) {
-            (Some(_), Some(body)) if !body.is_null() => {
-                request = request.json(body);
+        let Some(expected) = operation.body else {
+            return Ok(request);
+        };
+        match arguments.get("body").filter(|b| !b.is_null()) {
+            Some(body) if expected.encoding == spec::BodyEncoding::Form => {
+                let Some(fields) = body.as_object() else {
+                    return Err("`body` must be an object (its fields are sent as a form)".into());
+                };
+                let fields: Vec<(&str, String)> = fields
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.as_str(),
+                            scalar(value).unwrap_or_else(|| value.to_string()),
+                        )
+                    })
+                    .collect();
+                Ok(request.form(&fields))
             }
-            (Some(true), _) => return Err("missing argument `body` (required)".into()),
-            _ => {}
+            Some(body) => Ok(request.json(body)),
+            None if expected.required => Err("missing argument `body` (required)".into()),
+            None => Ok(request),
         }
-        Ok(request)
     }
 }
 
