@@ -37,7 +37,21 @@ pub fn tool_list(extra: usize) -> ListToolsResult {
 #[derive(Clone)]
 pub struct Fixture {
     options: Arc<FixtureOptions>,
+    /// The session's `logging/setLevel`, as an index into [`LOG_LEVELS`]: log messages below it are not sent.
+    log_level: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// MCP's log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
 
 /// A 1×1 transparent PNG.
 const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
@@ -249,7 +263,15 @@ fn paged_result<T: DeserializeOwned>(
 
 impl Fixture {
     pub fn new(options: Arc<FixtureOptions>) -> Self {
-        Self { options }
+        Self {
+            options,
+            log_level: Arc::default(),
+        }
+    }
+
+    fn logs(&self, level: &str) -> bool {
+        let severity = LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(0);
+        severity >= self.log_level.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn call(
@@ -280,7 +302,9 @@ impl Fixture {
                     if i > 0 {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    let _ = ctx.peer.notify_logging_message(convert(json!({"level": "info", "data": message}))?).await;
+                    if self.logs("info") {
+                        let _ = ctx.peer.notify_logging_message(convert(json!({"level": "info", "data": message}))?).await;
+                    }
                 }
                 Ok(text_result("Logging completed"))
             }
@@ -547,11 +571,18 @@ impl ServerHandler for Fixture {
         convert::<ReadResourceResult>(json!({"contents": [contents]})).map(Into::into)
     }
 
+    /// The subscribed resource "changes" 50 ms later: `notifications/resources/updated`, outside any
+    /// request.
     async fn subscribe(
         &self,
-        _: SubscribeRequestParams,
-        _: RequestContext<RoleServer>,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let updated = convert::<ResourceUpdatedNotificationParam>(json!({"uri": request.uri}))?;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = context.peer.notify_resource_updated(updated).await;
+        });
         Ok(())
     }
 
@@ -565,9 +596,16 @@ impl ServerHandler for Fixture {
 
     async fn set_level(
         &self,
-        _: SetLevelRequestParams,
+        request: SetLevelRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let level = serde_json::to_value(request.level).unwrap_or_default();
+        let severity = LOG_LEVELS
+            .iter()
+            .position(|l| Some(*l) == level.as_str())
+            .unwrap_or(0);
+        self.log_level
+            .store(severity, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -761,3 +761,46 @@ async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
         assert!(sample["value"].as_f64().unwrap() >= least, "{sample}");
     }
 }
+
+/// A target that closes its response stream mid-call and answers on the reconnection (SSE polling,
+/// SEP-1699; the Python SDK's server with an event store): Portico resumes the stream with a GET
+/// naming the last event, after the `retry:` the target asked for, and the client gets the answer on
+/// its own stream as if nothing had happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_closes_its_stream_mid_call_is_resumed() {
+    let Some(tools) = interop_tools() else { return };
+    let port = free_port();
+    let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
+    command.args([
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/py_server.py"),
+        "streamable-http",
+        &port.to_string(),
+    ]);
+    let _server = start_service(command, port).await;
+    let target = http_target("py", &format!("http://127.0.0.1:{port}/mcp"));
+    let gateway = Gateway::start(&config_with_targets(&target, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let reply = client
+        .request(
+            "tools/call",
+            serde_json::json!({"name": "test_reconnection", "arguments": {}, "_meta": {"progressToken": 1}}),
+        )
+        .await;
+    assert_eq!(
+        text(&reply.response["result"]),
+        "answered after the reconnection",
+        "{reply:?}\n{}",
+        gateway.log_text()
+    );
+    assert!(
+        reply
+            .before
+            .iter()
+            .any(|m| m["method"] == "notifications/progress"),
+        "what came before the close reached the client: {reply:?}"
+    );
+    let echoed = client
+        .call("echo", serde_json::json!({"message": "after"}))
+        .await;
+    assert_eq!(text(&echoed), "after");
+}

@@ -536,3 +536,54 @@ async fn a_targets_unprompted_message_reaches_the_clients_get_stream() {
     )
     .await;
 }
+
+/// Several targets behind one session: `resources/subscribe` reaches the target the URI names and each
+/// target's `notifications/resources/updated` reaches the client's GET stream with the URI as the
+/// client knows it; `logging/setLevel` reaches every target; a list change of any target reaches the
+/// client.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_log_levels_and_list_changes_across_targets() {
+    let targets = stdio_target("a", &[]) + &stdio_target("b", &["--list-changed-after", "500"]);
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let mut get = client.open_stream().await;
+    for target in ["b", "a"] {
+        let uri = format!("{target}+test://watched-resource");
+        let subscribed = client
+            .request("resources/subscribe", json!({"uri": uri}))
+            .await;
+        assert_eq!(subscribed.response["result"], json!({}), "{subscribed:?}");
+        let seen = read_until(&mut get, &uri, Duration::from_secs(10)).await;
+        assert!(seen.contains("notifications/resources/updated"), "{seen}");
+    }
+    let seen = read_until(
+        &mut get,
+        "notifications/tools/list_changed",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!seen.is_empty());
+
+    let logged = |reply: &Reply| {
+        reply
+            .before
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .count()
+    };
+    for (level, expected) in [("warning", 0), ("info", 3)] {
+        let set = client
+            .request("logging/setLevel", json!({"level": level}))
+            .await;
+        assert_eq!(set.response["result"], json!({}));
+        for target in ["a", "b"] {
+            let reply = client
+                .request(
+                    "tools/call",
+                    json!({"name": format!("{target}_test_tool_with_logging"), "arguments": {}}),
+                )
+                .await;
+            assert_eq!(logged(&reply), expected, "{target} at {level}: {reply:?}");
+        }
+    }
+}

@@ -20,6 +20,11 @@ pub struct Reader {
     current: Event,
     has_data: bool,
     max_event: usize,
+    /// The id of the last event the stream named (also one without data, such as a priming event):
+    /// where a reconnection resumes (`Last-Event-ID`).
+    pub last_event_id: Option<String>,
+    /// The reconnection delay the stream asked for (`retry:`, milliseconds).
+    pub retry: Option<u64>,
 }
 
 /// An event grew past the reader's limit (the stream should be dropped).
@@ -35,6 +40,8 @@ impl Reader {
             current: Event::default(),
             has_data: false,
             max_event,
+            last_event_id: None,
+            retry: None,
         }
     }
 
@@ -114,7 +121,16 @@ impl Reader {
                 self.has_data = true;
             }
             "event" => self.current.event = Some(value.to_string()),
-            "id" => self.current.id = Some(value.to_string()),
+            // An id with a NUL is ignored (the SSE standard).
+            "id" if !value.contains('\0') => {
+                self.current.id = Some(value.to_string());
+                self.last_event_id = Some(value.to_string());
+            }
+            "retry" => {
+                if let Ok(ms) = value.parse() {
+                    self.retry = Some(ms);
+                }
+            }
             _ => {}
         }
         None
@@ -144,6 +160,24 @@ pub fn event_frame(id: u64, json: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_priming_event_gives_the_id_to_resume_from_and_the_retry() {
+        let mut reader = Reader::new(1024);
+        let events = reader.feed(b"id: s1-0\nretry: 250\ndata: \n\n").unwrap();
+        assert!(events.iter().all(|e| e.data.is_empty()));
+        assert_eq!(reader.last_event_id.as_deref(), Some("s1-0"));
+        assert_eq!(reader.retry, Some(250));
+        reader
+            .feed(b"id: s1-1\ndata: {}\n\nretry: soon\n\n")
+            .unwrap();
+        assert_eq!(reader.last_event_id.as_deref(), Some("s1-1"));
+        assert_eq!(
+            reader.retry,
+            Some(250),
+            "a retry that is not a number is ignored"
+        );
+    }
 
     #[test]
     fn events_split_across_chunks_and_line_endings() {

@@ -23,6 +23,12 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const ACCEPT_EVENTS: HeaderValue = HeaderValue::from_static("text/event-stream");
+/// How long to wait before resuming a stream the target closed, when it did not say (`retry:`).
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait a target's `retry:` gets: a call is not held up longer between two polls.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Resumptions in a row that bring no event before the call fails: the target has gone away.
+const MAX_IDLE_RESUMPTIONS: u32 = 3;
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How long the target may take to take `notifications/initialized` before the messages waiting for it
 /// go ahead anyway.
@@ -251,32 +257,71 @@ impl HttpUpstream {
             )));
         }
         let mut reader = sse::Reader::new(self.max_message);
-        while let Some(chunk) = next_chunk(&mut body).await.map_err(connect_error)? {
-            let events = reader
-                .feed(&chunk)
-                .map_err(|_| UpstreamError::TooLarge(self.max_message))?;
-            for event in events {
-                match parse_event(&event) {
-                    Some(Message::Response {
-                        id: Some(answered),
-                        payload,
-                    }) if Some(answered) == id => {
-                        // The target ends the stream right after its response; reading that end lets the
-                        // connection go back to the pool instead of being closed. Usually the end has
-                        // arrived with the response: only when it has not does a task wait for it.
-                        if !matches!(next_chunk(&mut body).now_or_never(), Some(Ok(None))) {
-                            tokio::spawn(async move {
-                                while let Ok(Some(_)) = next_chunk(&mut body).await {}
-                            });
+        let mut idle_resumptions = 0;
+        loop {
+            let mut progressed = false;
+            while let Some(chunk) = next_chunk(&mut body).await.map_err(connect_error)? {
+                let events = reader
+                    .feed(&chunk)
+                    .map_err(|_| UpstreamError::TooLarge(self.max_message))?;
+                progressed |= !events.is_empty();
+                for event in events {
+                    match parse_event(&event) {
+                        Some(Message::Response {
+                            id: Some(answered),
+                            payload,
+                        }) if Some(answered) == id => {
+                            // The target ends the stream right after its response; reading that end lets
+                            // the connection go back to the pool instead of being closed. Usually the end
+                            // has arrived with the response: only when it has not does a task wait for it.
+                            if !matches!(next_chunk(&mut body).now_or_never(), Some(Ok(None))) {
+                                tokio::spawn(async move {
+                                    while let Ok(Some(_)) = next_chunk(&mut body).await {}
+                                });
+                            }
+                            return Ok(payload);
                         }
-                        return Ok(payload);
+                        Some(Message::Other(message)) => self.sink.message(message, id),
+                        Some(Message::Response { .. }) | None => {}
                     }
-                    Some(Message::Other(message)) => self.sink.message(message, id),
-                    Some(Message::Response { .. }) | None => {}
                 }
             }
+            // The stream ended before the response. A target that named an event may close its
+            // stream at will and goes on with a GET that names the last event (SSE polling,
+            // SEP-1699); one that keeps closing without sending anything has gone away.
+            let Some(last_event) = reader.last_event_id.clone() else {
+                return Err(UpstreamError::Closed);
+            };
+            idle_resumptions = if progressed { 0 } else { idle_resumptions + 1 };
+            if idle_resumptions > MAX_IDLE_RESUMPTIONS {
+                return Err(UpstreamError::Closed);
+            }
+            let wait = reader.retry.map_or(DEFAULT_RETRY, Duration::from_millis);
+            tokio::time::sleep(wait.min(MAX_RETRY)).await;
+            body = self.resume_stream(&last_event).await?;
+            reader = sse::Reader::new(self.max_message);
+            reader.last_event_id = Some(last_event);
         }
-        Err(UpstreamError::Closed)
+    }
+
+    /// The rest of a stream the target closed, from the event after `last_event`.
+    async fn resume_stream(&self, last_event: &str) -> Result<Incoming, UpstreamError> {
+        let _ready = self.ready.read().await;
+        let mut request = request(
+            Method::GET,
+            &self.uri,
+            ACCEPT_EVENTS,
+            Bytes::new(),
+            &self.session(),
+        );
+        let last_event = HeaderValue::from_str(last_event)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        request.headers_mut().insert("last-event-id", last_event);
+        let response = send(&self.client, &self.outbound, request).await?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Status(response.status().as_u16()));
+        }
+        Ok(response.into_body())
     }
 
     /// Sends `notifications/initialized` without waiting for the target's 202: the client's
