@@ -156,6 +156,15 @@ type Checks = BTreeMap<(String, String), usize>;
 /// Runs the scenarios the 2026-07-28 revision requires (conformance 0.2.0-alpha.12) against `url`:
 /// (passed checks, every check that did not pass, as `scenario/check: status: message`).
 fn conformance_2026(tools: &std::path::Path, url: &str) -> (Checks, Vec<String>) {
+    conformance_checks(tools, url, &["--requirements", "2026-07-28"])
+}
+
+/// Runs conformance 0.2.0-alpha.12 with `selection` (which scenarios) against `url`.
+fn conformance_checks(
+    tools: &std::path::Path,
+    url: &str,
+    selection: &[&str],
+) -> (Checks, Vec<String>) {
     let suite = tools.join("conformance-2026");
     let port = url
         .rsplit(':')
@@ -172,7 +181,9 @@ fn conformance_2026(tools: &std::path::Path, url: &str) -> (Checks, Vec<String>)
         std::env::var("PATH").unwrap_or_default()
     );
     Command::new(suite.join("node_modules/.bin/conformance"))
-        .args(["server", "--url", url, "--requirements", "2026-07-28", "-o"])
+        .args(["server", "--url", url])
+        .args(selection)
+        .arg("-o")
         .arg(&out)
         .env("PATH", path)
         .current_dir(&suite)
@@ -803,4 +814,31 @@ async fn a_target_that_closes_its_stream_mid_call_is_resumed() {
         .call("echo", serde_json::json!({"message": "after"}))
         .await;
     assert_eq!(text(&echoed), "after");
+
+    // The conformance suite's SSE-polling scenario: directly, the server closes the stream and the
+    // suite resumes it; through Portico the call outlasts `post_stream::STREAM_AFTER`, so its reply
+    // is a resumable stream too (priming event, retry), and the answer arrives on it.
+    let (direct, through) = (format!("http://127.0.0.1:{port}/mcp"), gateway.url("/mcp"));
+    let polling = [
+        "--scenario",
+        "server-sse-polling",
+        "--spec-version",
+        "2025-11-25",
+    ];
+    let [direct, through] = tokio::task::spawn_blocking(move || {
+        [direct, through].map(|url| conformance_checks(&tools, &url, &polling))
+    })
+    .await
+    .unwrap();
+    for (name, (passed, failed)) in [("directly", &direct), ("through Portico", &through)] {
+        for check in ["server-sse-priming-event", "server-sse-retry-field"] {
+            let key = ("server-sse-polling".to_string(), check.to_string());
+            assert_eq!(
+                passed.get(&key),
+                Some(&1),
+                "{check} {name}: {passed:?} {failed:?}"
+            );
+        }
+        assert!(failed.is_empty(), "{name}: {failed:?}");
+    }
 }

@@ -743,3 +743,93 @@ async fn a_pause_longer_than_the_targets_keep_alive_costs_no_call() {
         .await;
     assert_eq!(text(&after.response["result"]), "after", "{after:?}");
 }
+
+/// SSE blocks of `response` (`id`, `retry`, `data` fields), until `until` holds for one of them.
+async fn sse_blocks(response: &mut reqwest::Response, until: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut buffer = String::new();
+    let mut blocks = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if block.starts_with(':') {
+                continue;
+            }
+            let done = until(&block);
+            blocks.push(block);
+            if done {
+                return blocks;
+            }
+        }
+    }
+}
+
+/// A POST's reply stream starts with a priming event (an id and `retry:`, no data; the session speaks
+/// 2025-11-25), its events have ids, and a client whose connection broke resumes it with a GET naming
+/// the last event it got: the events after it, then the response; the request was not cancelled
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_reply_stream_is_resumed_from_its_last_event() {
+    let gateway = one_stdio_target("").await;
+    let mut client = Client::new(gateway.url("/mcp"));
+    let initialized = client
+        .send(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "resuming", "version": "1"}}}),
+        )
+        .await;
+    client.session = Some(
+        initialized.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    );
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": "t"}}});
+    let mut reply = client.send(call).await;
+    assert_eq!(
+        reply.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let seen = sse_blocks(&mut reply, |b| b.contains("notifications/progress")).await;
+    assert!(
+        seen[0].starts_with("id: p1-0\nretry: 1000\ndata: "),
+        "priming event first: {seen:?}"
+    );
+    let last = seen
+        .last()
+        .and_then(|b| b.lines().find_map(|l| l.strip_prefix("id: ")))
+        .unwrap()
+        .to_string();
+    assert_eq!(last, "p1-1");
+    drop(reply);
+
+    let mut resumed = client
+        .http
+        .get(&client.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().unwrap())
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let rest = sse_blocks(&mut resumed, |b| b.contains("\"id\":9")).await;
+    let progress = rest
+        .iter()
+        .filter(|b| b.contains("notifications/progress"))
+        .count();
+    assert_eq!(progress, 2, "the two progress events after p1-1: {rest:?}");
+    assert!(rest[0].starts_with("id: p1-2\n"), "{rest:?}");
+    assert!(
+        rest.last().unwrap().contains("\"result\""),
+        "the response, not a cancellation: {rest:?}"
+    );
+    assert!(!gateway.log_text().contains("request cancelled"));
+}

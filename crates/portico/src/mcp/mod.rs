@@ -8,6 +8,7 @@ pub mod legacy_sse;
 pub mod multiplex;
 pub mod params;
 pub mod per_request;
+pub mod post_stream;
 pub mod respond;
 pub mod session;
 pub mod session_token;

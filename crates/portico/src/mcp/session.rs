@@ -61,6 +61,8 @@ pub struct Session {
     pub mux: Arc<Mux>,
     /// For logs in place of the id.
     pub tag: String,
+    /// Its requests' reply streams a client can resume.
+    pub post_streams: crate::mcp::post_stream::PostStreams,
     /// Milliseconds since the table's epoch at the last request.
     last_active: AtomicU64,
     started: Instant,
@@ -81,6 +83,7 @@ impl Session {
             owner,
             mux,
             tag: "-".into(),
+            post_streams: Default::default(),
             last_active: AtomicU64::new(0),
             started: Instant::now(),
             transient: true,
@@ -241,6 +244,7 @@ impl Sessions {
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             tag: log_tag(&id),
+            post_streams: Default::default(),
             id: id.clone(),
             route,
             owner,

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -33,6 +32,7 @@ use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::per_request;
+use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
     Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty,
     header, json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
@@ -315,8 +315,9 @@ async fn initialize(
     }
 }
 
-/// Runs a client request. The reply is plain JSON when nothing else came first, else an SSE stream
-/// that carries the messages belonging to the request and ends with its response.
+/// Runs a client request. The reply is plain JSON when nothing else came first and the response came
+/// within [`post_stream::STREAM_AFTER`], else a resumable SSE stream ([`post_stream`]) that carries
+/// the messages belonging to the request and ends with its response.
 async fn run_request(
     route: &Arc<Route>,
     session: Arc<Session>,
@@ -327,8 +328,7 @@ async fn run_request(
     parent: Option<traces::Context>,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
-    // Resolves when the client drops the reply stream, i.e. goes away.
-    let client = tx.clone();
+    let streams = session.clone();
     let route = route.clone();
     let mut handling = Box::pin(async move {
         let outcome = Box::pin(handle_request(
@@ -369,20 +369,85 @@ async fn run_request(
             reply
         }
         Some(first) = rx.recv() => {
-            tokio::spawn(async move {
-                // A client that goes away mid-stream cancels the request: dropping it tells the
-                // target (see `multiplex::Call`).
-                tokio::select! {
-                    (response, _, tx) = &mut handling => {
-                        let _ = tx.send(response.to_json()).await;
-                    }
-                    _ = client.closed() => {}
-                }
-            });
-            let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-            sse_response(sse_body(futures::stream::once(async { first }).chain(rest)))
+            let stream = streams.post_streams.open(primes(&streams));
+            let client = stream.attach(0);
+            stream.push(&first);
+            let tag = streams.tag.clone();
+            tokio::spawn(pump(stream, handling, rx, tag));
+            sse_response(post_stream_body(client))
+        }
+        // A request that takes a while gets a stream the client can resume if its connection breaks.
+        _ = tokio::time::sleep(post_stream::STREAM_AFTER) => {
+            let stream = streams.post_streams.open(primes(&streams));
+            let client = stream.attach(0);
+            let tag = streams.tag.clone();
+            tokio::spawn(pump(stream, handling, rx, tag));
+            sse_response(post_stream_body(client))
         }
     }
+}
+
+/// Whether the session's reply streams start with a priming event: for clients of 2025-11-25 or later,
+/// which know an event without data (SEP-1699).
+fn primes(session: &Session) -> bool {
+    session.mux.protocol_version >= "2025-11-25"
+}
+
+/// Moves a request's messages, then its response, onto its resumable stream. A client that lost the
+/// stream has [`post_stream::RESUME_GRACE`] to resume it; after that the request is cancelled
+/// (dropping it tells the target, see `multiplex::Call`).
+async fn pump<F>(
+    stream: Arc<PostStream>,
+    mut handling: std::pin::Pin<Box<F>>,
+    mut rx: mpsc::Receiver<String>,
+    session: String,
+) where
+    F: std::future::Future<
+            Output = (
+                jsonrpc::Reply,
+                Option<Arc<crate::policy::headers::HeaderModifier>>,
+                mpsc::Sender<String>,
+            ),
+        >,
+{
+    loop {
+        let detached = stream.detached_since();
+        let deadline = detached.map(|since| since + post_stream::RESUME_GRACE);
+        tokio::select! {
+            biased;
+            (response, _, tx) = &mut handling => {
+                drop(tx);
+                while let Ok(message) = rx.try_recv() {
+                    stream.push(&message);
+                }
+                stream.push(&response.to_json());
+                stream.finish();
+                return;
+            }
+            Some(message) = rx.recv() => stream.push(&message),
+            _ = stream.client_gone(), if detached.is_none() => {}
+            _ = stream.reattached(), if detached.is_some() => {}
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                if stream.detached_since().is_some() {
+                    tracing::info!(target: "portico::access", %session, stream = stream.id(),
+                        "the client did not resume its reply stream in time; request cancelled");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The SSE body of a POST stream (frames ready), with a keep-alive comment while nothing comes.
+fn post_stream_body(frames: mpsc::Receiver<Bytes>) -> Body {
+    let frames = futures::stream::unfold(frames, |mut frames| async move {
+        let frame = tokio::select! {
+            frame = frames.recv() => frame?,
+            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(frame)), frames))
+    });
+    StreamBody::new(frames).boxed_unsync()
 }
 
 pub(crate) async fn get(
@@ -402,8 +467,12 @@ pub(crate) async fn get(
         Ok(session) => session,
         Err(refused) => return refused,
     };
-    // A client resuming its stream names the last event it received.
-    let last_event_id = header(headers, "last-event-id").and_then(|id| id.trim().parse().ok());
+    // A client resuming its stream names the last event it received: of a POST's stream, or of this one.
+    let last_event = header(headers, "last-event-id");
+    if let Some((stream, after)) = last_event.and_then(|id| session.post_streams.find(id)) {
+        return sse_response(post_stream_body(stream.attach(after)));
+    }
+    let last_event_id = last_event.and_then(|id| id.trim().parse().ok());
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
     session.mux.attach_stream(tx, last_event_id);
     let frames = futures::stream::unfold(rx, |mut rx| async move {

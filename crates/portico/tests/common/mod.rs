@@ -285,8 +285,10 @@ pub async fn read_reply(response: reqwest::Response) -> Reply {
                 .lines()
                 .filter_map(|l| l.strip_prefix("data: "))
                 .collect();
-            (!data.is_empty())
-                .then(|| serde_json::from_str(&data.join("\n")).expect("SSE data is JSON"))
+            // An event without data (the stream's priming event) carries no message.
+            let data = data.join("\n");
+            (!data.trim().is_empty())
+                .then(|| serde_json::from_str(&data).expect("SSE data is JSON"))
         })
         .collect();
     let response = messages.pop().expect("a final response");
@@ -505,7 +507,9 @@ pub async fn call_answering_on(
         buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            // An event without data (the stream's priming event) carries nothing to read.
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+            let Some(data) = data.filter(|d| !d.trim().is_empty()) else {
                 continue;
             };
             let message: Value = serde_json::from_str(data).unwrap();
