@@ -25,6 +25,8 @@ pub struct FixtureOptions {
     /// Send `notifications/tools/list_changed` this long after each session is initialized, outside
     /// any request (so it travels on the session's GET stream).
     pub list_changed_after: Option<std::time::Duration>,
+    /// Speak only the 2026-07-28 revision.
+    pub only_2026: bool,
 }
 
 /// The full tool list: the built-in tools plus `extra` generated ones.
@@ -417,6 +419,27 @@ impl Fixture {
     }
 }
 
+/// `test_sampling` in the 2026-07-28 revision: the first call asks for a sampling by
+/// `input_required`; the retry carrying the answer gets `LLM response: <the answer's text>`.
+fn sample_by_input_required(request: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
+    let request = serde_json::to_value(&request).unwrap_or_default();
+    if let Some(answer) = request["inputResponses"].get("sample") {
+        let text = answer["content"]["text"].as_str().unwrap_or_default();
+        return Ok(CallToolResponse::Complete(text_result(format!(
+            "LLM response: {text}"
+        ))));
+    }
+    let prompt = request["arguments"]["prompt"].as_str().unwrap_or_default();
+    let asked = json!({
+        "resultType": "input_required",
+        "inputRequests": {"sample": {"method": "sampling/createMessage", "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+            "maxTokens": 100}}},
+        "requestState": "asked-once"
+    });
+    convert(asked).map(CallToolResponse::InputRequired)
+}
+
 impl ServerHandler for Fixture {
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         let Some(after) = self.options.list_changed_after else {
@@ -462,8 +485,19 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if self.options.only_2026 && request.name == "test_sampling" {
+            return sample_by_input_required(request);
+        }
         let args = request.arguments.unwrap_or_default();
         self.call(&request.name, args, ctx).await.map(Into::into)
+    }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if self.options.only_2026 {
+            const ONLY: [ProtocolVersion; 1] = [ProtocolVersion::V_2026_07_28];
+            return std::borrow::Cow::Borrowed(&ONLY);
+        }
+        std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
     }
 
     async fn list_prompts(

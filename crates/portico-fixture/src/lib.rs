@@ -71,6 +71,10 @@ pub struct FixtureArgs {
     /// Wait this many milliseconds before serving, as a slow-starting server (node, python) does.
     #[arg(long, value_name = "MS")]
     pub startup_delay: Option<u64>,
+    /// Speak only the 2026-07-28 revision (`--transport http`): `server/discover`, requests with their
+    /// context in `_meta`, no `initialize` and no sessions; `test_sampling` asks by `input_required`.
+    #[arg(long)]
+    pub only_2026: bool,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
@@ -85,6 +89,7 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
         tools: handler::tool_list(cli.extra_tools),
         page_size: cli.page_size,
         list_changed_after: cli.list_changed_after.map(std::time::Duration::from_millis),
+        only_2026: cli.only_2026,
     });
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,
@@ -165,10 +170,14 @@ async fn serve_http(
 ) -> anyhow::Result<()> {
     // The default allows only loopback Hosts: the MCP DNS-rebinding defence the conformance suite checks.
     // Over TLS the fixture stands in for a remote server, which clients reach by its own name.
-    let config = match tls {
+    let mut config = match tls {
         Some(_) => StreamableHttpServerConfig::default().disable_allowed_hosts(),
         None => StreamableHttpServerConfig::default(),
     };
+    if options.only_2026 {
+        config = config.with_legacy_session_mode(false);
+        config.stateless_protocol_metadata_required = true;
+    }
     let service = StreamableHttpService::new(
         move || Ok(Fixture::new(options.clone())),
         Arc::new(LocalSessionManager::default()),

@@ -750,7 +750,8 @@ fn write_table(targets: &[Target], results: &BTreeMap<&str, Vec<Outcome>>) -> Ve
         "- Inspector CLI, steps 6–8: {INSPECTOR_CANNOT}.\n"
     ));
     doc.push_str(
-        "\nVersions: Python SDK `mcp` 2.3.0, TypeScript SDK `@modelcontextprotocol/sdk` 1.32.2, rmcp 3.11,\n\
+        "\nThe Python SDK server is `MCPServer` (FastMCP, as mcp 2.x names it), `tests/interop/py_server.py`.\n\
+         Versions: Python SDK `mcp` 2.3.0, TypeScript SDK `@modelcontextprotocol/sdk` 1.32.2, rmcp 3.11,\n\
          MCP Inspector 2.12.0, server-everything 2026.8.31. With the Python SDK in `auto` mode Portico serves\n\
          the 2026-07-28 revision and bridges it to the targets (sampling as `input_required`, see\n\
          [mcp](mcp.md#protocol-revision-2026-07-28)).\n",

@@ -387,3 +387,66 @@ async fn a_stateless_route_serves_the_revision_with_a_session_per_request() {
     let discovered = client.result("server/discover", json!({})).await;
     assert!(discovered["capabilities"]["tools"].is_object());
 }
+
+/// A target of the 2026-07-28 revision only (it answers `initialize` but keeps no session and wants
+/// every request's context in `_meta`): Portico discovers it and speaks the revision to it. A
+/// session-based client uses it beside a session-based target, and the target's `input_required`
+/// question reaches that client as a sampling request whose answer completes the call; a client of
+/// the revision gets the question as `input_required` itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_of_either_kind_use_a_target_of_the_revision_only() {
+    let modern = HttpFixture::start(&["--only-2026", "--name", "modern"]).await;
+    let targets = http_target("modern", &modern.url) + &stdio_target("classic", &[]);
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    let tools = names(&tools, "name");
+    assert!(
+        tools.contains(&"modern_echo".to_string()) && tools.contains(&"classic_echo".to_string()),
+        "{tools:?}"
+    );
+    let echoed = client.call("modern_echo", json!({"message": "hi"})).await;
+    assert_eq!(text(&echoed), "hi");
+    let read = client
+        .request(
+            "resources/read",
+            json!({"uri": "modern+test://static-text"}),
+        )
+        .await;
+    assert_eq!(
+        read.response["result"]["contents"][0]["text"],
+        "This is the content of the static text resource."
+    );
+    let answer = json!({"role": "assistant", "content": {"type": "text", "text": "Paris"},
+        "model": "m", "stopReason": "endTurn"});
+    let (asked, done) = call_answering(
+        &client,
+        "modern_test_sampling",
+        json!({"prompt": "capital?"}),
+        answer.clone(),
+    )
+    .await;
+    assert_eq!(asked["method"], "sampling/createMessage");
+    assert_eq!(
+        asked["params"]["messages"][0]["content"]["text"],
+        "capital?"
+    );
+    assert_eq!(text(&done["result"]), "LLM response: Paris", "{done}");
+
+    let mut client = Client26::new(gateway.url("/mcp"), json!({"sampling": {}}));
+    let call = json!({"name": "modern_test_sampling", "arguments": {"prompt": "capital?"}});
+    let asked = client.result("tools/call", call.clone()).await;
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    let (key, _) = asked["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let mut answered = call;
+    answered["inputResponses"] = json!({ key.clone(): answer });
+    answered["requestState"] = asked["requestState"].clone();
+    let done = client.result("tools/call", answered).await;
+    assert_eq!(text(&done), "LLM response: Paris", "{done}");
+}

@@ -51,6 +51,9 @@ pub enum UpstreamError {
     Cancelled,
     #[error("sent a message larger than {0} bytes; refused, connection dropped")]
     TooLarge(usize),
+    /// A 2026-07-28 target's question the client refused or did not answer.
+    #[error("its question to the client was not answered ({0})")]
+    Unanswered(String),
 }
 
 /// A request that could not be finished for the target (built, or given its credentials) is a failed
@@ -237,6 +240,10 @@ impl Upstream {
             .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
         let payload = match upstream.request(request).await {
             Ok(payload) => payload,
+            // A target of the 2026-07-28 revision only may refuse `initialize`.
+            Err(UpstreamError::Status(_)) if upstream.speaks_2026(init_params).await => {
+                return Ok(Arc::new(upstream));
+            }
             Err(e) => {
                 upstream.close().await;
                 return Err(e);
@@ -244,6 +251,9 @@ impl Upstream {
         };
         let (result, raw): (Value, _) = match payload {
             Payload::Result(raw) => (serde_json::from_str(raw.get()).unwrap_or_default(), raw),
+            Payload::Error(_) if upstream.speaks_2026(init_params).await => {
+                return Ok(Arc::new(upstream));
+            }
             Payload::Error(error) => {
                 upstream.close().await;
                 let reply = jsonrpc::Reply {
@@ -261,6 +271,12 @@ impl Upstream {
             .to_string();
         upstream.declared = declared(&result);
         upstream.init_result = raw;
+        // A target that keeps no session may be one of the 2026-07-28 revision that answers
+        // `initialize` but wants every request's context in `_meta`: it is asked.
+        let sessionless = matches!(&upstream.transport, Transport::Http(http) if http.session_state().0.is_none());
+        if sessionless && upstream.speaks_2026(init_params).await {
+            return Ok(Arc::new(upstream));
+        }
         if let Transport::Http(http) = &upstream.transport {
             http.set_protocol_version(&version);
             http.send_initialized();
@@ -273,6 +289,22 @@ impl Upstream {
             ))
             .await?;
         Ok(Arc::new(upstream))
+    }
+
+    /// Whether an HTTP target speaks the 2026-07-28 revision (its `server/discover` says so): from
+    /// then on it is spoken to in it, and its discovery stands for its `initialize` result.
+    async fn speaks_2026(&mut self, init_params: &RawValue) -> bool {
+        let id = self.next_id();
+        let Transport::Http(http) = &self.transport else {
+            return false;
+        };
+        let params: Value = serde_json::from_str(init_params.get()).unwrap_or_default();
+        let Ok(discovered) = http.discover(id, &params).await else {
+            return false;
+        };
+        self.declared = declared(&discovered);
+        self.init_result = jsonrpc::Json::of(&discovered);
+        true
     }
 
     /// Carries on with an HTTP target's upstream session that another replica began (`ticket`),

@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod per_request;
+
 use super::{InboundSink, UpstreamError};
 use crate::base::http_client::{self, HttpClient, next_chunk};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
@@ -53,6 +55,11 @@ pub struct HttpUpstream {
     outbound: Arc<Outbound>,
     /// Largest reply body or SSE event accepted from the target.
     max_message: usize,
+    /// Set when the target speaks the 2026-07-28 revision: no upstream session, this context in
+    /// every request's `_meta` ([`per_request`]).
+    context: arc_swap::ArcSwapOption<per_request::Context>,
+    /// Answers the client owes for a 2026-07-28 target's questions, by the id they were asked under.
+    answers: per_request::Answers,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -131,12 +138,18 @@ impl HttpUpstream {
             listen: CancellationToken::new(),
             listening: AtomicBool::new(false),
             ready: Arc::default(),
+            context: arc_swap::ArcSwapOption::empty(),
+            answers: Default::default(),
         }
     }
 
     /// Carries on an upstream session another replica began: its id and version are known, and so
     /// is the `initialize` request to replay if it has expired meanwhile.
     pub fn resume(&self, session: Option<&str>, version: &str, init_request: (Bytes, u64)) {
+        if version == per_request::REVISION {
+            self.use_context(&init_request.0);
+            return;
+        }
         let header = |text: &str| HeaderValue::from_str(text).ok();
         write(&self.session_id, session.and_then(header));
         write(&self.protocol_version, header(version));
@@ -176,6 +189,9 @@ impl HttpUpstream {
     }
 
     pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
+        if let Some(context) = self.context.load_full() {
+            return self.request_in_context(&context, request).await;
+        }
         let is_initialize = jsonrpc::method(&request) == "initialize";
         let id = request["id"].as_u64();
         let body = Bytes::from(
@@ -355,6 +371,12 @@ impl HttpUpstream {
 
     /// Sends a notification or a response; the target answers 202 with no body.
     pub async fn send(&self, message: Value) -> Result<(), UpstreamError> {
+        if self.context.load().is_some() {
+            // In the 2026-07-28 revision the client's answers go into the retried request, and a
+            // cancellation is the request's connection closing: nothing is sent on its own.
+            self.answers.deliver(message);
+            return Ok(());
+        }
         let body =
             serde_json::to_vec(&message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let response = self.post(body.into()).await?;
@@ -369,7 +391,8 @@ impl HttpUpstream {
     /// unless it is open already. Not at connect: an idle session then costs the target no stream, and
     /// Portico no pooled connection, tasks and buffers.
     pub fn open_listen_stream(&self) {
-        if self.listening.swap(true, Ordering::AcqRel) {
+        // A 2026-07-28 target has no stream outside requests (it has `subscriptions/listen`).
+        if self.context.load().is_some() || self.listening.swap(true, Ordering::AcqRel) {
             return;
         }
         let session = self.session();
