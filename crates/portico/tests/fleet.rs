@@ -281,15 +281,6 @@ fn a_malformed_key_is_a_config_error() {
     assert!(error.contains("openssl rand -hex 32"), "{error}");
 }
 
-/// A free loopback port (bound, read, released), for replicas restarted on the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn signal(gateway: &Gateway, name: &str) {
     let pid = gateway.child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")

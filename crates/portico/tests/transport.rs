@@ -367,28 +367,23 @@ async fn https_listener_serves_mcp() {
 
 /// Reads SSE events from `response` until `count` have arrived: `(event, data)` pairs.
 async fn sse_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String)> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .expect("the stream stays open");
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-            };
-            if let (Some(event), Some(data)) = (field("event"), field("data")) {
-                events.push((event, data));
-            }
+    let field = |block: &str, name: &str| {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    };
+    let seen = std::cell::Cell::new(0);
+    let blocks = sse_blocks(response, |block| {
+        if field(block, "event").is_some() && field(block, "data").is_some() {
+            seen.set(seen.get() + 1);
         }
-    }
-    events
+        seen.get() >= count
+    })
+    .await;
+    blocks
+        .iter()
+        .filter_map(|b| Some((field(b, "event")?, field(b, "data")?)))
+        .collect()
 }
 
 /// The legacy HTTP+SSE transport: the endpoint event, 202 for POSTs, replies on the stream, errors

