@@ -129,12 +129,15 @@ async fn discover_then_requests_without_a_session() {
         "portico"
     );
     assert_eq!(discovered["resultType"], "complete");
-    assert!(discovered["capabilities"]["tools"].is_object());
+    assert_eq!(
+        discovered["capabilities"]["tools"]["listChanged"], true,
+        "heard on subscriptions/listen: {discovered}"
+    );
     assert!(
-        discovered["capabilities"]["tools"]
-            .get("listChanged")
+        discovered["capabilities"]["resources"]
+            .get("subscribe")
             .is_none(),
-        "no subscription stream to hear list changes on: {discovered}"
+        "resource subscriptions are not served: {discovered}"
     );
 
     let listed = client.result("tools/list", json!({})).await;
@@ -253,7 +256,6 @@ async fn the_revisions_checks_answer_400_or_404_with_the_request_id() {
         "ping",
         "logging/setLevel",
         "resources/subscribe",
-        "subscriptions/listen",
         "no/such/method",
     ] {
         let reply = client.request(removed, json!({})).await;
@@ -386,6 +388,19 @@ async fn a_stateless_route_serves_the_revision_with_a_session_per_request() {
     assert_eq!(text(&called), "both");
     let discovered = client.result("server/discover", json!({})).await;
     assert!(discovered["capabilities"]["tools"].is_object());
+    assert!(
+        discovered["capabilities"]["tools"]
+            .get("listChanged")
+            .is_none(),
+        "a stateless route has no subscriptions/listen: {discovered}"
+    );
+    let listen = client
+        .request(
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+        )
+        .await;
+    assert_eq!(refusal(&listen).0, 404, "{listen:?}");
 }
 
 /// A target of the 2026-07-28 revision only (it answers `initialize` but keeps no session and wants
@@ -449,4 +464,72 @@ async fn clients_of_either_kind_use_a_target_of_the_revision_only() {
     answered["requestState"] = asked["requestState"].clone();
     let done = client.result("tools/call", answered).await;
     assert_eq!(text(&done), "LLM response: Paris", "{done}");
+}
+
+/// `subscriptions/listen`: the acknowledgement first (what is served), then the list changes asked
+/// for, from any of the context's targets, tagged with the subscription's id; changes not asked for
+/// are not sent. `server/discover` offers list changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listen_stream_hears_the_list_changes_it_asked_for() {
+    let targets =
+        stdio_target("quiet", &[]) + &stdio_target("changing", &["--list-changed-after", "300"]);
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client26::new(gateway.url("/mcp"), json!({}));
+    let discovered = client.result("server/discover", json!({})).await;
+    assert_eq!(discovered["capabilities"]["tools"]["listChanged"], true);
+
+    let read_for = |mut stream: reqwest::Response, window: std::time::Duration| async move {
+        let mut seen = String::new();
+        let _ = tokio::time::timeout(window, async {
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains("notifications/tools/list_changed") {
+                    return;
+                }
+            }
+        })
+        .await;
+        seen
+    };
+    let listen = |filter: Value| {
+        let mut client = Client26::new(gateway.url("/mcp"), json!({"roots": {}}));
+        async move {
+            if filter["promptsListChanged"] == true {
+                // Another context: targets (and their list change) of its own.
+                client.capabilities = json!({"elicitation": {}});
+            }
+            let id = client.next_id + 1;
+            let stream = client
+                .build("subscriptions/listen", json!({"notifications": filter}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stream.status(), 200);
+            (id, stream)
+        }
+    };
+    let (id, stream) =
+        listen(json!({"toolsListChanged": true, "resourceSubscriptions": ["x"]})).await;
+    let seen = read_for(stream, std::time::Duration::from_secs(10)).await;
+    let ack = seen
+        .find("notifications/subscriptions/acknowledged")
+        .expect(&seen);
+    let change = seen.find("notifications/tools/list_changed").expect(&seen);
+    assert!(ack < change, "{seen}");
+    assert!(
+        seen.contains(&format!("\"io.modelcontextprotocol/subscriptionId\":{id}")),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("resourceSubscriptions"),
+        "resource subscriptions are not acknowledged: {seen}"
+    );
+
+    let (_, stream) = listen(json!({"promptsListChanged": true})).await;
+    let seen = read_for(stream, std::time::Duration::from_millis(1500)).await;
+    assert!(
+        seen.contains("notifications/subscriptions/acknowledged"),
+        "{seen}"
+    );
+    assert!(!seen.contains("notifications/tools/list_changed"), "{seen}");
 }

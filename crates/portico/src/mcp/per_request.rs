@@ -110,7 +110,8 @@ pub(crate) async fn post(
         return refused;
     }
     let method = jsonrpc::method(&message);
-    if method != "server/discover" && !SERVED.contains(&method) {
+    let listens = method == "subscriptions/listen" && !route.is_stateless();
+    if method != "server/discover" && !listens && !SERVED.contains(&method) {
         let text = format!("method `{method}` not found (protocol revision {REVISION})");
         return error_response(StatusCode::NOT_FOUND, id, code::METHOD_NOT_FOUND, text);
     }
@@ -125,7 +126,15 @@ pub(crate) async fn post(
     };
     if method == "server/discover" {
         tracing::info!(target: "portico::access", route = %route.name, session = %session.tag, method, "mcp request");
-        return json_response(StatusCode::OK, &jsonrpc::result(id, discover(&session)));
+        let listens = !route.is_stateless();
+        return json_response(
+            StatusCode::OK,
+            &jsonrpc::result(id, discover(&session, listens)),
+        );
+    }
+    if listens {
+        tracing::info!(target: "portico::access", route = %route.name, session = %session.tag, method, "mcp request");
+        return listen(&session, id, &message["params"]["notifications"]);
     }
     let admitted = match request.admit(&session, claims, &id) {
         Ok(admitted) => admitted,
@@ -348,16 +357,18 @@ async fn start(
     }
 }
 
-/// The `server/discover` result: what `initialize` would answer, in the revision's form. What needs
-/// a subscription stream (list changes, resource updates) is not offered: Portico does not serve
-/// `subscriptions/listen` yet.
-fn discover(session: &Session) -> Value {
+/// The `server/discover` result: what `initialize` would answer, in the revision's form. List
+/// changes are offered when `subscriptions/listen` is (`listens`: not on a stateless route);
+/// resource subscriptions are not.
+fn discover(session: &Session, listens: bool) -> Value {
     let initialized = session.mux.initialize_result();
     let mut capabilities = initialized["capabilities"].clone();
     if let Some(capabilities) = capabilities.as_object_mut() {
         for kind in ["tools", "prompts", "resources"] {
             if let Some(capability) = capabilities.get_mut(kind).and_then(Value::as_object_mut) {
-                capability.remove("listChanged");
+                if !listens {
+                    capability.remove("listChanged");
+                }
                 capability.remove("subscribe");
             }
         }
@@ -374,6 +385,65 @@ fn discover(session: &Session) -> Value {
         result["instructions"] = instructions.clone();
     }
     result
+}
+
+/// The list changes a `subscriptions/listen` stream may ask for: (filter key, notification).
+const LIST_CHANGES: [(&str, &str); 3] = [
+    ("toolsListChanged", "notifications/tools/list_changed"),
+    ("promptsListChanged", "notifications/prompts/list_changed"),
+    (
+        "resourcesListChanged",
+        "notifications/resources/list_changed",
+    ),
+];
+const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// `subscriptions/listen`: a stream of the list changes the client asked for (`requested`), from any
+/// of the context's targets, each tagged with the subscription's id (the request's); first the
+/// acknowledgement of what is served (list changes, not resource subscriptions). The context's latest
+/// listen stream is the one that hears.
+fn listen(session: &Session, id: Value, requested: &Value) -> Response<Body> {
+    let mut accepted = Map::new();
+    for (key, _) in LIST_CHANGES {
+        if requested[key] == true {
+            accepted.insert(key.into(), json!(true));
+        }
+    }
+    let wanted: Vec<&'static str> = LIST_CHANGES
+        .iter()
+        .filter(|(key, _)| accepted.contains_key(*key))
+        .map(|(_, method)| *method)
+        .collect();
+    let ack = jsonrpc::notification(
+        "notifications/subscriptions/acknowledged",
+        json!({"notifications": accepted, "_meta": {META_SUBSCRIPTION_ID: id}}),
+    );
+    let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+    session.mux.attach_stream(tx, None);
+    let changes =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|(_, m)| (m, rx)) },
+        )
+        .filter_map(move |message| {
+            let tagged = tag_list_change(&message, &wanted, &id);
+            async move { tagged }
+        });
+    let stream = futures::stream::once(async move { ack.to_string() }).chain(changes);
+    sse_response(sse_body(stream.boxed()))
+}
+
+/// `message` tagged with the subscription `id`, if it is one of the `wanted` list changes.
+fn tag_list_change(message: &str, wanted: &[&str], id: &Value) -> Option<String> {
+    let mut message: Value = serde_json::from_str(message).ok()?;
+    if !wanted.contains(&jsonrpc::method(&message)) {
+        return None;
+    }
+    if !message["params"].is_object() {
+        message["params"] = json!({});
+    }
+    message["params"]["_meta"][META_SUBSCRIPTION_ID] = id.clone();
+    Some(message.to_string())
 }
 
 /// The code the session-based revisions give an unknown resource; 2026-07-28 uses `-32602`.
