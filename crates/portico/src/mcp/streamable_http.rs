@@ -288,6 +288,8 @@ async fn run_request(
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);
     let streams = session.clone();
+    // A stateless route's session ends with the request: there is no GET to resume a stream with.
+    let resumable = !route.is_stateless();
     let route = route.clone();
     let mut handling = Box::pin(async move {
         let outcome = Box::pin(handle_request(
@@ -328,7 +330,7 @@ async fn run_request(
             reply
         }
         Some(first) = rx.recv() => {
-            let stream = streams.post_streams.open(primes(&streams));
+            let stream = streams.post_streams.open(resumable && primes(&streams));
             let client = stream.attach(0);
             stream.push(&first);
             let tag = streams.tag.clone();
@@ -336,7 +338,7 @@ async fn run_request(
             sse_response(post_stream_body(client))
         }
         // A request that takes a while gets a stream the client can resume if its connection breaks.
-        _ = tokio::time::sleep(post_stream::STREAM_AFTER) => {
+        _ = tokio::time::sleep(post_stream::STREAM_AFTER), if resumable => {
             let stream = streams.post_streams.open(primes(&streams));
             let client = stream.attach(0);
             let tag = streams.tag.clone();
