@@ -23,9 +23,10 @@ pub const RETRY: Duration = Duration::from_secs(1);
 pub const RESUME_GRACE: Duration = Duration::from_secs(30);
 /// The streams of a session that can be resumed: the most recent ones.
 const KEPT_STREAMS: usize = 16;
-/// The events a stream keeps for resumption; past it the oldest go (a resumption from before them
-/// gets what is left).
+/// The events a stream keeps for resumption, and their bytes; past either the oldest go (a resumption
+/// from before them gets what is left). A stream answered more than [`RESUME_GRACE`] ago is let go.
 const KEPT_EVENTS: usize = 1024;
+const KEPT_BYTES: usize = 1 << 20;
 /// Events a client may be behind on its connection before it is cut off (it can resume).
 const CLIENT_CAPACITY: usize = 256;
 
@@ -43,6 +44,7 @@ pub struct PostStreams {
 impl PostStreams {
     /// A new stream of this session; `prime`: whether it starts with a priming event.
     pub fn open(&self, prime: bool) -> Arc<PostStream> {
+        let now = Instant::now();
         let stream = Arc::new(PostStream {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             prime,
@@ -50,6 +52,11 @@ impl PostStreams {
             changed: Notify::new(),
         });
         let mut recent = lock(&self.recent);
+        recent.retain(|s| {
+            lock(&s.state)
+                .answered_at
+                .is_none_or(|at| now.duration_since(at) < RESUME_GRACE)
+        });
         if recent.len() == KEPT_STREAMS {
             recent.pop_front();
         }
@@ -83,10 +90,12 @@ struct State {
     /// The number of the first kept event (events are numbered from 1; 0 is the priming event).
     first: u64,
     kept: VecDeque<Bytes>,
+    kept_bytes: usize,
     client: Option<mpsc::Sender<Bytes>>,
     /// When the client's connection went, if it has.
     detached: Option<Instant>,
     answered: bool,
+    answered_at: Option<Instant>,
 }
 
 impl State {
@@ -139,10 +148,15 @@ impl PostStream {
             state.first = 1;
         }
         let frame = self.frame(state.next_number(), message);
-        if state.kept.len() == KEPT_EVENTS {
-            state.kept.pop_front();
+        while state.kept.len() == KEPT_EVENTS
+            || (!state.kept.is_empty() && state.kept_bytes + frame.len() > KEPT_BYTES)
+        {
+            if let Some(dropped) = state.kept.pop_front() {
+                state.kept_bytes -= dropped.len();
+            }
             state.first += 1;
         }
+        state.kept_bytes += frame.len();
         state.kept.push_back(frame.clone());
         let sent = state.client.as_ref().map(|client| client.try_send(frame));
         if matches!(sent, Some(Err(_))) {
@@ -155,6 +169,7 @@ impl PostStream {
     pub fn finish(&self) {
         let mut state = lock(&self.state);
         state.answered = true;
+        state.answered_at = Some(Instant::now());
         state.client = None;
     }
 
@@ -232,5 +247,24 @@ mod tests {
             drain(&mut unprimed).is_empty(),
             "no priming event for older clients"
         );
+    }
+
+    #[test]
+    fn a_stream_keeps_a_bounded_tail() {
+        let streams = PostStreams::default();
+        let stream = streams.open(false);
+        let big = "x".repeat(600 * 1024);
+        for _ in 0..3 {
+            stream.push(&big);
+        }
+        stream.push("response");
+        stream.finish();
+        let frames = drain(&mut stream.attach(0));
+        assert_eq!(
+            frames.len(),
+            2,
+            "a MiB at most: the last big event and the response"
+        );
+        assert!(frames[0].starts_with("id: p1-3\n"), "{}", &frames[0][..20]);
     }
 }
