@@ -3,10 +3,11 @@
 //! `server/discover` instead of `initialize`, and a server's questions to the client returned as
 //! `input_required` results that the client answers by calling again.
 //!
-//! Portico bridges: its targets keep speaking the session-based revisions. The requests of one
-//! context (route, caller, credentials, client info and capabilities) share one session with the
-//! targets, kept in the session table like any other (idle expiry, limits, shutdown) under an id no
-//! client is given. When a target asks the client something during a call, the call is parked and
+//! Portico bridges: the requests of one context (route, caller, credentials, client info and
+//! capabilities) share one session with the targets, in whichever revision each target speaks (a
+//! session-based one, or this one: `upstream::http::per_request`), kept in the session table like any
+//! other (idle expiry, limits, shutdown) under an id no client is given. `subscriptions/listen` hears
+//! the list changes of the context's targets. When a target asks the client something during a call, the call is parked and
 //! the client gets `input_required` with the question; its retry, carrying `inputResponses` and the
 //! `requestState`, hands the answers to the target and resumes the same call.
 // A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
