@@ -20,7 +20,7 @@ use crate::limits::Exceeded;
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
 use crate::mcp::params;
-use crate::mcp::respond::{Body, header, over_limit, refuse};
+use crate::mcp::respond::{Body, header, json_response, over_limit, refuse};
 use crate::mcp::session::{self, Session};
 use crate::mcp::session_token::{SessionKeys, Ticket};
 use crate::policy::authz::Caller;
@@ -169,6 +169,21 @@ pub(crate) struct NotStarted {
 impl From<Value> for NotStarted {
     fn from(error: Value) -> Self {
         Self { error, over: None }
+    }
+}
+
+impl NotStarted {
+    /// The answer to the request `id` that needed the session: 503 naming the limit reached, else
+    /// the JSON-RPC error (HTTP 200).
+    pub(crate) fn into_response(self, id: &Value) -> Response<Body> {
+        match self.over {
+            Some(over) => over_limit(id.clone(), over),
+            None => {
+                let mut error = self.error;
+                error["id"] = id.clone();
+                json_response(http::StatusCode::OK, &error)
+            }
+        }
     }
 }
 

@@ -27,12 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
-use crate::mcp::handling::{Admitted, Kept, NotStarted, Post, handle_request, start_session};
+use crate::mcp::handling::{Admitted, Kept, Post, handle_request, start_session};
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::{STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::respond::{
     Body, TargetHeaders, VERSION_HEADER, empty, header, json_response, json_text_response,
-    over_limit, sse_body, sse_response,
+    sse_body, sse_response,
 };
 use crate::mcp::session::{self, Owner, Session};
 
@@ -116,9 +116,8 @@ pub(crate) async fn post(
         let text = format!("method `{method}` not found (protocol revision {REVISION})");
         return error_response(StatusCode::NOT_FOUND, id, code::METHOD_NOT_FOUND, text);
     }
-    let owner = session::owner(&claims);
     if let Some(state) = message["params"]["requestState"].as_str() {
-        return resume(gateway, route, &owner, state, &message).await;
+        return resume(gateway, route, &session::owner(&claims), state, &message).await;
     }
     let token = request.headers.get(http::header::AUTHORIZATION);
     let session = match context_session(gateway, route, &message, &claims, token).await {
@@ -141,7 +140,7 @@ pub(crate) async fn post(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    let flight = Flight::launch(route, session, message, admitted, owner);
+    let flight = Flight::launch(route, session, message, admitted);
     answer(gateway, flight, id).await
 }
 
@@ -349,13 +348,10 @@ async fn start(
     token: Option<HeaderValue>,
     kept: Kept<'_>,
 ) -> Result<Arc<Session>, Response<Body>> {
-    match start_session(gateway, route, initialize, claims, token, kept).await {
-        Ok((session, _)) => Ok(session),
-        Err(NotStarted {
-            over: Some(over), ..
-        }) => Err(over_limit(initialize["id"].clone(), over)),
-        Err(NotStarted { error, .. }) => Err(json_response(StatusCode::OK, &error)),
-    }
+    start_session(gateway, route, initialize, claims, token, kept)
+        .await
+        .map(|(session, _)| session)
+        .map_err(|not_started| not_started.into_response(&initialize["id"]))
 }
 
 /// The `server/discover` result: what `initialize` would answer, in the revision's form. List
@@ -498,8 +494,6 @@ fn severity(level: &str) -> Option<usize> {
 /// A call in progress: the task handling it, the messages it sends the client, its final response.
 struct Flight {
     session: Arc<Session>,
-    route: Arc<str>,
-    owner: Owner,
     method: String,
     /// The resource a `resources/read` names.
     uri: Value,
@@ -533,7 +527,6 @@ impl Flight {
         session: Arc<Session>,
         message: Value,
         admitted: Admitted,
-        owner: Owner,
     ) -> Self {
         let method = jsonrpc::method(&message).to_string();
         let uri = message["params"]["uri"].clone();
@@ -559,9 +552,7 @@ impl Flight {
             let _ = finished.send((outcome.response.to_json(), headers));
         });
         Self {
-            route: session.route.clone(),
             session,
-            owner,
             method,
             uri,
             messages,
@@ -699,7 +690,9 @@ async fn resume(
 ) -> Response<Body> {
     let id = message["id"].clone();
     let flight = gateway.parked.take(state).filter(|f| {
-        *f.route == *route.name && f.owner == *owner && f.method == jsonrpc::method(message)
+        *f.session.route == *route.name
+            && f.session.owner == *owner
+            && f.method == jsonrpc::method(message)
     });
     let Some(mut flight) = flight else {
         let text = "unknown or expired requestState: make the request again without it".to_string();

@@ -24,8 +24,8 @@ use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::endpoint::unsupported_version;
 use crate::mcp::handling::{
-    Admitted, Kept, NotStarted, Post, Resume, find_session, handle_request, over_rate_limit,
-    read_body, start_session,
+    Admitted, Kept, Post, Resume, find_session, handle_request, over_rate_limit, read_body,
+    start_session,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::multiplex::STREAM_CAPACITY;
@@ -34,7 +34,7 @@ use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
     Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty,
-    header, json_response, json_text_response, over_limit, refuse, sse_body, sse_response,
+    header, json_response, json_text_response, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -222,14 +222,7 @@ async fn stateless(
     let (session, result) =
         match start_session(gateway, route, &initialize, &claims, token, kept).await {
             Ok(started) => started,
-            Err(NotStarted {
-                over: Some(over), ..
-            }) => return over_limit(message["id"].clone(), over),
-            Err(NotStarted { error, .. }) => {
-                let mut error = error;
-                error["id"] = message["id"].clone();
-                return json_response(StatusCode::OK, &error);
-            }
+            Err(not_started) => return not_started.into_response(&message["id"]),
         };
     if initializing {
         return json_response(StatusCode::OK, &result);
@@ -270,10 +263,7 @@ async fn initialize(
             }
             reply
         }
-        Err(NotStarted {
-            over: Some(over), ..
-        }) => over_limit(message["id"].clone(), over),
-        Err(NotStarted { error, .. }) => json_response(StatusCode::OK, &error),
+        Err(not_started) => not_started.into_response(&message["id"]),
     }
 }
 
