@@ -94,7 +94,7 @@ struct State {
     client: Option<mpsc::Sender<Bytes>>,
     /// When the client's connection went, if it has.
     detached: Option<Instant>,
-    answered: bool,
+    /// When the response was pushed, once it has been.
     answered_at: Option<Instant>,
 }
 
@@ -135,7 +135,7 @@ impl PostStream {
             let _ = tx.try_send(frame.clone());
         }
         state.detached = None;
-        state.client = (!state.answered).then_some(tx);
+        state.client = state.answered_at.is_none().then_some(tx);
         drop(state);
         self.changed.notify_waiters();
         rx
@@ -168,7 +168,6 @@ impl PostStream {
     /// The request is answered (its response pushed): the client's stream ends after it.
     pub fn finish(&self) {
         let mut state = lock(&self.state);
-        state.answered = true;
         state.answered_at = Some(Instant::now());
         state.client = None;
     }

@@ -297,7 +297,7 @@ async fn run_request(
     });
     // Most requests finish before anything else is sent for them: those are answered in place, as JSON,
     // without a task or a stream.
-    tokio::select! {
+    let first = tokio::select! {
         biased;
         (response, target_headers, tx) = &mut handling => {
             drop(tx);
@@ -317,25 +317,19 @@ async fn run_request(
             if let Some(modifier) = target_headers {
                 reply.extensions_mut().insert(TargetHeaders(modifier));
             }
-            reply
+            return reply;
         }
-        Some(first) = rx.recv() => {
-            let stream = streams.post_streams.open(resumable && primes(&streams));
-            let client = stream.attach(0);
-            stream.push(&first);
-            let tag = streams.tag.clone();
-            tokio::spawn(pump(stream, handling, rx, tag));
-            sse_response(post_stream_body(client))
-        }
+        Some(first) = rx.recv() => Some(first),
         // A request that takes a while gets a stream the client can resume if its connection breaks.
-        _ = tokio::time::sleep(post_stream::STREAM_AFTER), if resumable => {
-            let stream = streams.post_streams.open(primes(&streams));
-            let client = stream.attach(0);
-            let tag = streams.tag.clone();
-            tokio::spawn(pump(stream, handling, rx, tag));
-            sse_response(post_stream_body(client))
-        }
+        _ = tokio::time::sleep(post_stream::STREAM_AFTER), if resumable => None,
+    };
+    let stream = streams.post_streams.open(resumable && primes(&streams));
+    let client = stream.attach(0);
+    if let Some(first) = first {
+        stream.push(&first);
     }
+    tokio::spawn(pump(stream, handling, rx, streams.tag.clone()));
+    sse_response(post_stream_body(client))
 }
 
 /// Whether the session's reply streams start with a priming event: for clients of 2025-11-25 or later,
