@@ -533,3 +533,30 @@ async fn a_listen_stream_hears_the_list_changes_it_asked_for() {
     );
     assert!(!seen.contains("notifications/tools/list_changed"), "{seen}");
 }
+
+/// A parked call waits `config.limits.pendingClientRequestTimeout` for the client's retry; after it,
+/// the `requestState` is unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_call_expires_with_the_pending_request_timeout() {
+    let yaml = config_with_targets(&stdio_target("one", &[]), "")
+        + "config:\n  limits:\n    pendingClientRequestTimeout: 300ms\n";
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client26::new(gateway.url("/mcp"), json!({"sampling": {}}));
+    let call = json!({"name": "test_sampling", "arguments": {"prompt": "late"}});
+    let asked = client.result("tools/call", call.clone()).await;
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let key = asked["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut late = call;
+    late["requestState"] = asked["requestState"].clone();
+    late["inputResponses"] = json!({key: {"role": "assistant",
+        "content": {"type": "text", "text": "too late"}, "model": "m", "stopReason": "endTurn"}});
+    let refused = client.request("tools/call", late).await;
+    assert_eq!(refused.response["error"]["code"], -32602, "{refused:?}");
+}

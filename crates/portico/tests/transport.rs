@@ -828,3 +828,33 @@ async fn a_broken_reply_stream_is_resumed_from_its_last_event() {
     );
     assert!(!gateway.log_text().contains("request cancelled"));
 }
+
+/// A reply stream nobody resumes: the call goes on for `config.limits.streamResumeGrace`, then is
+/// cancelled at the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_stream_nobody_resumes_is_cancelled_after_the_grace() {
+    let gateway = one_stdio_target("config:\n  limits:\n    streamResumeGrace: 700ms\n").await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "sleep", "arguments": {"ms": 30_000}}});
+    let mut reply = client.send(call).await;
+    assert_eq!(
+        reply.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream",
+        "a call slower than 200 ms streams"
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(100), reply.chunk()).await;
+    drop(reply);
+    let dropped = std::time::Instant::now();
+    gateway.log_with("fixture a: sleep cancelled").await;
+    let waited = dropped.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600),
+        "the call went on during the grace: cancelled after {waited:?}"
+    );
+    assert!(
+        gateway
+            .log_text()
+            .contains("did not resume its reply stream in time")
+    );
+}

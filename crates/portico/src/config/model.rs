@@ -324,6 +324,8 @@ pub struct LimitSettings {
     pub pending_client_requests_per_session: Option<usize>,
     /// How long a request a target sent to the client waits for its answer, e.g. `10m`.
     pub pending_client_request_timeout: Option<String>,
+    /// How long a request goes on after its client lost its reply stream, for it to resume, e.g. `30s`.
+    pub stream_resume_grace: Option<String>,
     pub connections_per_listener: Option<usize>,
     /// Largest message a target may send (HTTP body, SSE event, stdio line): a size like `requestBody`.
     pub upstream_response: Option<serde_json::Value>,

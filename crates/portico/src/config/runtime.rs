@@ -130,6 +130,8 @@ pub struct LimitSettings {
     pub pending_client_requests_per_session: usize,
     /// How long such a request waits for the client's answer before its target is told it expired.
     pub pending_client_request_timeout: Duration,
+    /// How long a request goes on after its client lost its reply stream, for the client to resume it.
+    pub stream_resume_grace: Duration,
     pub connections_per_listener: usize,
     /// Largest message a target may send: an HTTP reply body, an SSE event, a stdio line.
     pub upstream_response_bytes: usize,
@@ -144,6 +146,8 @@ impl Default for LimitSettings {
             pending_client_requests_per_session: 32,
             // Long enough for a person to answer an elicitation.
             pending_client_request_timeout: Duration::from_secs(10 * 60),
+            // Several of a client's reconnection attempts (`retry: 1000`).
+            stream_resume_grace: Duration::from_secs(30),
             connections_per_listener: 10_000,
             upstream_response_bytes: 16 * 1024 * 1024,
         }

@@ -3,7 +3,8 @@
 //! may take an event without data for a broken message). Every event has an id (`p<stream>-<n>`) and is
 //! kept until the request is answered and a while after. A client whose connection broke resumes with
 //! a GET that names the last event it received, and gets the events after it, then the rest live. A
-//! request whose client does not come back within [`RESUME_GRACE`] is cancelled: its target is told.
+//! request whose client does not come back within `config.limits.streamResumeGrace` is cancelled: its
+//! target is told.
 //! The streams live in the replica that serves the request.
 
 use std::collections::VecDeque;
@@ -19,14 +20,13 @@ use tokio::time::Instant;
 pub const STREAM_AFTER: Duration = Duration::from_millis(200);
 /// How long a client waits before it reconnects a broken stream (`retry:` of the priming event).
 pub const RETRY: Duration = Duration::from_secs(1);
-/// How long a request goes on after its client lost the stream, for the client to resume it.
-pub const RESUME_GRACE: Duration = Duration::from_secs(30);
 /// The streams of a session that can be resumed: the most recent ones.
 const KEPT_STREAMS: usize = 16;
 /// The events a stream keeps for resumption, and their bytes; past either the oldest go (a resumption
-/// from before them gets what is left). A stream answered more than [`RESUME_GRACE`] ago is let go.
+/// from before them gets what is left). A stream answered more than [`KEPT_AFTER_ANSWER`] ago is let go.
 const KEPT_EVENTS: usize = 1024;
 const KEPT_BYTES: usize = 1 << 20;
+const KEPT_AFTER_ANSWER: Duration = Duration::from_secs(30);
 /// Events a client may be behind on its connection before it is cut off (it can resume).
 const CLIENT_CAPACITY: usize = 256;
 
@@ -55,7 +55,7 @@ impl PostStreams {
         recent.retain(|s| {
             lock(&s.state)
                 .answered_at
-                .is_none_or(|at| now.duration_since(at) < RESUME_GRACE)
+                .is_none_or(|at| now.duration_since(at) < KEPT_AFTER_ANSWER)
         });
         if recent.len() == KEPT_STREAMS {
             recent.pop_front();

@@ -328,7 +328,7 @@ async fn run_request(
     if let Some(first) = first {
         stream.push(&first);
     }
-    tokio::spawn(pump(stream, handling, rx, streams.tag.clone()));
+    tokio::spawn(pump(stream, handling, rx, streams));
     sse_response(post_stream_body(client))
 }
 
@@ -339,13 +339,13 @@ fn primes(session: &Session) -> bool {
 }
 
 /// Moves a request's messages, then its response, onto its resumable stream. A client that lost the
-/// stream has [`post_stream::RESUME_GRACE`] to resume it; after that the request is cancelled
+/// stream has `config.limits.streamResumeGrace` to resume it; after that the request is cancelled
 /// (dropping it tells the target, see `multiplex::Call`).
 async fn pump<F>(
     stream: Arc<PostStream>,
     mut handling: std::pin::Pin<Box<F>>,
     mut rx: mpsc::Receiver<String>,
-    session: String,
+    session: Arc<Session>,
 ) where
     F: std::future::Future<
             Output = (
@@ -355,9 +355,10 @@ async fn pump<F>(
             ),
         >,
 {
+    let grace = session.mux.stream_resume_grace();
     loop {
         let detached = stream.detached_since();
-        let deadline = detached.map(|since| since + post_stream::RESUME_GRACE);
+        let deadline = detached.map(|since| since + grace);
         tokio::select! {
             biased;
             (response, _, tx) = &mut handling => {
@@ -374,7 +375,7 @@ async fn pump<F>(
             _ = stream.reattached(), if detached.is_some() => {}
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 if stream.detached_since().is_some() {
-                    tracing::info!(target: "portico::access", %session, stream = stream.id(),
+                    tracing::info!(target: "portico::access", session = %session.tag, stream = stream.id(),
                         "the client did not resume its reply stream in time; request cancelled");
                     return;
                 }

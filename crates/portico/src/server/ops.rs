@@ -141,6 +141,7 @@ fn config_dump(config: &crate::config::Config) -> serde_json::Value {
                 "requestsInFlightPerSession": limits.requests_in_flight_per_session,
                 "pendingClientRequestsPerSession": limits.pending_client_requests_per_session,
                 "pendingClientRequestTimeout": format!("{:?}", limits.pending_client_request_timeout),
+                "streamResumeGrace": format!("{:?}", limits.stream_resume_grace),
                 "connectionsPerListener": limits.connections_per_listener,
                 "upstreamResponse": limits.upstream_response_bytes,
             },

@@ -96,6 +96,11 @@ pub(super) fn settings(r: &mut Resolver, config: &model::Settings) -> Settings {
     if let Some(timeout) = duration_setting(r, pending_timeout, path) {
         limits.pending_client_request_timeout = timeout;
     }
+    let grace = &config.limits.stream_resume_grace;
+    let path = "config.limits.streamResumeGrace";
+    if let Some(grace) = duration_setting(r, grace, path) {
+        limits.stream_resume_grace = grace;
+    }
     settings
 }
 

@@ -320,6 +320,11 @@ impl Mux {
         self.backend.load().name.clone()
     }
 
+    /// How long a request goes on after its client lost its reply stream (`config.limits.streamResumeGrace`).
+    pub fn stream_resume_grace(&self) -> std::time::Duration {
+        self.limits.stream_resume_grace
+    }
+
     /// Whether any target forwards the client's own token (`backendAuth: passthrough`).
     pub fn passes_token_through(&self) -> bool {
         self.backend.load().targets.iter().any(|target| {
