@@ -488,6 +488,11 @@ impl ServerHandler for Fixture {
         if self.options.only_2026 && request.name == "test_sampling" {
             return sample_by_input_required(request);
         }
+        if self.options.only_2026 && request.name == "ask_forever" {
+            let asked = json!({"resultType": "input_required", "inputRequests": {"again": {
+                "method": "roots/list", "params": {}}}});
+            return convert(asked).map(CallToolResponse::InputRequired);
+        }
         let args = request.arguments.unwrap_or_default();
         self.call(&request.name, args, ctx).await.map(Into::into)
     }

@@ -72,7 +72,8 @@ pub struct FixtureArgs {
     #[arg(long, value_name = "MS")]
     pub startup_delay: Option<u64>,
     /// Speak only the 2026-07-28 revision (`--transport http`): `server/discover`, requests with their
-    /// context in `_meta`, no `initialize` and no sessions; `test_sampling` asks by `input_required`.
+    /// context in `_meta`, no `initialize` and no sessions; `test_sampling` asks by `input_required`,
+    /// and `ask_forever` (not listed) asks again whatever the answer.
     #[arg(long)]
     pub only_2026: bool,
 }

@@ -560,3 +560,29 @@ async fn a_parked_call_expires_with_the_pending_request_timeout() {
     let refused = client.request("tools/call", late).await;
     assert_eq!(refused.response["error"]["code"], -32602, "{refused:?}");
 }
+
+/// A target of the revision that keeps asking: Portico puts its questions to the client for 10
+/// rounds, then fails the call instead of looping.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_keeps_asking_is_given_up_on_after_ten_rounds() {
+    let modern = HttpFixture::start(&["--only-2026"]).await;
+    let targets = http_target("modern", &modern.url) + &stdio_target("classic", &[]);
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let (asked, done) = call_answering(
+        &client,
+        "modern_ask_forever",
+        json!({}),
+        json!({"roots": []}),
+    )
+    .await;
+    assert_eq!(asked["method"], "roots/list");
+    assert_eq!(done["error"]["code"], -32603, "{done}");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked for input more than 10 times"),
+        "{done}"
+    );
+}
