@@ -858,3 +858,43 @@ async fn a_reply_stream_nobody_resumes_is_cancelled_after_the_grace() {
             .contains("did not resume its reply stream in time")
     );
 }
+
+/// A reply large enough to be sent in parts (the envelope's head, the target's payload as it came,
+/// the closing brace) arrives whole, as one JSON body with its `Content-Length`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_reply_arrives_whole_with_its_length() {
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let targets = format!(
+        "{}{}",
+        stdio_target("local", &[]),
+        http_target("remote", &fixture.url)
+    );
+    let gateway = Gateway::start(&config_with_targets(&targets, "")).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let message: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for target in ["local", "remote"] {
+        let id = client.next_id();
+        let reply = client
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": format!("{target}_echo"), "arguments": {"message": message}}}))
+            .await;
+        assert_eq!(reply.status(), 200);
+        assert_eq!(
+            reply.headers()["content-type"],
+            "application/json",
+            "{target}"
+        );
+        let length: usize = reply.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = reply.bytes().await.unwrap();
+        assert_eq!(body.len(), length, "{target}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], id, "{target}");
+        assert_eq!(text(&body["result"]), message, "{target}");
+    }
+}

@@ -96,6 +96,15 @@ pub enum Payload {
     Error(Json),
 }
 
+impl Payload {
+    /// The result or the error object.
+    pub fn json(&self) -> &Json {
+        match self {
+            Payload::Result(json) | Payload::Error(json) => json,
+        }
+    }
+}
+
 /// JSON text known to be valid: validated when it was read from a target, or written by the gateway
 /// from valid parts (a merged list), which is not validated again.
 #[derive(Debug, Clone)]
@@ -185,20 +194,35 @@ impl Reply {
 
     /// The whole response, serialized.
     pub fn to_json(&self) -> String {
-        let (key, payload) = match &self.payload {
-            Payload::Result(result) => ("result", result.get()),
-            Payload::Error(error) => ("error", error.get()),
-        };
-        let id = self.id.to_string();
-        let mut json = String::with_capacity(payload.len() + id.len() + 32);
-        json.push_str(r#"{"jsonrpc":"2.0","id":"#);
-        json.push_str(&id);
-        json.push_str(",\"");
-        json.push_str(key);
-        json.push_str("\":");
+        let payload = self.payload.json().get();
+        let mut json = String::with_capacity(payload.len() + 64);
+        self.write_head(&mut json);
         json.push_str(payload);
         json.push('}');
         json
+    }
+
+    /// The response as three parts: the text before the payload, the payload, the closing brace;
+    /// a large payload is sent as it is rather than copied once more.
+    pub fn into_parts(self) -> (String, Box<str>, &'static str) {
+        let mut head = String::with_capacity(64);
+        self.write_head(&mut head);
+        let payload = match self.payload {
+            Payload::Result(json) | Payload::Error(json) => json.0,
+        };
+        (head, payload, "}")
+    }
+
+    fn write_head(&self, out: &mut String) {
+        let key = match &self.payload {
+            Payload::Result(_) => "result",
+            Payload::Error(_) => "error",
+        };
+        out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        out.push_str(&self.id.to_string());
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
     }
 }
 

@@ -3,8 +3,11 @@
 // A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
 #![allow(clippy::result_large_err)]
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +40,52 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
+}
+
+/// A reply's payload from which it is sent in parts rather than copied into one buffer.
+const SENT_IN_PARTS_FROM: usize = 16 * 1024;
+
+/// `reply` as a `200` JSON answer; a large payload (a merged list) goes out as it is, between the
+/// envelope's head and its closing brace, in one vectored write.
+pub(crate) fn json_reply(reply: jsonrpc::Reply) -> Response<Body> {
+    if reply.payload.json().get().len() < SENT_IN_PARTS_FROM {
+        return json_text_response(StatusCode::OK, reply.to_json());
+    }
+    let (head, payload, tail) = reply.into_parts();
+    let parts = Parts(VecDeque::from([
+        Bytes::from(head),
+        Bytes::from(payload.into_boxed_bytes()),
+        Bytes::from_static(tail.as_bytes()),
+    ]));
+    let mut response = Response::new(parts.boxed_unsync());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A body of a few buffers, each sent as it is (hyper writes them with one vectored write), with
+/// its length known so that it goes out with a `Content-Length`.
+struct Parts(VecDeque<Bytes>);
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|part| part.len() as u64).sum())
+    }
 }
 
 pub(crate) fn json_response(status: StatusCode, message: &Value) -> Response<Body> {

@@ -34,7 +34,7 @@ use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
     Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty,
-    header, json_response, json_text_response, refuse, sse_body, sse_response,
+    header, json_reply, json_response, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -306,7 +306,7 @@ async fn run_request(
                 messages.push(message);
             }
             if messages.is_empty() {
-                let mut reply = json_text_response(StatusCode::OK, response.to_json());
+                let mut reply = json_reply(response);
                 if let Some(modifier) = target_headers {
                     reply.extensions_mut().insert(TargetHeaders(modifier));
                 }

@@ -1,7 +1,9 @@
 //! List results read shallowly: the items stay raw JSON, and only the field that names an item is
 //! parsed, prefixed and written back. Merging hundreds of tools costs copies, not JSON trees.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -16,20 +18,21 @@ pub struct Page<'a> {
     pub next_cursor: Option<String>,
 }
 
-/// One listed item: its JSON text (validated when its page was read), its name field found at most
-/// once, when something needs it.
+/// One listed item: its JSON text (validated when its page was read), and its name field: found
+/// while the page was scanned, or at most once later, when something needs it.
 pub struct Item<'a> {
     pub text: &'a str,
-    name: Option<NameField>,
+    found: Option<scan::Found>,
+    name: Option<NameField<'a>>,
 }
 
 /// Where an item's name is.
-enum NameField {
-    /// The value of the one top-level name field (a JSON string): its bytes in the item's text, and
-    /// the name it decodes to.
-    At(std::ops::Range<usize>, String),
+enum NameField<'a> {
+    /// The value of the one top-level name field (a JSON string): its bytes in the item's text,
+    /// quotes included, and the name they decode to (borrowed unless it has escapes).
+    At(Range<usize>, Cow<'a, str>),
     /// Several top-level name fields: every one is rewritten, and the first one counts.
-    Repeated(String),
+    Repeated(Cow<'a, str>),
     /// No name field, not a string, or not an object.
     Missing,
 }
@@ -75,14 +78,20 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 impl<'a> Item<'a> {
     pub fn new(text: &'a str) -> Self {
-        Self { text, name: None }
+        Self {
+            text,
+            found: None,
+            name: None,
+        }
     }
 
-    /// Finds the top-level name field in one pass over the item, other values skipped unparsed.
-    fn name_field(&mut self, kind: ListKind) -> &NameField {
+    /// Finds the top-level name field (unless the page's scan found it), other values skipped
+    /// unparsed.
+    fn name_field(&mut self, kind: ListKind) -> &NameField<'a> {
         let raw = self.text;
+        let found = self.found.take();
         self.name.get_or_insert_with(|| {
-            let found = match scan::field(raw, kind.name_field()) {
+            let found = match found.unwrap_or_else(|| scan::field(raw, kind.name_field())) {
                 scan::Found::Field(span, count) => Some((span, count)),
                 scan::Found::None => None,
                 // A key with escapes: serde compares it decoded.
@@ -101,7 +110,7 @@ impl<'a> Item<'a> {
             let Some((span, count)) = found else {
                 return NameField::Missing;
             };
-            let Ok(name) = serde_json::from_str::<String>(&raw[span.clone()]) else {
+            let Some(name) = decode_string(&raw[span.clone()]) else {
                 return NameField::Missing;
             };
             if count > 1 {
@@ -123,11 +132,14 @@ impl<'a> Item<'a> {
     pub fn write_prefixed(&mut self, out: &mut String, kind: ListKind, target: &str) {
         let raw = self.text;
         match self.name_field(kind) {
-            NameField::At(span, name) => {
-                let name = naming::join(target, kind.separator(), name);
-                out.push_str(&raw[..span.start]);
-                push_json_string(out, &name);
-                out.push_str(&raw[span.end..]);
+            NameField::At(span, _) => {
+                // The name's JSON text after its opening quote is the same whether or not it is
+                // prefixed: only the prefix is written.
+                let after_quote = span.start + 1;
+                out.push_str(&raw[..after_quote]);
+                push_json_content(out, target);
+                out.push(kind.separator());
+                out.push_str(&raw[after_quote..]);
             }
             NameField::Repeated(name) => {
                 let name = naming::join(target, kind.separator(), name);
@@ -160,6 +172,16 @@ impl<'a> Item<'a> {
     }
 }
 
+/// The string a JSON string's text decodes to: borrowed unless it has escapes; `None` for another
+/// kind of value.
+fn decode_string(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
 /// Reads the items and the cursor of a list result, in one pass over its text.
 pub fn read_page(result: &Json, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
     if let Some(page) = scan_page(result.get(), kind) {
@@ -175,27 +197,35 @@ pub fn read_page(result: &Json, kind: ListKind) -> Result<Page<'_>, serde_json::
 /// escapes, a repeated field, items that are not an array, a cursor that is not a string), which
 /// serde then reads.
 fn scan_page(text: &str, kind: ListKind) -> Option<Page<'_>> {
+    let bytes = text.as_bytes();
+    let mut object = scan::Object::at(bytes, 0)?;
     let (mut items, mut cursor) = (None, None);
-    for field in scan::Fields::of(text)? {
-        let (key, value) = field?;
-        let slot = if key == kind.result_key().as_bytes() {
-            &mut items
+    while let Some(key) = object.key() {
+        let key = key?;
+        if key == kind.result_key().as_bytes() {
+            let (elements, end) =
+                scan::elements(bytes, object.value_start(), kind.name_field().as_bytes())?;
+            object.after_value(end);
+            if items.replace(elements).is_some() {
+                return None;
+            }
         } else if key == b"nextCursor" {
-            &mut cursor
+            if cursor.replace(object.skip_value()).is_some() {
+                return None;
+            }
         } else {
-            continue;
-        };
-        if slot.replace(value).is_some() {
-            return None;
+            object.skip_value();
         }
     }
-    let items = match items {
-        Some(span) => scan::elements(text, span)?
-            .into_iter()
-            .map(|element| Item::new(&text[element]))
-            .collect(),
-        None => Vec::new(),
-    };
+    let items = items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|element| Item {
+            text: &text[element.span.clone()],
+            found: Some(element.found.relative_to(element.span.start)),
+            name: None,
+        })
+        .collect();
     let next_cursor = match cursor {
         Some(span) => serde_json::from_str::<Option<String>>(&text[span]).ok()?,
         None => None,
@@ -302,7 +332,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 }
 
 /// Scans of JSON text that `serde_json` has already validated (a target's result is read as a
-/// `RawValue`): no second validation, just the structure, a few instructions per byte.
+/// `RawValue`): no second validation, just the structure, each byte looked at once.
 mod scan {
     use std::ops::Range;
 
@@ -315,91 +345,145 @@ mod scan {
         Unsure,
     }
 
-    /// Where the top-level field `name` of `object` is.
-    pub fn field(object: &str, name: &str) -> Found {
-        let Some(fields) = Fields::of(object) else {
-            return Found::None;
-        };
-        let mut found: Option<(Range<usize>, usize)> = None;
-        for field in fields {
-            let Some((key, value)) = field else {
-                return Found::Unsure;
-            };
-            if key == name.as_bytes() {
-                found = Some(match found {
-                    None => (value, 1),
-                    Some((first, count)) => (first, count + 1),
-                });
+    impl Found {
+        /// The same place, counted from `start` instead of the text's beginning.
+        pub fn relative_to(self, start: usize) -> Self {
+            match self {
+                Found::Field(span, count) => {
+                    Found::Field(span.start - start..span.end - start, count)
+                }
+                other => other,
             }
         }
-        match found {
-            Some((span, count)) => Found::Field(span, count),
+    }
+
+    /// Where the top-level field `name` of `object` is.
+    pub fn field(object: &str, name: &str) -> Found {
+        match Object::at(object.as_bytes(), 0) {
+            Some(object) => object.find(name.as_bytes()).1,
             None => Found::None,
         }
     }
 
-    /// The top-level fields of an object: each key's bytes and its value's place; `None` for a key
-    /// with escapes.
-    pub struct Fields<'a> {
+    /// A walk over an object's top-level fields: each key, then its value skipped or read by the
+    /// caller.
+    pub struct Object<'a> {
         bytes: &'a [u8],
         at: usize,
         done: bool,
     }
 
-    impl<'a> Fields<'a> {
-        /// `None` if `text` is not an object.
-        pub fn of(text: &'a str) -> Option<Self> {
-            let bytes = text.as_bytes();
-            let at = skip_space(bytes, 0);
+    impl<'a> Object<'a> {
+        /// The object at `at` (after any whitespace); `None` if there is none.
+        pub fn at(bytes: &'a [u8], at: usize) -> Option<Self> {
+            let at = skip_space(bytes, at);
             (bytes.get(at) == Some(&b'{')).then_some(Self {
                 bytes,
                 at: at + 1,
                 done: false,
             })
         }
-    }
 
-    impl<'a> Iterator for Fields<'a> {
-        type Item = Option<(&'a [u8], Range<usize>)>;
-
-        fn next(&mut self) -> Option<Self::Item> {
+        /// The next key, leaving the walk at its value: `None` after the last field (the walk is
+        /// then past the closing brace), `Some(None)` for a key with escapes.
+        pub fn key(&mut self) -> Option<Option<&'a [u8]>> {
             let bytes = self.bytes;
             let at = skip_space(bytes, self.at);
             if self.done || bytes.get(at) != Some(&b'"') {
+                if !self.done {
+                    self.at = (at + 1).min(bytes.len());
+                }
                 self.done = true;
                 return None;
             }
             let key_end = string_end(bytes, at);
             let key = bytes.get(at + 1..key_end - 1).unwrap_or_default();
-            // `:`
-            let value_start = skip_space(bytes, skip_space(bytes, key_end) + 1);
-            let value_end = value_end(bytes, value_start);
-            let after = skip_space(bytes, value_end);
-            match bytes.get(after) {
-                Some(b',') => self.at = after + 1,
-                _ => self.done = true,
+            // Past the `:`.
+            self.at = skip_space(bytes, skip_space(bytes, key_end) + 1);
+            Some((!key.contains(&b'\\')).then_some(key))
+        }
+
+        /// Where the value the walk is at starts.
+        pub fn value_start(&self) -> usize {
+            self.at
+        }
+
+        /// Skips the value the walk is at; its place.
+        pub fn skip_value(&mut self) -> Range<usize> {
+            let start = self.at;
+            let end = value_end(self.bytes, start);
+            self.after_value(end);
+            start..end
+        }
+
+        /// Goes on after a value the caller read, which ended at `end`.
+        pub fn after_value(&mut self, end: usize) {
+            let after = skip_space(self.bytes, end);
+            self.at = match self.bytes.get(after) {
+                Some(b',') => after + 1,
+                _ => after,
+            };
+        }
+
+        /// Walks the whole object for the top-level field `name`: where the object ends, and
+        /// where the field is.
+        pub fn find(mut self, name: &[u8]) -> (usize, Found) {
+            let (mut found, mut unsure): (Option<(Range<usize>, usize)>, bool) = (None, false);
+            while let Some(key) = self.key() {
+                let value = self.skip_value();
+                match key {
+                    None => unsure = true,
+                    Some(key) if key == name => {
+                        found = Some(match found {
+                            None => (value, 1),
+                            Some((first, count)) => (first, count + 1),
+                        })
+                    }
+                    Some(_) => {}
+                }
             }
-            Some((!key.contains(&b'\\')).then_some((key, value_start..value_end)))
+            let found = match (unsure, found) {
+                (true, _) => Found::Unsure,
+                (false, Some((span, count))) => Found::Field(span, count),
+                (false, None) => Found::None,
+            };
+            (self.at, found)
         }
     }
 
-    /// The places of the elements of the array at `span`; `None` if it is not an array.
-    pub fn elements(text: &str, span: Range<usize>) -> Option<Vec<Range<usize>>> {
-        let bytes = text.as_bytes().get(..span.end)?;
-        if bytes.get(span.start) != Some(&b'[') {
+    /// One element of an array: its place, and where its top-level field of the name asked is.
+    pub struct Element {
+        pub span: Range<usize>,
+        pub found: Found,
+    }
+
+    /// The elements of the array at `at`, each object's top-level field `name` found on the way,
+    /// and where the array ends; `None` if there is no array at `at`.
+    pub fn elements(bytes: &[u8], at: usize, name: &[u8]) -> Option<(Vec<Element>, usize)> {
+        if bytes.get(at) != Some(&b'[') {
             return None;
         }
         let mut elements = Vec::new();
-        let mut at = skip_space(bytes, span.start + 1);
-        while at < bytes.len() && bytes[at] != b']' {
-            let end = value_end(bytes, at);
-            elements.push(at..end);
+        let mut at = skip_space(bytes, at + 1);
+        loop {
+            match bytes.get(at) {
+                None => return Some((elements, bytes.len())),
+                Some(b']') => return Some((elements, at + 1)),
+                _ => {}
+            }
+            let (end, found) = match Object::at(bytes, at) {
+                Some(object) => object.find(name),
+                None => (value_end(bytes, at), Found::None),
+            };
+            elements.push(Element {
+                span: at..end,
+                found,
+            });
             at = skip_space(bytes, end);
             if bytes.get(at) == Some(&b',') {
                 at = skip_space(bytes, at + 1);
             }
         }
-        Some(elements)
     }
 
     fn skip_space(bytes: &[u8], mut at: usize) -> usize {
@@ -411,16 +495,40 @@ mod scan {
 
     /// The end (one past the closing quote) of the string starting at `at`.
     fn string_end(bytes: &[u8], at: usize) -> usize {
-        // A plain loop: most strings in a list are a few bytes, shorter than a vector search's set-up.
         let mut at = at + 1;
-        while let Some(&byte) = bytes.get(at) {
-            match byte {
-                b'"' => return at + 1,
-                b'\\' => at += 2,
-                _ => at += 1,
+        loop {
+            at = skip_unescaped(bytes, at);
+            match bytes.get(at) {
+                Some(b'"') => return at + 1,
+                Some(_) => at += 2,
+                None => return bytes.len(),
             }
         }
-        bytes.len()
+    }
+
+    /// The first `"` or `\` at or after `at`: eight bytes at a time (most strings in a list are
+    /// shorter than a vector search's set-up, longer than a byte loop should be).
+    fn skip_unescaped(bytes: &[u8], mut at: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        // Marks the zero bytes of `word`; the lowest mark is exact (a borrow only runs upwards).
+        let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+        while let Some(chunk) = bytes.get(at..at + 8) {
+            let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let word = u64::from_le_bytes(chunk);
+            let marks =
+                zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')));
+            if marks != 0 {
+                return at + (marks.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        }
+        while bytes.get(at).is_some_and(|&b| b != b'"' && b != b'\\') {
+            at += 1;
+        }
+        at
     }
 
     /// The end of the value starting at `at`.
@@ -460,16 +568,27 @@ mod scan {
     }
 }
 
+/// Writes `text` as a JSON string.
 pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    push_json_content(out, text);
+    out.push('"');
+}
+
+/// Writes `text` as the inside of a JSON string: escaped, without the quotes.
+fn push_json_content(out: &mut String, text: &str) {
     let needs_escape = text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
     if !needs_escape {
-        out.push('"');
         out.push_str(text);
-        out.push('"');
         return;
     }
     // Serializing a string cannot fail.
-    out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    out.push_str(
+        quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]
@@ -569,8 +688,12 @@ mod tests {
             }
         };
         let string = |rng: &mut rand::rngs::StdRng, out: &mut String| {
-            const PIECES: [&str; 12] = [
+            const PIECES: [&str; 15] = [
                 "name",
+                "name",
+                // Longer than the eight bytes the string scan takes at a time.
+                "a plain run of text, fifty bytes long or about so.",
+                "\\u00e9t\\u00e9 \\\"quoted\\\" \\\\",
                 "tools",
                 "nextCursor",
                 "a",
@@ -590,7 +713,8 @@ mod tests {
             out.push('"');
         };
         space(rng, out);
-        match rng.random_range(0..if depth == 0 { 4 } else { 6 }) {
+        // Objects more often than anything else: list items are objects.
+        match rng.random_range(0..if depth == 0 { 4 } else { 8 }) {
             0 => string(rng, out),
             1 => out.push_str(["1", "-2.5e3", "0"][rng.random_range(0..3)]),
             2 => out.push_str(["true", "false"][rng.random_range(0..2)]),
@@ -630,9 +754,21 @@ mod tests {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let mut checked = 0;
-        for _ in 0..20_000 {
+        for round in 0..20_000 {
             let mut text = String::new();
-            random_json(&mut rng, 4, &mut text);
+            if round % 2 == 0 {
+                random_json(&mut rng, 4, &mut text);
+            } else {
+                // A page: items of any kind, most of them objects, with and without names.
+                text.push_str("{\"tools\": [");
+                for i in 0..rand::Rng::random_range(&mut rng, 0..5) {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    random_json(&mut rng, 3, &mut text);
+                }
+                text.push_str("] }");
+            }
             // The scans only ever see text serde_json has validated.
             if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
                 continue;
@@ -661,6 +797,18 @@ mod tests {
                 };
                 assert_eq!(items(&page), items(&expected), "{text}");
                 assert_eq!(page.next_cursor, expected.next_cursor, "{text}");
+                // Names found while the page was scanned are the names found item by item.
+                let written = |mut page: Page| -> Vec<(Option<String>, String)> {
+                    page.items
+                        .iter_mut()
+                        .map(|item| {
+                            let mut out = String::new();
+                            item.write_prefixed(&mut out, ListKind::Tools, "t");
+                            (item.name(ListKind::Tools).map(str::to_string), out)
+                        })
+                        .collect()
+                };
+                assert_eq!(written(page), written(expected), "{text}");
             }
         }
         assert!(checked > 10_000, "only {checked} valid documents");

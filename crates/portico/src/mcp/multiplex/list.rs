@@ -95,7 +95,18 @@ impl Mux {
                 self.record_bare_names(kind, *t, &mut page.items);
             }
         }
-        let mut merged = String::with_capacity(4096);
+        // Sized once: the items as the targets wrote them, each name's prefix, a comma between two.
+        let size = pages
+            .iter()
+            .map(|(t, page)| {
+                let prefix = self.target(*t).name.len() + 2;
+                page.items
+                    .iter()
+                    .map(|i| i.text.len() + prefix)
+                    .sum::<usize>()
+            })
+            .sum::<usize>();
+        let mut merged = String::with_capacity(size + 64);
         merged.push('{');
         items::push_json_string(&mut merged, kind.result_key());
         merged.push_str(":[");
