@@ -3,7 +3,11 @@
 //! figure is the difference between two runs that differ only in the number of requests, so start-up
 //! and session set-up cancel out:
 //! - instructions per proxied `tools/call` (one HTTP target);
-//! - instructions per merged tool of a `tools/list` over 10 targets × 50 tools.
+//! - instructions per merged tool of a `tools/list` over 10 targets × 50 tools;
+//!
+//! and, run normally, the gateway's resident memory when idle after start (it moves by a few
+//! percent between runs; it grows when the functions that run at start are no longer laid out
+//! together, see `scripts/link-order.sh`).
 //!
 //! The figures are compared with the committed baseline (`crates/portico-bench/instructions.json`);
 //! the run fails when one is more than 10 % worse. `--update-baseline` writes the new figures.
@@ -16,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::{Conn, echo_call, fixture, http_target, list_tools, route};
+use crate::{Conn, echo_call, fixture, gateway, http_target, list_tools, route, rss_kib};
 
 /// How much worse than the baseline a figure may get before the gate fails.
 const TOLERANCE: f64 = 0.10;
@@ -134,11 +138,17 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
     let per_call = per_request(&portico, &config, "/call", echo_call, (200, 1200)).await?;
     let per_list = per_request(&portico, &config, "/ten", list_tools, (20, 120)).await?;
     let per_tool = per_list / (LIST_TARGETS * TOOLS_PER_TARGET) as f64;
+    let idle_rss = {
+        let (gateway, _) = gateway(&portico, &config).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_kib(gateway.0.id().unwrap_or(0))
+    };
     let figures = json!({
         "instructions per proxied tools/call": per_call.round(),
         "instructions per merged tool (tools/list, 10 targets x 50 tools)": per_tool.round(),
+        "RSS idle after start, KiB": idle_rss,
     });
-    println!("## Instructions (callgrind), release binary\n");
+    println!("## Instructions (callgrind) and idle memory, release binary\n");
     println!("| figure | baseline | now | change |\n|---|---|---|---|");
     let baseline: Value = std::fs::read_to_string(baseline_path())
         .ok()
