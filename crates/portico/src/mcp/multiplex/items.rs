@@ -475,6 +475,10 @@ mod scan {
                 Some(object) => object.find(name),
                 None => (value_end(bytes, at), Found::None),
             };
+            // Only text that is not JSON could stop the walk; serde then reads it (and refuses it).
+            if end <= at {
+                return None;
+            }
             elements.push(Element {
                 span: at..end,
                 found,
@@ -840,6 +844,8 @@ mod tests {
             r#"{"tools":[],"tools":[]}"#,
             r#"{"too\u006cs":[]}"#,
             r#"{"tools":[],"nextCursor":5}"#,
+            // Not JSON, which the scan never gets (a target's result is validated first): no hang.
+            r#"{"tools":[,]}"#,
         ] {
             assert!(scan_page(unusual, ListKind::Tools).is_none(), "{unusual}");
         }
