@@ -23,7 +23,10 @@ fn main() {
 fn link_order() {
     let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
-    if order.exists() {
+    // Another linker than Rust's LLD (GNU ld has no ordering file) needs it off.
+    println!("cargo:rerun-if-env-changed=PORTICO_LINK_ORDER");
+    let wanted = std::env::var("PORTICO_LINK_ORDER").as_deref() != Ok("off");
+    if wanted && order.exists() {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
