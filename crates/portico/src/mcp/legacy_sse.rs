@@ -27,7 +27,9 @@ use crate::gateway::Gateway;
 use crate::mcp::handling::{
     Kept, handle_request, over_rate_limit, read_body, start_session, subject,
 };
-use crate::mcp::respond::{Body, KEEP_ALIVE, after_body, empty, over_limit, refuse, sse_response};
+use crate::mcp::respond::{
+    Body, after_body, empty, frames_kept_alive, over_limit, refuse, sse_response,
+};
 use crate::policy::authz::Caller;
 
 /// Where the event stream's messages go, and the session once `initialize` made one.
@@ -128,12 +130,10 @@ pub fn open(gateway: &Arc<Gateway>, route: &Route, path: &str, claims: &Value) -
         gateway: gateway.clone(),
         id,
     };
-    let messages = futures::stream::unfold((rx, closing), |(mut rx, closing)| async move {
-        let frame = tokio::select! {
-            message = rx.recv() => sse::message_frame(&message?),
-            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((frame, (rx, closing)))
+    // The connection is forgotten when its stream is dropped: `closing` lives in the stream.
+    let messages = frames_kept_alive(rx, move |message: String| {
+        let _ = &closing;
+        sse::message_frame(&message)
     });
     let frames = futures::stream::once(async move { Bytes::from(endpoint) })
         .chain(messages)

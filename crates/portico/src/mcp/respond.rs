@@ -183,6 +183,30 @@ pub(crate) fn sse_body(messages: impl futures::Stream<Item = String> + Send + 's
     StreamBody::new(frames).boxed_unsync()
 }
 
+/// The SSE frames `frame` makes of what `rx` receives, with a keep-alive comment after
+/// [`KEEP_ALIVE`] without one; the stream ends when the sender is gone.
+pub(crate) fn frames_kept_alive<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+    frame: impl Fn(T) -> Bytes + Send + 'static,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold((rx, frame), |(mut rx, frame)| async move {
+        let next = tokio::select! {
+            received = rx.recv() => frame(received?),
+            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((next, (rx, frame)))
+    })
+}
+
+/// An SSE body of [`frames_kept_alive`].
+pub(crate) fn kept_alive_body<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+    frame: impl Fn(T) -> Bytes + Send + 'static,
+) -> Body {
+    let frames = frames_kept_alive(rx, frame).map(|frame| Ok::<_, Infallible>(Frame::data(frame)));
+    StreamBody::new(frames).boxed_unsync()
+}
+
 pub(crate) fn sse_response(body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();

@@ -8,15 +8,13 @@
 // A refusal is a ready `Response`; it is built at most once per refused request, never on the happy path.
 #![allow(clippy::result_large_err)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -33,8 +31,8 @@ use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
-    Body, KEEP_ALIVE, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty,
-    header, json_reply, json_response, refuse, sse_body, sse_response,
+    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header,
+    json_reply, json_response, kept_alive_body, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -384,16 +382,9 @@ async fn pump<F>(
     }
 }
 
-/// The SSE body of a POST stream (frames ready), with a keep-alive comment while nothing comes.
+/// The SSE body of a POST stream (its frames come ready).
 fn post_stream_body(frames: mpsc::Receiver<Bytes>) -> Body {
-    let frames = futures::stream::unfold(frames, |mut frames| async move {
-        let frame = tokio::select! {
-            frame = frames.recv() => frame?,
-            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok::<_, Infallible>(Frame::data(frame)), frames))
-    });
-    StreamBody::new(frames).boxed_unsync()
+    kept_alive_body(frames, |frame| frame)
 }
 
 pub(crate) async fn get(
@@ -421,17 +412,9 @@ pub(crate) async fn get(
     let last_event_id = last_event.and_then(|id| id.trim().parse().ok());
     let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
     session.mux.attach_stream(tx, last_event_id);
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        let frame = tokio::select! {
-            event = rx.recv() => {
-                let (id, message) = event?;
-                sse::event_frame(id, &message)
-            }
-            _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
-    });
-    sse_response(StreamBody::new(frames).boxed_unsync())
+    sse_response(kept_alive_body(rx, |(id, message)| {
+        sse::event_frame(id, &message)
+    }))
 }
 
 pub(crate) async fn delete(
