@@ -16,6 +16,8 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use crate::mcp::sse;
+
 /// A request not answered within this gets a resumable stream (until then the reply may be plain JSON).
 pub const STREAM_AFTER: Duration = Duration::from_millis(200);
 /// How long a client waits before it reconnects a broken stream (`retry:` of the priming event).
@@ -48,7 +50,10 @@ impl PostStreams {
         let stream = Arc::new(PostStream {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             prime,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                first: 1,
+                ..State::default()
+            }),
             changed: Notify::new(),
         });
         let mut recent = lock(&self.recent);
@@ -106,11 +111,7 @@ impl State {
 
 impl PostStream {
     fn frame(&self, n: u64, message: &str) -> Bytes {
-        let mut frame = String::with_capacity(message.len() + 48);
-        frame.push_str(&format!("id: p{}-{n}\nevent: message\ndata: ", self.id));
-        frame.push_str(message);
-        frame.push_str("\n\n");
-        Bytes::from(frame)
+        sse::event_frame(format_args!("p{}-{n}", self.id), message)
     }
 
     fn priming(&self) -> Bytes {
@@ -130,7 +131,7 @@ impl PostStream {
         if after == 0 && self.prime {
             let _ = tx.try_send(self.priming());
         }
-        let skip = after.saturating_sub(state.first.saturating_sub(1)) as usize;
+        let skip = after.saturating_sub(state.first - 1) as usize;
         for frame in state.kept.iter().skip(skip) {
             let _ = tx.try_send(frame.clone());
         }
@@ -144,9 +145,6 @@ impl PostStream {
     /// Adds a message for the client: kept, and sent now if the client is there and keeping up.
     pub fn push(&self, message: &str) {
         let mut state = lock(&self.state);
-        if state.first == 0 {
-            state.first = 1;
-        }
         let frame = self.frame(state.next_number(), message);
         while state.kept.len() == KEPT_EVENTS
             || (!state.kept.is_empty() && state.kept_bytes + frame.len() > KEPT_BYTES)

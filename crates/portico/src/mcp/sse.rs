@@ -147,11 +147,11 @@ pub fn message_frame(json: &str) -> Bytes {
 }
 
 /// A `message` event with its id, for a stream the client can resume (`Last-Event-ID`).
-pub fn event_frame(id: u64, json: &str) -> Bytes {
+pub fn event_frame(id: impl std::fmt::Display, json: &str) -> Bytes {
+    use std::fmt::Write;
     let mut frame = String::with_capacity(json.len() + 48);
-    frame.push_str("id: ");
-    frame.push_str(&id.to_string());
-    frame.push_str("\nevent: message\ndata: ");
+    // Writing to a String cannot fail.
+    let _ = write!(frame, "id: {id}\nevent: message\ndata: ");
     frame.push_str(json);
     frame.push_str("\n\n");
     Bytes::from(frame)
