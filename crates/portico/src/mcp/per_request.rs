@@ -111,8 +111,10 @@ pub(crate) async fn post(
         return refused;
     }
     let method = jsonrpc::method(&message);
-    let listens = method == "subscriptions/listen" && !route.is_stateless();
-    if method != "server/discover" && !listens && !SERVED.contains(&method) {
+    // A stateless route keeps no context between requests: nothing to listen on.
+    let listens = !route.is_stateless();
+    let listening = method == "subscriptions/listen" && listens;
+    if method != "server/discover" && !listening && !SERVED.contains(&method) {
         let text = format!("method `{method}` not found (protocol revision {REVISION})");
         return error_response(StatusCode::NOT_FOUND, id, code::METHOD_NOT_FOUND, text);
     }
@@ -126,13 +128,12 @@ pub(crate) async fn post(
     };
     if method == "server/discover" {
         tracing::info!(target: "portico::access", route = %route.name, session = %session.tag, method, "mcp request");
-        let listens = !route.is_stateless();
         return json_response(
             StatusCode::OK,
             &jsonrpc::result(id, discover(&session, listens)),
         );
     }
-    if listens {
+    if listening {
         tracing::info!(target: "portico::access", route = %route.name, session = %session.tag, method, "mcp request");
         return listen(&session, id, &message["params"]["notifications"]);
     }
