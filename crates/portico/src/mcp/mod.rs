@@ -10,6 +10,7 @@ pub mod params;
 pub mod per_request;
 pub mod post_stream;
 pub mod respond;
+pub mod revision_2026;
 pub mod session;
 pub mod session_token;
 pub mod sse;

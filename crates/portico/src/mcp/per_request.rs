@@ -36,16 +36,12 @@ use crate::mcp::respond::{
 };
 use crate::mcp::session::{self, Owner, Session};
 
-/// The revision served here.
-pub const REVISION: &str = "2026-07-28";
+use crate::mcp::revision_2026::{
+    META_CAPABILITIES, META_CLIENT_INFO, META_SERVER_INFO, META_VERSION, METHOD_HEADER,
+    NAME_HEADER, REVISION,
+};
 
-const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
-const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
-const METHOD_HEADER: &str = "mcp-method";
-const NAME_HEADER: &str = "mcp-name";
 
 /// Where the ids of per-request sessions begin; no sealed session id does (base64url has no `~`).
 const CONTEXT_ID_PREFIX: char = '~';

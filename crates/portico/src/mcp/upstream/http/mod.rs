@@ -146,7 +146,7 @@ impl HttpUpstream {
     /// Carries on an upstream session another replica began: its id and version are known, and so
     /// is the `initialize` request to replay if it has expired meanwhile.
     pub fn resume(&self, session: Option<&str>, version: &str, init_request: (Bytes, u64)) {
-        if version == per_request::REVISION {
+        if version == crate::mcp::revision_2026::REVISION {
             self.use_context(&init_request.0);
             return;
         }

@@ -15,8 +15,10 @@ use tokio::sync::oneshot;
 
 use super::*;
 
-/// The revision such a target speaks.
-pub const REVISION: &str = "2026-07-28";
+use crate::mcp::revision_2026::{
+    META_CAPABILITIES, META_CLIENT_INFO, META_SERVER_INFO, META_VERSION, METHOD_HEADER,
+    NAME_HEADER, REVISION,
+};
 /// Rounds of questions one call may take before Portico gives up on it.
 const MAX_ROUNDS: usize = 10;
 
@@ -29,19 +31,16 @@ impl Context {
     /// The context of a session whose client sent `init_params` (its `initialize` params).
     fn of(init_params: &Value) -> Self {
         let mut meta = Map::new();
+        meta.insert(META_VERSION.into(), json!(REVISION));
         meta.insert(
-            "io.modelcontextprotocol/protocolVersion".into(),
-            json!(REVISION),
-        );
-        meta.insert(
-            "io.modelcontextprotocol/clientCapabilities".into(),
+            META_CAPABILITIES.into(),
             init_params
                 .get("capabilities")
                 .cloned()
                 .unwrap_or_else(|| json!({})),
         );
         if let Some(info) = init_params.get("clientInfo") {
-            meta.insert("io.modelcontextprotocol/clientInfo".into(), info.clone());
+            meta.insert(META_CLIENT_INFO.into(), info.clone());
         }
         Self { meta }
     }
@@ -138,7 +137,7 @@ impl HttpUpstream {
             )));
         }
         self.set_context(context);
-        let server_info = discovered["_meta"]["io.modelcontextprotocol/serverInfo"].clone();
+        let server_info = discovered["_meta"][META_SERVER_INFO].clone();
         let mut initialized = json!({
             "protocolVersion": REVISION,
             "capabilities": discovered["capabilities"],
@@ -178,10 +177,10 @@ impl HttpUpstream {
         );
         let headers = request.headers_mut();
         if let Ok(method) = HeaderValue::from_str(jsonrpc::method(message)) {
-            headers.insert("mcp-method", method);
+            headers.insert(METHOD_HEADER, method);
         }
         if let Some(name) = name_header(message) {
-            headers.insert("mcp-name", name);
+            headers.insert(NAME_HEADER, name);
         }
         if let Some(traceparent) = crate::telemetry::traces::current_traceparent()
             .and_then(|value| HeaderValue::try_from(value).ok())
