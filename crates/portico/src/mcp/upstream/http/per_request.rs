@@ -194,13 +194,12 @@ impl HttpUpstream {
     pub(super) async fn request_in_context(
         &self,
         context: &Context,
-        mut request: Value,
+        request: Value,
     ) -> Result<Payload, UpstreamError> {
         let id = request["id"].as_u64();
+        let mut request = context.apply(request);
         for _ in 0..MAX_ROUNDS {
-            let response = self
-                .post_in_context(&context.apply(request.clone()))
-                .await?;
+            let response = self.post_in_context(&request).await?;
             let payload = self.read_response(response, id).await?;
             let Payload::Result(raw) = &payload else {
                 return Ok(payload);
