@@ -587,3 +587,41 @@ async fn subscriptions_log_levels_and_list_changes_across_targets() {
         }
     }
 }
+
+/// A call reaches the target as the client wrote it: the gateway replaces the id and the tool's name
+/// and nothing else (field order, fields it does not know, number formats, escapes are kept).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_reaches_the_target_as_the_client_wrote_it() {
+    let received = temp_file("received.jsonl", "");
+    let recorder = format!(
+        "tee '{}' | '{EXE}' fixture --name local",
+        received.display()
+    );
+    let target = format!(
+        "          - name: local\n            stdio:\n              cmd: sh\n              args: [\"-c\", \"{recorder}\"]\n{}",
+        stdio_target("other", &[])
+    );
+    let gateway = Gateway::start(&config_with_targets(&target, "")).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    let sent = r#"{"params":{"arguments":{"message":"h\u00e9llo \"you\"","n":1.50,"big":1E3},"name":"local_echo","x-extension":{"kept":[true,null]}},"method":"tools/call","jsonrpc":"2.0","id":"call-1"}"#;
+
+    let reply = read_reply(client.post().body(sent).send().await.expect("POST")).await;
+    assert_eq!(reply.response["id"], "call-1", "{:?}", reply.response);
+    assert_eq!(
+        reply.response["result"]["content"][0]["text"], "héllo \"you\"",
+        "{:?}",
+        reply.response
+    );
+
+    let lines = std::fs::read_to_string(&received).expect("the target's input");
+    let line = lines
+        .lines()
+        .find(|line| line.contains("x-extension"))
+        .unwrap_or_else(|| panic!("the call is not in what the target read: {lines}"));
+    let id = serde_json::from_str::<serde_json::Value>(line).expect("JSON")["id"].clone();
+    assert!(id.is_u64(), "the gateway's own id: {line}");
+    let expected = sent
+        .replace(r#""local_echo""#, r#""echo""#)
+        .replace(r#""id":"call-1""#, &format!(r#""id":{id}"#));
+    assert_eq!(line, expected);
+}

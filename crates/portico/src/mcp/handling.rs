@@ -18,6 +18,7 @@ use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::limits::Exceeded;
 use crate::mcp::jsonrpc::{self, code};
+use crate::mcp::message::Message;
 use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
 use crate::mcp::params;
 use crate::mcp::respond::{Body, header, json_response, over_limit, refuse};
@@ -73,7 +74,10 @@ pub(crate) async fn authenticate(
 /// How long a client may take to send a request body: a slow sender holds a connection and a buffer.
 pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value, Response<Body>> {
+pub(crate) async fn read_body(
+    gateway: &Gateway,
+    body: Incoming,
+) -> Result<Message, Response<Body>> {
     // Copied out, so the config is not held while the body arrives.
     let (limit, max_depth) = {
         let config = gateway.config.load();
@@ -123,7 +127,7 @@ pub(crate) async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Value
             format!("JSON nests deeper than {max_depth} levels (config.limits.jsonDepth)"),
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    Message::read(body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,
             code::PARSE_ERROR,
@@ -372,17 +376,19 @@ pub(crate) async fn find_session(
 pub(crate) async fn handle_request(
     route: &Route,
     session: &Session,
-    message: Value,
+    message: Message,
     stream: &mpsc::Sender<String>,
     caller: Option<&Caller>,
     sub: Option<&str>,
     parent: Option<traces::Context>,
 ) -> Outcome {
     let started = Instant::now();
-    let method = jsonrpc::method(&message).to_string();
+    let method = message.method().to_string();
     // The client's context: its `traceparent` header, else the one in `params._meta`.
     let parent = parent.or_else(|| {
-        message["params"]["_meta"]["traceparent"]
+        message
+            .meta()?
+            .get("traceparent")?
             .as_str()
             .and_then(traces::Context::parse)
     });

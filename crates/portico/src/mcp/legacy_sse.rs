@@ -18,7 +18,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::jsonrpc::{self, Kind, code};
+use super::jsonrpc::{Kind, code};
 use super::multiplex::{Event, Mux, STREAM_CAPACITY};
 use super::session::{self, Owner, Session, new_session_id};
 use super::sse;
@@ -168,8 +168,8 @@ pub async fn message(
         Ok(message) => message,
         Err(refused) => return refused,
     };
-    let kind = jsonrpc::kind(&message);
-    if message.is_array() || kind == Kind::Invalid {
+    let kind = message.kind();
+    if message.is_batch() || kind == Kind::Invalid {
         return refuse(
             StatusCode::BAD_REQUEST,
             code::INVALID_REQUEST,
@@ -181,14 +181,22 @@ pub async fn message(
     {
         return refused;
     }
-    let initializing = kind == Kind::Request && jsonrpc::method(&message) == "initialize";
+    let initializing = kind == Kind::Request && message.method() == "initialize";
     let session = match connection.session.get() {
         None if initializing => {
             let token = parts
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .map(crate::base::http::detached);
-            initialize(gateway, route, connection, message, &claims, token).await;
+            initialize(
+                gateway,
+                route,
+                connection,
+                message.into_value(),
+                &claims,
+                token,
+            )
+            .await;
             return empty(StatusCode::ACCEPTED);
         }
         None => {
@@ -211,7 +219,7 @@ pub async fn message(
         Kind::Request => {
             let slot = match session.mux.admit_request() {
                 Ok(slot) => slot,
-                Err(over) => return over_limit(message["id"].clone(), over),
+                Err(over) => return over_limit(message.id().clone(), over),
             };
             if session.mux.passes_token_through() {
                 let token = parts
@@ -242,9 +250,9 @@ pub async fn message(
                 let _ = connection.stream.send(outcome.response.to_json()).await;
             });
         }
-        Kind::Notification => session.mux.client_notification(message).await,
+        Kind::Notification => session.mux.client_notification(message.into_value()).await,
         Kind::Response => {
-            session.mux.client_response(message).await;
+            session.mux.client_response(message.into_value()).await;
         }
         Kind::Invalid => {}
     }

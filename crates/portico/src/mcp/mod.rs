@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod handling;
 pub mod jsonrpc;
 pub mod legacy_sse;
+pub mod message;
 pub mod multiplex;
 pub mod params;
 pub mod per_request;

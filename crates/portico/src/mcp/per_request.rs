@@ -29,6 +29,7 @@ use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::handling::{Admitted, Kept, Post, handle_request, start_session};
 use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::message::Message;
 use crate::mcp::multiplex::{STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::respond::{
     Body, TargetHeaders, VERSION_HEADER, empty, header, json_response, json_text_response,
@@ -77,10 +78,12 @@ pub fn all_versions() -> Vec<&'static str> {
 
 /// Whether a POST without `Mcp-Session-Id` speaks the per-request revision: it says so in its
 /// header or its `_meta`, or it is `server/discover`.
-pub fn applies(headers: &HeaderMap, message: &Value) -> bool {
+pub fn applies(headers: &HeaderMap, message: &Message) -> bool {
     header(headers, VERSION_HEADER) == Some(REVISION)
-        || message["params"]["_meta"].get(META_VERSION).is_some()
-        || jsonrpc::method(message) == "server/discover"
+        || message
+            .meta()
+            .is_some_and(|meta| meta.get(META_VERSION).is_some())
+        || message.method() == "server/discover"
 }
 
 /// Whether `id` names a per-request context's session (never valid as a client's session id).
@@ -537,7 +540,7 @@ impl Flight {
             let outcome = Box::pin(handle_request(
                 &route,
                 &handled_session,
-                for_session(message),
+                for_session(message).into(),
                 &tx,
                 admitted.caller.as_ref(),
                 admitted.sub.as_deref(),

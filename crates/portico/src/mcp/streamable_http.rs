@@ -26,6 +26,7 @@ use crate::mcp::handling::{
     start_session,
 };
 use crate::mcp::jsonrpc::{self, Kind, code};
+use crate::mcp::message::Message;
 use crate::mcp::multiplex::STREAM_CAPACITY;
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::per_request;
@@ -100,14 +101,14 @@ pub(crate) async fn post(
         Ok(message) => message,
         Err(refused) => return refused,
     };
-    if message.is_array() {
+    if message.is_batch() {
         return refuse(
             StatusCode::BAD_REQUEST,
             code::INVALID_REQUEST,
             "JSON-RPC batches are not supported",
         );
     }
-    let kind = jsonrpc::kind(&message);
+    let kind = message.kind();
     if kind == Kind::Invalid {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -126,40 +127,39 @@ pub(crate) async fn post(
         peer,
     };
     if session_header.is_none() && per_request::applies(headers, &message) {
+        let message = message.into_value();
         return per_request::post(gateway, route, message, kind, post, claims).await;
     }
     if let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
     {
-        return unsupported_version(message["id"].clone(), version);
+        return unsupported_version(message.id().clone(), version);
     }
     if route.is_stateless() {
+        let message = message.into_value();
         return stateless(gateway, route, message, kind, post, claims).await;
     }
-    if session_header.is_none()
-        && kind == Kind::Request
-        && jsonrpc::method(&message) == "initialize"
-    {
+    if session_header.is_none() && kind == Kind::Request && message.method() == "initialize" {
         let token = headers
             .get(http::header::AUTHORIZATION)
             .map(crate::base::http::detached);
-        return initialize(gateway, route, message, &claims, token).await;
+        return initialize(gateway, route, message.into_value(), &claims, token).await;
     }
     let session = match session(gateway, route, headers, &claims, Resume::ToServe).await {
         Ok(session) => session,
         Err(refused) => return refused,
     };
     match kind {
-        Kind::Request => match post.admit(&session, claims, &message["id"]) {
+        Kind::Request => match post.admit(&session, claims, message.id()) {
             Ok(admitted) => run_request(route, session, message, admitted).await,
             Err(refused) => refused,
         },
         Kind::Notification => {
-            session.mux.client_notification(message).await;
+            session.mux.client_notification(message.into_value()).await;
             empty(StatusCode::ACCEPTED)
         }
         Kind::Response => {
-            if !session.mux.client_response(message).await {
+            if !session.mux.client_response(message.into_value()).await {
                 tracing::debug!(target: "portico::access", session = %session.tag, "answer to no pending server request; dropped");
             }
             empty(StatusCode::ACCEPTED)
@@ -226,7 +226,7 @@ async fn stateless(
         return json_response(StatusCode::OK, &result);
     }
     match request.admit(&session, claims, &message["id"]) {
-        Ok(admitted) => run_request(route, session, message, admitted).await,
+        Ok(admitted) => run_request(route, session, message.into(), admitted).await,
         Err(refused) => refused,
     }
 }
@@ -271,7 +271,7 @@ async fn initialize(
 async fn run_request(
     route: &Arc<Route>,
     session: Arc<Session>,
-    message: Value,
+    message: Message,
     admitted: Admitted,
 ) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel(STREAM_CAPACITY);

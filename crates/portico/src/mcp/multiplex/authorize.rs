@@ -47,7 +47,7 @@ impl Mux {
     /// The answer to a denied item: exactly the answer for a name that does not exist.
     pub(super) fn refusal(
         &self,
-        request: &Value,
+        id: &Value,
         kind: ListKind,
         name: &str,
         t: usize,
@@ -55,7 +55,7 @@ impl Mux {
         verdict: &Option<Verdict>,
     ) -> Option<Outcome> {
         let verdict = verdict.as_ref().filter(|v| !v.decision.allowed)?;
-        let mut outcome = Outcome::of(unknown(request["id"].clone(), kind, name));
+        let mut outcome = Outcome::of(unknown(id.clone(), kind, name));
         outcome.target = Some(self.target(t).name.clone());
         outcome.item = Some(own.to_string());
         outcome.authz = Some(verdict.describe());

@@ -8,16 +8,13 @@ impl Mux {
     pub(super) async fn forward(
         self: &Arc<Self>,
         t: usize,
-        mut request: Value,
+        mut request: Message,
         stream: &mpsc::Sender<String>,
     ) -> Outcome {
         let slot = self.slot(t);
         let config = slot.target.load_full();
         // Taken, not copied: the request goes out under the gateway's own id.
-        let client_id = request
-            .get_mut("id")
-            .map(Value::take)
-            .unwrap_or(Value::Null);
+        let client_id = request.take_id();
         let target = Some(config.name.clone());
         let refused = |response: Reply| Outcome {
             response,
@@ -39,15 +36,18 @@ impl Mux {
             return refused(rate_limited(client_id, &config.name, wait));
         }
         let started = std::time::Instant::now();
-        let method = jsonrpc::method(&request).to_string();
+        let method = request.method().to_string();
         let tool = (method == "tools/call")
-            .then(|| request["params"]["name"].as_str())
+            .then(|| request.item("name"))
             .flatten()
             .unwrap_or_default()
             .to_string();
         let upstream_id = upstream.next_id();
-        jsonrpc::set_id(&mut request, json!(upstream_id));
-        let progress_token = request["params"]["_meta"].get("progressToken").cloned();
+        request.set_id(upstream_id);
+        let progress_token = request
+            .meta()
+            .and_then(|meta| meta.get("progressToken"))
+            .cloned();
         let mut call = self.track(t, upstream_id, &client_id, stream, progress_token);
         let limit = config.policies.timeout.as_ref().map(|s| *s.policy);
         let span = traces::OpenSpan::client(&method);
@@ -238,19 +238,8 @@ pub(super) fn transport(target: &Target) -> &'static str {
 
 /// Puts the call's trace context in `params._meta.traceparent`, as the MCP conventions carry it to
 /// every kind of target. Only when tracing: otherwise the request goes out as the client sent it.
-pub(super) fn carry_trace_context(request: &mut Value, context: traces::Context) {
-    let Some(params) = jsonrpc::params_mut(request) else {
-        return;
-    };
-    let meta = params
-        .entry("_meta")
-        .or_insert_with(|| Value::Object(serde_json::Map::new()));
-    if let Some(meta) = meta.as_object_mut() {
-        meta.insert(
-            "traceparent".to_string(),
-            Value::String(context.traceparent()),
-        );
-    }
+pub(super) fn carry_trace_context(request: &mut Message, context: traces::Context) {
+    request.insert_meta("traceparent", Value::String(context.traceparent()));
 }
 
 /// Why a call to a target gave no answer.

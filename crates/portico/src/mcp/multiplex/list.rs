@@ -1,6 +1,7 @@
 //! List requests: every target asked at once, the pages merged in config order into one reply.
 
 use super::*;
+use crate::base::json_text::push_json_string;
 
 impl Mux {
     /// A list request: every target (or those the cursor names) concurrently, merged in config order.
@@ -47,7 +48,7 @@ impl Mux {
                     None => params.remove("cursor"),
                 };
             }
-            self.forward(*t, request, stream)
+            self.forward(*t, request.into(), stream)
         });
         let replies = join_all(calls).await;
         let mut pages = Vec::with_capacity(replies.len());
@@ -108,7 +109,7 @@ impl Mux {
             .sum::<usize>();
         let mut merged = String::with_capacity(size + 64);
         merged.push('{');
-        items::push_json_string(&mut merged, kind.result_key());
+        push_json_string(&mut merged, kind.result_key());
         merged.push_str(":[");
         let mut first = true;
         let mut next = cursor::Pages::new();
@@ -135,7 +136,7 @@ impl Mux {
         merged.push(']');
         if !next.is_empty() {
             merged.push_str(",\"nextCursor\":");
-            items::push_json_string(&mut merged, &cursor::encode(&next));
+            push_json_string(&mut merged, &cursor::encode(&next));
         }
         merged.push('}');
         // Valid by construction (validated items, strings written escaped): not validated again.

@@ -45,6 +45,7 @@ use crate::config::runtime::LimitSettings;
 use crate::config::runtime::{McpBackend, Target};
 use crate::limits::{self, Exceeded, RequestSlot, SessionQuota};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
+use crate::mcp::message::Message;
 use crate::mcp::params;
 use crate::mcp::session_token::{TargetTicket, Ticket};
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
@@ -354,10 +355,15 @@ impl Mux {
     /// `caller` is needed when some target has an `mcpAuthorization` policy ([`Self::authorizes`]).
     pub async fn request(
         self: &Arc<Self>,
-        request: Value,
+        request: Message,
         stream: &mpsc::Sender<String>,
         caller: Option<&Caller>,
     ) -> Outcome {
+        let request = match request {
+            // Read only when its params had the shape `params::check` asks for.
+            Message::Named(_) => return self.named(request, stream, caller).await,
+            Message::Parsed(request) => request,
+        };
         let method = jsonrpc::method(&request);
         if let Err(invalid) = params::check(method, request.get("params")) {
             return Outcome::of(Reply::error(
@@ -376,19 +382,15 @@ impl Mux {
                 code::INVALID_REQUEST,
                 "session already initialized",
             )),
-            "tools/call" => self.by_name(ListKind::Tools, request, stream, caller).await,
-            "prompts/get" => {
-                self.by_name(ListKind::Prompts, request, stream, caller)
-                    .await
-            }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                self.by_name(ListKind::Resources, request, stream, caller)
-                    .await
-            }
+            "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe" => self.named(request.into(), stream, caller).await,
             "completion/complete" => self.complete(request, stream, caller).await,
             "logging/setLevel" => self.broadcast(request, stream).await,
             _ => match self.single_target() {
-                Some(t) => self.forward(t, request, stream).await,
+                Some(t) => self.forward(t, request.into(), stream).await,
                 None => Outcome::of(Reply::error(
                     request["id"].clone(),
                     code::METHOD_NOT_FOUND,
@@ -396,5 +398,20 @@ impl Mux {
                 )),
             },
         }
+    }
+
+    /// A request for one named item (a tool, a prompt, a resource), routed by its name.
+    async fn named(
+        self: &Arc<Self>,
+        request: Message,
+        stream: &mpsc::Sender<String>,
+        caller: Option<&Caller>,
+    ) -> Outcome {
+        let kind = match request.method() {
+            "tools/call" => ListKind::Tools,
+            "prompts/get" => ListKind::Prompts,
+            _ => ListKind::Resources,
+        };
+        self.by_name(kind, request, stream, caller).await
     }
 }

@@ -77,7 +77,7 @@ impl Mux {
     pub(super) async fn by_name(
         self: &Arc<Self>,
         kind: ListKind,
-        mut request: Value,
+        mut request: Message,
         stream: &mpsc::Sender<String>,
         caller: Option<&Caller>,
     ) -> Outcome {
@@ -86,17 +86,17 @@ impl Mux {
         } else {
             "name"
         };
-        let name = request["params"][field]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = request.item(field).unwrap_or_default().to_string();
         let Some((t, own_name)) = self.resolve(kind, &name).await else {
-            return Outcome::of(unknown(request["id"].clone(), kind, &name));
+            return Outcome::of(unknown(request.id().clone(), kind, &name));
         };
-        let arguments = request["params"].get("arguments");
-        let method = jsonrpc::method(&request);
-        let verdict = self.authorize(t, caller, method, kind, &own_name, arguments);
-        if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
+        let reads_arguments = kind != ListKind::Resources && self.reads_arguments(t);
+        if reads_arguments {
+            request.arguments_mut();
+        }
+        let method = request.method();
+        let verdict = self.authorize(t, caller, method, kind, &own_name, request.arguments());
+        if let Some(denied) = self.refusal(request.id(), kind, &name, t, &own_name, &verdict) {
             return denied;
         }
         let guarded_result = matches!(method, "tools/call" | "prompts/get" | "resources/read");
@@ -106,16 +106,11 @@ impl Mux {
             // The target sends `notifications/resources/updated` outside the request.
             upstream.listen();
         }
-        // `params` is an object (checked in `request`); only the name changes, nothing is added.
-        let Some(params) = jsonrpc::params_mut(&mut request) else {
-            return Outcome::of(unknown(request["id"].clone(), kind, &name));
-        };
-        params.insert(field.to_string(), Value::String(own_name.clone()));
-        let arguments = params
-            .get_mut("arguments")
-            .filter(|_| kind != ListKind::Resources);
+        // Only the name changes, nothing is added.
+        request.rename(field, &own_name);
+        let arguments = reads_arguments.then(|| request.arguments_mut()).flatten();
         if let Some(denied) = arguments.and_then(|arguments| self.guard_request(t, arguments)) {
-            let mut refused = self.refused_by_guard(t, request["id"].clone(), denied, own_name);
+            let mut refused = self.refused_by_guard(t, request.id().clone(), denied, own_name);
             refused.authz = verdict.map(|v| v.describe());
             return refused;
         }
@@ -133,6 +128,17 @@ impl Mux {
         }
         outcome.item = Some(own_name);
         outcome
+    }
+
+    /// Whether a policy of target `t` reads a call's arguments: its authorization rules, or its
+    /// request guards. Only then are a named request's arguments parsed.
+    fn reads_arguments(&self, t: usize) -> bool {
+        let policies = &self.target(t).policies;
+        policies.authorization.is_some()
+            || policies
+                .ai
+                .as_ref()
+                .is_some_and(|ai| ai.policy.request.is_some())
     }
 
     /// `completion/complete`: routed by the prompt name or resource URI of `params.ref`.
@@ -153,7 +159,7 @@ impl Mux {
         };
         let method = jsonrpc::method(&request);
         let verdict = self.authorize(t, caller, method, kind, &own_name, None);
-        if let Some(denied) = self.refusal(&request, kind, &name, t, &own_name, &verdict) {
+        if let Some(denied) = self.refusal(&request["id"], kind, &name, t, &own_name, &verdict) {
             return denied;
         }
         // `params.ref` is an object (checked in `request`); only its name changes.
@@ -172,7 +178,7 @@ impl Mux {
             refused.authz = verdict.map(|v| v.describe());
             return refused;
         }
-        let mut outcome = self.forward(t, request, stream).await;
+        let mut outcome = self.forward(t, request.into(), stream).await;
         outcome.authz = verdict.map(|v| v.describe());
         outcome.item = Some(own_name);
         outcome
@@ -192,7 +198,7 @@ impl Mux {
         join_all(
             targets
                 .into_iter()
-                .map(|t| self.forward(t, request.clone(), stream)),
+                .map(|t| self.forward(t, request.clone().into(), stream)),
         )
         .await;
         Outcome::of(Reply::result(request["id"].clone(), &json!({})))

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use crate::base::http_client::HttpClient;
 use crate::config::runtime::{Target, TargetKind, TlsClient};
 use crate::mcp::jsonrpc::{self, Payload};
+use crate::mcp::message::Message;
 use crate::mcp::session_token::TargetTicket;
 
 /// Receives what a target sends on its own: notifications and requests to the client, and the end
@@ -236,9 +237,9 @@ impl Upstream {
             declared: 0,
         };
         let id = upstream.next_id();
-        let request = serde_json::from_str(&initialize_request(id, init_params))
+        let request: Value = serde_json::from_str(&initialize_request(id, init_params))
             .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
-        let payload = match upstream.request(request).await {
+        let payload = match upstream.request(request.into()).await {
             Ok(payload) => payload,
             // A target of the 2026-07-28 revision only may refuse `initialize`.
             Err(UpstreamError::Status(_)) if upstream.speaks_2026(init_params).await => {
@@ -385,12 +386,12 @@ impl Upstream {
     }
 
     /// Sends `request` (whose `id` came from [`Self::next_id`]) and waits for the response's payload.
-    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
+    pub async fn request(&self, request: Message) -> Result<Payload, UpstreamError> {
         match &self.transport {
             Transport::Stdio(t) => t.request(request).await,
             Transport::Http(t) => t.request(request).await,
             Transport::Sse(t) => t.request(request).await,
-            Transport::OpenApi(t) => t.request(request).await,
+            Transport::OpenApi(t) => t.request(request.into_value()).await,
         }
     }
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::Payload;
+use crate::mcp::message::Message;
 use crate::mcp::sse;
 use crate::policy::outbound::{Outbound, build};
 
@@ -84,18 +85,22 @@ impl SseUpstream {
         })
     }
 
-    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
-        self.waiters.call(&request, self.send(&request)).await
+    pub async fn request(&self, request: Message) -> Result<Payload, UpstreamError> {
+        let body = request.to_bytes();
+        self.waiters.call(request.sent_id(), self.post(body)).await
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
+        self.post(message.to_string().into_bytes()).await
+    }
+
+    /// POSTs one message to the endpoint the event stream named.
+    async fn post(&self, body: Vec<u8>) -> Result<(), UpstreamError> {
         let request = self.client.post(self.endpoint.clone());
         let request = self
             .outbound
             .finish(build(
-                request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(message.to_string()),
+                request.header(CONTENT_TYPE, "application/json").body(body),
             )?)
             .await?;
         let response = self.client.execute(request).await.map_err(failed)?;

@@ -14,6 +14,7 @@ use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::config::runtime::StdioSpec;
 use crate::mcp::jsonrpc::Payload;
+use crate::mcp::message::Message;
 
 /// How long a process gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -117,13 +118,21 @@ impl StdioUpstream {
         }
     }
 
-    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
-        self.waiters.call(&request, self.send(&request)).await
+    pub async fn request(&self, request: Message) -> Result<Payload, UpstreamError> {
+        let line = request.to_bytes();
+        self.waiters
+            .call(request.sent_id(), self.write_line(line))
+            .await
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
-        let mut line =
+        let line =
             serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        self.write_line(line).await
+    }
+
+    /// Writes one message, and the newline that ends it.
+    async fn write_line(&self, mut line: Vec<u8>) -> Result<(), UpstreamError> {
         line.push(b'\n');
         let mut stdin = self.stdin.lock().await;
         let stdin = stdin.as_mut().ok_or(UpstreamError::Closed)?;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{InboundSink, UpstreamError};
@@ -22,13 +21,11 @@ impl Waiters {
 
     /// Sends `request` with `send` and waits for the response with its id. The waiter is removed
     /// however this ends, cancellation included.
-    pub async fn call<F>(&self, request: &Value, send: F) -> Result<Payload, UpstreamError>
+    pub async fn call<F>(&self, id: Option<u64>, send: F) -> Result<Payload, UpstreamError>
     where
         F: Future<Output = Result<(), UpstreamError>>,
     {
-        let id = request["id"]
-            .as_u64()
-            .ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
+        let id = id.ok_or_else(|| UpstreamError::Protocol("request without id".into()))?;
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id, tx);
         let _forget = Forget { waiters: self, id };

@@ -18,6 +18,7 @@ mod per_request;
 use super::{InboundSink, UpstreamError};
 use crate::base::http_client::{self, HttpClient, next_chunk};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
+use crate::mcp::message::Message as Outgoing;
 use crate::mcp::sse;
 use crate::policy::outbound::Outbound;
 
@@ -188,15 +189,15 @@ impl HttpUpstream {
         send(&self.client, &self.outbound, request).await
     }
 
-    pub async fn request(&self, request: Value) -> Result<Payload, UpstreamError> {
+    pub async fn request(&self, request: Outgoing) -> Result<Payload, UpstreamError> {
         if let Some(context) = self.context.load_full() {
-            return self.request_in_context(&context, request).await;
+            return self
+                .request_in_context(&context, request.into_value())
+                .await;
         }
-        let is_initialize = jsonrpc::method(&request) == "initialize";
-        let id = request["id"].as_u64();
-        let body = Bytes::from(
-            serde_json::to_vec(&request).map_err(|e| UpstreamError::Protocol(e.to_string()))?,
-        );
+        let is_initialize = request.method() == "initialize";
+        let id = request.sent_id();
+        let body = Bytes::from(request.to_bytes());
         if is_initialize {
             write(&self.init_request, Some((body.clone(), id)));
         }

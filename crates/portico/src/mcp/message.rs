@@ -1,0 +1,588 @@
+//! A client's message, and the request it becomes on its way to a target.
+//!
+//! Most requests name one item (`tools/call`, `prompts/get`, `resources/read`, ...) and need of the
+//! gateway only a fresh id and the target's own name for the item. Those stay the client's text
+//! ([`Named`]): validated once, the few fields a decision reads located, and written to the target as
+//! the client sent them with only the changed values replaced. Fields the gateway does not know, key
+//! order and number formats arrive as sent, and no JSON tree is built for the arguments. Every other
+//! message is parsed into a `Value`, and so is a named request the reading is not sure of: a key
+//! written with escapes, or a field the gateway decides on given twice (the gateway and the target
+//! could read different values of it).
+
+use std::fmt::{self, Write as _};
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use crate::base::json_text::{push_json_string, scan};
+use crate::mcp::jsonrpc::{self, Kind};
+
+/// A message from the client: a named request kept as text, or anything else parsed.
+#[derive(Debug)]
+pub enum Message {
+    /// Boxed: the message is moved along with the futures that handle it.
+    Named(Box<Named>),
+    Parsed(Value),
+}
+
+impl From<Value> for Message {
+    fn from(message: Value) -> Self {
+        Message::Parsed(message)
+    }
+}
+
+impl Message {
+    /// Reads a message the client sent (its nesting depth already checked).
+    pub fn read(text: Bytes) -> Result<Self, serde_json::Error> {
+        match Named::read(&text) {
+            Some(named) => Ok(Message::Named(Box::new(named))),
+            None => serde_json::from_slice(&text).map(Message::Parsed),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Named(_) => Kind::Request,
+            Message::Parsed(message) => jsonrpc::kind(message),
+        }
+    }
+
+    /// Whether the client sent a JSON-RPC batch (an array).
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Message::Parsed(Value::Array(_)))
+    }
+
+    /// The client's id (`null` when there is none, or after [`Self::take_id`]).
+    pub fn id(&self) -> &Value {
+        match self {
+            Message::Named(named) => &named.id,
+            Message::Parsed(message) => &message["id"],
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        match self {
+            Message::Named(named) => named.method,
+            Message::Parsed(message) => jsonrpc::method(message),
+        }
+    }
+
+    /// `params._meta`, if the request has one.
+    pub fn meta(&self) -> Option<&Value> {
+        match self {
+            Message::Named(named) => named.meta.as_ref(),
+            Message::Parsed(message) => message.get("params")?.get("_meta"),
+        }
+    }
+
+    /// The string in `params.<field>`: the item a named request is for.
+    pub fn item(&self, field: &str) -> Option<&str> {
+        match self {
+            Message::Named(named) => (named.field == field).then_some(named.name.as_str()),
+            Message::Parsed(message) => message.get("params")?.get(field)?.as_str(),
+        }
+    }
+
+    /// Replaces the item's name in `params.<field>` (an object: [`crate::mcp::params::check`]).
+    pub fn rename(&mut self, field: &str, name: &str) {
+        match self {
+            Message::Named(named) if named.field == field => named.renamed = Some(name.into()),
+            Message::Named(_) => {}
+            Message::Parsed(message) => {
+                if let Some(params) = jsonrpc::params_mut(message) {
+                    params.insert(field.to_string(), Value::String(name.to_string()));
+                }
+            }
+        }
+    }
+
+    /// `params.arguments`, parsed for a decision (authorization, a guard); what is decided on is
+    /// what the target gets, so a named request's arguments are written from this value from now on.
+    pub fn arguments_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            Message::Named(named) => named.arguments_mut(),
+            Message::Parsed(message) => jsonrpc::params_mut(message)?.get_mut("arguments"),
+        }
+    }
+
+    /// `params.arguments` as a tree: a named request's only once [`Self::arguments_mut`] parsed them.
+    pub fn arguments(&self) -> Option<&Value> {
+        match self {
+            Message::Named(named) => named.arguments.as_ref()?.1.as_ref(),
+            Message::Parsed(message) => message.get("params")?.get("arguments"),
+        }
+    }
+
+    /// Takes the client's id out: the request goes on under the gateway's own.
+    pub fn take_id(&mut self) -> Value {
+        match self {
+            Message::Named(named) => std::mem::take(&mut named.id),
+            Message::Parsed(message) => message.get_mut("id").map(Value::take).unwrap_or_default(),
+        }
+    }
+
+    /// Gives the request the id it is sent to a target with.
+    pub fn set_id(&mut self, id: u64) {
+        match self {
+            Message::Named(named) => named.sent_id = Some(id),
+            Message::Parsed(message) => jsonrpc::set_id(message, json!(id)),
+        }
+    }
+
+    /// The id set by [`Self::set_id`] (or a numeric id the message came with).
+    pub fn sent_id(&self) -> Option<u64> {
+        match self {
+            Message::Named(named) => named.sent_id.or_else(|| named.id.as_u64()),
+            Message::Parsed(message) => message["id"].as_u64(),
+        }
+    }
+
+    /// Sets `params._meta.<key>`, adding `_meta` if there is none.
+    pub fn insert_meta(&mut self, key: &str, value: Value) {
+        let meta = match self {
+            Message::Named(named) => {
+                named.meta_edited = true;
+                named.meta.get_or_insert_with(|| Value::Object(Map::new()))
+            }
+            Message::Parsed(message) => {
+                let Some(params) = jsonrpc::params_mut(message) else {
+                    return;
+                };
+                params
+                    .entry("_meta")
+                    .or_insert_with(|| Value::Object(Map::new()))
+            }
+        };
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(key.to_string(), value);
+        }
+    }
+
+    /// The message as a tree, with every change made so far.
+    pub fn into_value(self) -> Value {
+        match self {
+            Message::Named(named) => named.into_value(),
+            Message::Parsed(message) => message,
+        }
+    }
+
+    /// The message as it goes to a target.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Message::Named(named) => named.write().into_bytes(),
+            // Serializing a `Value` cannot fail: its keys are strings.
+            Message::Parsed(message) => serde_json::to_vec(message).unwrap_or_default(),
+        }
+    }
+}
+
+/// The methods whose request names one item, and the `params` field that names it.
+const NAMED: [(&str, &str); 5] = [
+    ("tools/call", "name"),
+    ("prompts/get", "name"),
+    ("resources/read", "uri"),
+    ("resources/subscribe", "uri"),
+    ("resources/unsubscribe", "uri"),
+];
+
+/// A request for one named item, kept as the client's text with the gateway's changes beside it.
+#[derive(Debug)]
+pub struct Named {
+    /// The client's message: valid JSON, UTF-8.
+    text: Bytes,
+    id: Value,
+    id_span: Range<usize>,
+    sent_id: Option<u64>,
+    method: &'static str,
+    /// `name` or `uri`.
+    field: &'static str,
+    name: String,
+    name_span: Range<usize>,
+    renamed: Option<String>,
+    /// `params.arguments` (tools and prompts): its place, and its value once parsed for a decision.
+    arguments: Option<(Range<usize>, Option<Value>)>,
+    /// `params._meta`: its place (if the client sent one) and its value.
+    meta_span: Option<Range<usize>>,
+    meta: Option<Value>,
+    meta_edited: bool,
+    /// Just inside the `{` of `params`, where a `_meta` the client did not send is written (before
+    /// the item's name, so never the last field).
+    params_open: usize,
+}
+
+impl Named {
+    /// `text` as a named request, or `None` when it is something else, not JSON, or unclear.
+    fn read(text: &Bytes) -> Option<Self> {
+        let json = std::str::from_utf8(text).ok()?;
+        let envelope: Envelope<'_> = serde_json::from_str(json).ok()?;
+        if envelope.unusual || envelope.jsonrpc?.get() != "\"2.0\"" {
+            return None;
+        }
+        let span = |raw: &RawValue| {
+            let start = raw.get().as_ptr() as usize - json.as_ptr() as usize;
+            start..start + raw.get().len()
+        };
+        let id_raw = envelope.id?;
+        let id: Value = match id_raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => serde_json::from_str(id_raw.get()).ok()?,
+            _ => return None,
+        };
+        let method = envelope.method?.get();
+        let &(method, field) = NAMED.iter().find(|(named, _)| {
+            method.len() == named.len() + 2 && &method[1..method.len() - 1] == *named
+        })?;
+        let params = span(envelope.params?);
+        let mut object = scan::Object::at(text, params.start)?;
+        let takes_arguments = field == "name";
+        let (mut name, mut arguments, mut meta) = (None, None, None);
+        while let Some(key) = object.key() {
+            let key = key?;
+            let value = object.skip_value();
+            let slot = match key {
+                _ if key == field.as_bytes() => &mut name,
+                b"arguments" if takes_arguments => &mut arguments,
+                b"_meta" => &mut meta,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        let name_span = name?;
+        let name: String = match text.get(name_span.start) {
+            Some(b'"') => serde_json::from_str(&json[name_span.clone()]).ok()?,
+            _ => return None,
+        };
+        let arguments = match arguments {
+            Some(span) if !matches!(text.get(span.start), Some(b'{' | b'n')) => return None,
+            arguments => arguments.map(|span| (span, None)),
+        };
+        let meta_value = match &meta {
+            Some(span) if text.get(span.start) == Some(&b'{') => {
+                Some(serde_json::from_str(&json[span.clone()]).ok()?)
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        Some(Self {
+            text: text.clone(),
+            id,
+            id_span: span(id_raw),
+            sent_id: None,
+            method,
+            field,
+            name,
+            name_span,
+            renamed: None,
+            arguments,
+            meta_span: meta,
+            meta: meta_value,
+            meta_edited: false,
+            params_open: params.start + 1,
+        })
+    }
+
+    fn json(&self) -> &str {
+        // Checked in `read`.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    fn arguments_mut(&mut self) -> Option<&mut Value> {
+        let (span, parsed) = self.arguments.as_mut()?;
+        if parsed.is_none() {
+            // Validated in `read`.
+            let text = std::str::from_utf8(&self.text[span.clone()]).unwrap_or("null");
+            *parsed = Some(serde_json::from_str(text).unwrap_or_default());
+        }
+        parsed.as_mut()
+    }
+
+    /// The client's text with the gateway's changes, each written over the place of what it replaces.
+    fn write(&self) -> String {
+        let json = self.json();
+        let mut edits: Vec<(Range<usize>, Edit<'_>)> = Vec::with_capacity(4);
+        let id = match self.sent_id {
+            Some(id) => Edit::Id(id),
+            None => Edit::Value(&self.id),
+        };
+        edits.push((self.id_span.clone(), id));
+        if let Some(name) = &self.renamed {
+            edits.push((self.name_span.clone(), Edit::Name(name)));
+        }
+        if let Some((span, Some(arguments))) = &self.arguments {
+            edits.push((span.clone(), Edit::Value(arguments)));
+        }
+        if let (true, Some(meta)) = (self.meta_edited, &self.meta) {
+            match &self.meta_span {
+                Some(span) => edits.push((span.clone(), Edit::Value(meta))),
+                None => {
+                    let at = self.params_open;
+                    edits.push((at..at, Edit::NewMeta(meta)));
+                }
+            }
+        }
+        edits.sort_unstable_by_key(|(span, _)| span.start);
+        let mut out = String::with_capacity(json.len() + 64);
+        let mut at = 0;
+        for (span, edit) in edits {
+            out.push_str(&json[at..span.start]);
+            edit.write(&mut out);
+            at = span.end;
+        }
+        out.push_str(&json[at..]);
+        out
+    }
+
+    fn into_value(self) -> Value {
+        let mut message: Value = serde_json::from_str(self.json()).unwrap_or_default();
+        let id = self.sent_id.map_or(self.id, |id| json!(id));
+        jsonrpc::set_id(&mut message, id);
+        let Some(params) = jsonrpc::params_mut(&mut message) else {
+            return message;
+        };
+        if let Some(name) = self.renamed {
+            params.insert(self.field.to_string(), Value::String(name));
+        }
+        if let Some((_, Some(arguments))) = self.arguments {
+            params.insert("arguments".to_string(), arguments);
+        }
+        if let (true, Some(meta)) = (self.meta_edited, self.meta) {
+            params.insert("_meta".to_string(), meta);
+        }
+        message
+    }
+}
+
+/// One change to a named request's text.
+enum Edit<'a> {
+    Id(u64),
+    Name(&'a str),
+    Value(&'a Value),
+    /// `_meta` where the client sent none, before the other fields.
+    NewMeta(&'a Value),
+}
+
+impl Edit<'_> {
+    fn write(&self, out: &mut String) {
+        // Writing to a `String` and serializing a `Value` cannot fail.
+        let value = |value: &Value| serde_json::to_string(value).unwrap_or_default();
+        match self {
+            Edit::Id(id) => {
+                let _ = write!(out, "{id}");
+            }
+            Edit::Name(name) => push_json_string(out, name),
+            Edit::Value(v) => out.push_str(&value(v)),
+            Edit::NewMeta(meta) => {
+                out.push_str("\"_meta\":");
+                out.push_str(&value(meta));
+                out.push(',');
+            }
+        }
+    }
+}
+
+/// The top level of a message: the fields a request is told apart by, left as text.
+#[derive(Default)]
+struct Envelope<'a> {
+    jsonrpc: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    params: Option<&'a RawValue>,
+    /// A field repeated, or one only a response has.
+    unusual: bool,
+}
+
+enum Field {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+    Answer,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                Ok(match key {
+                    "jsonrpc" => Field::Jsonrpc,
+                    "id" => Field::Id,
+                    "method" => Field::Method,
+                    "params" => Field::Params,
+                    "result" | "error" => Field::Answer,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut envelope = Envelope::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::Jsonrpc => &mut envelope.jsonrpc,
+                        Field::Id => &mut envelope.id,
+                        Field::Method => &mut envelope.method,
+                        Field::Params => &mut envelope.params,
+                        Field::Answer => {
+                            envelope.unusual = true;
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value: &'de RawValue = map.next_value()?;
+                    envelope.unusual |= slot.replace(value).is_some();
+                }
+                Ok(envelope)
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Message {
+        Message::read(Bytes::copy_from_slice(text.as_bytes())).expect("valid JSON")
+    }
+
+    /// What the gateway does to a call on its way: a new id, the target's name, maybe a trace context.
+    fn forward(message: &mut Message, traced: bool) {
+        message.take_id();
+        message.set_id(42);
+        message.rename("name", "own \"name\" é");
+        if traced {
+            message.insert_meta("traceparent", json!("00-abc-def-01"));
+        }
+    }
+
+    const CALLS: [&str; 6] = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t_echo","arguments":{"message":"hello"}}}"#,
+        r#" { "method" : "tools/call" , "params" : { "arguments" : { "a" : [1, 2.50, {"b": null}] } , "name" : "t_\u00e9\"x" } , "id" : "c-7" , "jsonrpc" : "2.0" , "x-vendor": {"kept": true} } "#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"_meta":{"progressToken":"p"},"name":"t_echo"}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t_echo","arguments":null,"extra":1e3}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"t_p","arguments":{"k":"v"}}}"#,
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"t_echo","_meta":{"traceparent":"old","other":[1]}}}"#,
+    ];
+
+    #[test]
+    fn named_requests_are_kept_as_text() {
+        for call in CALLS {
+            assert!(matches!(read(call), Message::Named(_)), "{call}");
+        }
+    }
+
+    #[test]
+    fn a_forwarded_named_request_is_what_the_parsed_one_would_be() {
+        for call in CALLS {
+            for traced in [false, true] {
+                let mut named = read(call);
+                let mut parsed = Message::Parsed(serde_json::from_str(call).unwrap());
+                forward(&mut named, traced);
+                forward(&mut parsed, traced);
+                let written: Value = serde_json::from_slice(&named.to_bytes()).unwrap();
+                assert_eq!(written, parsed.into_value(), "{call} traced: {traced}");
+                assert_eq!(named.sent_id(), Some(42));
+                assert_eq!(written, named.into_value(), "{call}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_changed_values_are_rewritten() {
+        let mut message = read(CALLS[1]);
+        message.set_id(9);
+        message.rename("name", "echo");
+        let written = String::from_utf8(message.to_bytes()).unwrap();
+        assert_eq!(
+            written,
+            CALLS[1]
+                .replace(r#""t_\u00e9\"x""#, r#""echo""#)
+                .replace(r#""c-7""#, "9")
+        );
+    }
+
+    #[test]
+    fn a_decision_on_the_arguments_is_what_the_target_gets() {
+        let mut message = read(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"secret":"x","n":1}}}"#,
+        );
+        assert_eq!(
+            message.arguments(),
+            None,
+            "not parsed until a policy reads them"
+        );
+        message.arguments_mut().unwrap()["secret"] = json!("***");
+        let written: Value = serde_json::from_slice(&message.to_bytes()).unwrap();
+        assert_eq!(
+            written["params"]["arguments"],
+            json!({"secret": "***", "n": 1})
+        );
+    }
+
+    #[test]
+    fn anything_unclear_is_parsed() {
+        for text in [
+            // A field the gateway decides on, twice: which one would the target read?
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list","params":{"name":"a"}}"#,
+            // A key with escapes may spell a field.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"na\u006de":"a"}}"#,
+            // Shapes `params::check` refuses, with its message.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":null}}"#,
+            // Not a request of the kind, or not a request.
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"a"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"a"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"a"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"result":{}}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}]"#,
+        ] {
+            assert!(matches!(read(text), Message::Parsed(_)), "{text}");
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_refused_as_before() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":tru}}}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\\q\"}}",
+        ] {
+            let error = Message::read(Bytes::copy_from_slice(text.as_bytes())).unwrap_err();
+            let by_serde = serde_json::from_str::<Value>(text).unwrap_err();
+            assert_eq!(error.to_string(), by_serde.to_string());
+        }
+        let not_utf8 = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}");
+        assert!(Message::read(not_utf8).is_err());
+    }
+}
