@@ -121,6 +121,8 @@ pub struct Metrics {
     /// When the running config was last loaded, in seconds since the epoch.
     pub last_reload: Gauge<f64, AtomicU64>,
     tools: Mutex<HashSet<(String, String)>>,
+    recent_server: Recent,
+    recent_client: Recent,
 }
 
 /// Buckets from 50 µs doubling to about 105 s: 50 µs resolution where a gateway's own cost shows.
@@ -239,6 +241,8 @@ impl Metrics {
             reloads,
             last_reload,
             tools: Mutex::default(),
+            recent_server: Recent::new(),
+            recent_client: Recent::new(),
         }
     }
 
@@ -271,17 +275,20 @@ impl Metrics {
 
     /// Records `mcp.server.operation.duration` for one client request.
     pub fn record_server_operation(&self, operation: &Operation<'_>, elapsed: Duration) {
-        let labels = ServerOperation {
-            route: operation.route.to_string(),
-            mcp_method_name: method_label(operation.method),
-            gen_ai_tool_name: self.item_label(operation, "tools/call"),
-            gen_ai_prompt_name: self.item_label(operation, "prompts/get"),
-            target: operation.target.to_string(),
-            error_type: error_label(operation.error),
-            mcp_protocol_version: operation.version.to_string(),
-            network_transport: "tcp".to_string(),
-        };
-        observe(&self.server_operation.get_or_create(&labels), elapsed);
+        let series = self.recent_server.series(operation, "tcp", || {
+            let labels = ServerOperation {
+                route: operation.route.to_string(),
+                mcp_method_name: method_label(operation.method),
+                gen_ai_tool_name: self.item_label(operation, "tools/call"),
+                gen_ai_prompt_name: self.item_label(operation, "prompts/get"),
+                target: operation.target.to_string(),
+                error_type: error_label(operation.error),
+                mcp_protocol_version: operation.version.to_string(),
+                network_transport: "tcp".to_string(),
+            };
+            self.server_operation.get_or_create(&labels).clone()
+        });
+        observe(&series, elapsed);
     }
 
     /// Records `mcp.client.operation.duration` for one call to a target over `transport`
@@ -292,14 +299,17 @@ impl Metrics {
         transport: &'static str,
         elapsed: Duration,
     ) {
-        let labels = ClientOperation {
-            target: operation.target.to_string(),
-            mcp_method_name: method_label(operation.method),
-            gen_ai_tool_name: self.item_label(operation, "tools/call"),
-            error_type: error_label(operation.error),
-            network_transport: transport.to_string(),
-        };
-        observe(&self.client_operation.get_or_create(&labels), elapsed);
+        let series = self.recent_client.series(operation, transport, || {
+            let labels = ClientOperation {
+                target: operation.target.to_string(),
+                mcp_method_name: method_label(operation.method),
+                gen_ai_tool_name: self.item_label(operation, "tools/call"),
+                error_type: error_label(operation.error),
+                network_transport: transport.to_string(),
+            };
+            self.client_operation.get_or_create(&labels).clone()
+        });
+        observe(&series, elapsed);
     }
 
     /// The tool or prompt label of `operation` when its method is `method`. A name becomes a label
@@ -353,6 +363,97 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// The operation series recorded lately, found again by the request's own values: a family finds a
+/// series by its label set (up to eight `String`s, built for the lookup and hashed with SipHash), so
+/// that is done only when a combination is new here. The label values depend on nothing but the
+/// values (a tool name, once labelled or once `_other`, stays so), so a series found here is the one
+/// the family would give. A slot holds the last combination that hashed to it.
+struct Recent(Box<[Mutex<Option<Seen>>]>);
+
+/// One combination of an operation's values, and its series.
+struct Seen {
+    route: Box<str>,
+    method: Box<str>,
+    target: Box<str>,
+    item: Box<str>,
+    error: Option<i64>,
+    version: Box<str>,
+    transport: &'static str,
+    series: Histogram,
+}
+
+impl Recent {
+    const SLOTS: usize = 64;
+
+    fn new() -> Self {
+        Self((0..Self::SLOTS).map(|_| Mutex::new(None)).collect())
+    }
+
+    /// The series of `operation` over `transport`; `create` finds it in the family when it is not here.
+    fn series(
+        &self,
+        operation: &Operation<'_>,
+        transport: &'static str,
+        create: impl FnOnce() -> Histogram,
+    ) -> Histogram {
+        let slot = &self.0[fx_hash(operation, transport) as usize % Self::SLOTS];
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(seen) = slot.as_ref().filter(|seen| seen.is(operation, transport)) {
+            return seen.series.clone();
+        }
+        let series = create();
+        *slot = Some(Seen {
+            route: operation.route.into(),
+            method: operation.method.into(),
+            target: operation.target.into(),
+            item: operation.item.into(),
+            error: operation.error,
+            version: operation.version.into(),
+            transport,
+            series: series.clone(),
+        });
+        series
+    }
+}
+
+impl Seen {
+    fn is(&self, operation: &Operation<'_>, transport: &str) -> bool {
+        *self.item == *operation.item
+            && *self.target == *operation.target
+            && *self.method == *operation.method
+            && self.error == operation.error
+            && *self.route == *operation.route
+            && *self.version == *operation.version
+            && self.transport == transport
+    }
+}
+
+/// A multiply-and-rotate hash (as rustc's FxHash) of an operation's values, eight bytes at a time.
+/// The values are bounded by the config and by what targets answered, and a collision only costs a
+/// lookup in the family.
+fn fx_hash(operation: &Operation<'_>, transport: &str) -> u64 {
+    let mix =
+        |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    let parts = [
+        operation.route,
+        operation.method,
+        operation.target,
+        operation.item,
+        operation.version,
+        transport,
+    ];
+    let mut hash = operation.error.unwrap_or_default() as u64;
+    for part in parts {
+        for chunk in part.as_bytes().chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = mix(hash, u64::from_le_bytes(word));
+        }
+        hash = mix(hash, 0xff);
+    }
+    hash
 }
 
 fn now_seconds() -> f64 {
@@ -474,5 +575,88 @@ impl EncodeMetric for Value {
 
     fn metric_type(&self) -> MetricType {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(target: &'a str, tool: &'a str) -> Operation<'a> {
+        Operation {
+            route: "r",
+            method: "tools/call",
+            target,
+            item: tool,
+            error: None,
+            version: "2025-06-18",
+        }
+    }
+
+    /// The `_count` of the server series whose labels include every one of `labels`.
+    fn count(metrics: &Metrics, labels: &[&str]) -> u64 {
+        metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with("mcp_server_operation_duration_seconds_count"))
+            .filter(|line| labels.iter().all(|label| line.contains(label)))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn each_operation_lands_in_its_own_series_however_the_recent_ones_are_replaced() {
+        let metrics = Metrics::new();
+        let tools: Vec<String> = (0..200).map(|i| format!("tool{i}")).collect();
+        for round in 0..3 {
+            for tool in &tools {
+                metrics.record_server_operation(&call("t", tool), Duration::from_millis(1));
+            }
+            let failed = Operation {
+                error: Some(-32603),
+                ..call("t", "tool7")
+            };
+            metrics.record_server_operation(&failed, Duration::from_millis(1));
+            assert_eq!(
+                count(&metrics, &["gen_ai_tool_name=\"tool7\"", "error_type=\"\""]),
+                round + 1
+            );
+            assert_eq!(
+                count(
+                    &metrics,
+                    &["gen_ai_tool_name=\"tool7\"", "error_type=\"-32603\""]
+                ),
+                round + 1
+            );
+        }
+        assert_eq!(count(&metrics, &["target=\"t\""]), 3 * 201);
+    }
+
+    #[test]
+    fn past_the_tool_label_limit_a_target_s_new_tools_are_other() {
+        let metrics = Metrics::new();
+        for i in 0..TOOL_LABELS {
+            metrics.record_server_operation(&call("t", &format!("tool{i}")), Duration::ZERO);
+        }
+        for _ in 0..2 {
+            metrics.record_server_operation(&call("t", "one-too-many"), Duration::ZERO);
+            metrics.record_server_operation(&call("t", "tool0"), Duration::ZERO);
+            metrics.record_server_operation(&call("u", "one-too-many"), Duration::ZERO);
+        }
+        assert_eq!(
+            count(&metrics, &["target=\"t\"", "gen_ai_tool_name=\"_other\""]),
+            2
+        );
+        assert_eq!(
+            count(&metrics, &["target=\"t\"", "gen_ai_tool_name=\"tool0\""]),
+            3
+        );
+        assert_eq!(
+            count(
+                &metrics,
+                &["target=\"u\"", "gen_ai_tool_name=\"one-too-many\""]
+            ),
+            2
+        );
     }
 }

@@ -130,20 +130,15 @@ impl Mux {
             Pending {
                 stream: stream.clone(),
                 cancel: cancel.clone(),
+                client_id: client_id.clone(),
                 progress_token,
                 seq,
             },
         );
-        inflight
-            .by_client
-            .entry(id_key(client_id))
-            .or_default()
-            .push((t, upstream_id));
         Call {
             mux: self,
             t,
             upstream_id,
-            client_id: client_id.clone(),
             cancel,
             stop_reason: "the client went away",
             unanswered: true,
@@ -165,16 +160,8 @@ impl Mux {
         runtime.spawn(async move { upstream.notify(message).await });
     }
 
-    pub(super) fn untrack(&self, t: usize, upstream_id: u64, client_id: &Value) {
-        let mut inflight = lock(&self.inflight);
-        inflight.by_upstream.remove(&(t, upstream_id));
-        let key = id_key(client_id);
-        if let Some(list) = inflight.by_client.get_mut(&key) {
-            list.retain(|entry| *entry != (t, upstream_id));
-            if list.is_empty() {
-                inflight.by_client.remove(&key);
-            }
-        }
+    pub(super) fn untrack(&self, t: usize, upstream_id: u64) {
+        lock(&self.inflight).by_upstream.remove(&(t, upstream_id));
     }
 }
 
@@ -183,17 +170,51 @@ pub(super) struct Pending {
     pub(super) stream: mpsc::Sender<String>,
     /// Fired when the client cancels the request, so the gateway stops waiting for the target.
     pub(super) cancel: CancellationToken,
+    /// The id the client sent the request with: what its `notifications/cancelled` names.
+    pub(super) client_id: Value,
     pub(super) progress_token: Option<Value>,
     /// Order of arrival: messages a target sends without saying which request they belong to go
     /// to its most recent one.
     pub(super) seq: u64,
 }
 
+/// A session's requests in flight at its targets. A client's cancellation (rare) looks its request
+/// up by walking them; a call adds and removes one entry.
 #[derive(Default)]
 pub(super) struct Inflight {
-    pub(super) by_upstream: HashMap<(usize, u64), Pending>,
-    pub(super) by_client: HashMap<String, Vec<(usize, u64)>>,
+    pub(super) by_upstream: HashMap<(usize, u64), Pending, OwnIds>,
     pub(super) seq: u64,
+}
+
+/// Hashes the keys the gateway chose itself (a target's index, the id it gave a request): no client
+/// picks them, so a multiply-and-rotate mix (as rustc's FxHash) serves, without SipHash's cost.
+#[derive(Default, Clone, Copy)]
+pub(super) struct OwnIds;
+
+impl std::hash::BuildHasher for OwnIds {
+    type Hasher = OwnIdHasher;
+    fn build_hasher(&self) -> OwnIdHasher {
+        OwnIdHasher(0)
+    }
+}
+
+pub(super) struct OwnIdHasher(u64);
+
+impl std::hash::Hasher for OwnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A request in flight at a target. However its wait ends (an answer, a timeout, or the client's
@@ -203,7 +224,6 @@ pub(super) struct Call<'a> {
     pub(super) mux: &'a Mux,
     pub(super) t: usize,
     pub(super) upstream_id: u64,
-    pub(super) client_id: Value,
     /// Fired when the client cancels the request.
     pub(super) cancel: CancellationToken,
     /// What the target is told when it is cancelled.
@@ -220,7 +240,7 @@ impl Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        self.mux.untrack(self.t, self.upstream_id, &self.client_id);
+        self.mux.untrack(self.t, self.upstream_id);
         if self.unanswered && !self.mux.closed.is_cancelled() {
             self.mux
                 .cancel_at_target(self.t, self.upstream_id, self.stop_reason);

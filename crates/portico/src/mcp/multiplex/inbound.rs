@@ -10,16 +10,18 @@ impl Mux {
             // Portico completed the handshake with each target itself.
             "notifications/initialized" => {}
             "notifications/cancelled" => {
-                let key = id_key(&message["params"]["requestId"]);
-                let owners = {
+                let owners: Vec<(usize, u64)> = {
+                    let request = &message["params"]["requestId"];
                     let inflight = lock(&self.inflight);
-                    let owners = inflight.by_client.get(&key).cloned().unwrap_or_default();
-                    for owner in &owners {
-                        if let Some(pending) = inflight.by_upstream.get(owner) {
+                    inflight
+                        .by_upstream
+                        .iter()
+                        .filter(|(_, pending)| pending.client_id == *request)
+                        .map(|(owner, pending)| {
                             pending.cancel.cancel();
-                        }
-                    }
-                    owners
+                            *owner
+                        })
+                        .collect()
                 };
                 for (t, upstream_id) in owners {
                     let Some(params) = jsonrpc::params_mut(&mut message) else {

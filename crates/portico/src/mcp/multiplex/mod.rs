@@ -126,10 +126,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn id_key(id: &Value) -> String {
-    id.to_string()
-}
-
 /// Why a session could not start; the client's `initialize` gets it as a JSON-RPC error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
