@@ -168,7 +168,7 @@ pub mod scan {
     }
 
     /// The end (one past the closing quote) of the string starting at `at`.
-    fn string_end(bytes: &[u8], at: usize) -> usize {
+    pub fn string_end(bytes: &[u8], at: usize) -> usize {
         let mut at = at + 1;
         loop {
             at = skip_unescaped(bytes, at);
