@@ -1,11 +1,56 @@
 //! JSON text that is already known to be valid, read and written without building a tree: where a
 //! field is, where a value ends, and strings written with the escapes JSON needs.
 
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Visitor};
+
+/// An object key: borrowed from the JSON text unless it has escapes.
+pub enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl std::ops::Deref for Key<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_string()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 /// Scans of JSON text that `serde_json` has already validated (a target's result is read as a
 /// `RawValue`): no second validation, just the structure, each byte looked at once.
 pub mod scan {
     use std::ops::Range;
 
+    #[derive(Debug, Clone)]
     pub enum Found {
         /// The value of the field (its bytes), and how many times the field occurs.
         Field(Range<usize>, usize),

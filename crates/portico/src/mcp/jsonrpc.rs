@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::base::json_text::scan;
+use crate::mcp::list_result;
 
 /// JSON-RPC error codes used by the gateway.
 pub mod code {
@@ -108,18 +109,38 @@ impl Payload {
 }
 
 /// JSON text known to be valid: validated when it was read from a target, or written by the gateway
-/// from valid parts (a merged list), which is not validated again.
+/// from valid parts (a merged list), which is not validated again. A list result read in one walk
+/// also knows where its items are ([`crate::mcp::list_result`]).
 #[derive(Debug, Clone)]
-pub struct Json(Box<str>);
+pub struct Json {
+    text: Box<str>,
+    page: Option<Box<list_result::Spans>>,
+}
 
 impl Json {
     pub fn get(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Text the gateway wrote itself, from parts that are valid JSON.
     pub fn written(text: String) -> Self {
-        Self(text.into_boxed_str())
+        Self {
+            text: text.into_boxed_str(),
+            page: None,
+        }
+    }
+
+    /// A list result validated as it was split into its items.
+    pub fn page(text: &str, spans: list_result::Spans) -> Self {
+        Self {
+            text: text.into(),
+            page: Some(Box::new(spans)),
+        }
+    }
+
+    /// Where the items are, for a list result read in one walk.
+    pub fn spans(&self) -> Option<&list_result::Spans> {
+        self.page.as_deref()
     }
 
     /// `value` written as JSON.
@@ -131,7 +152,10 @@ impl Json {
 
 impl From<&RawValue> for Json {
     fn from(raw: &RawValue) -> Self {
-        Self(raw.get().into())
+        Self {
+            text: raw.get().into(),
+            page: None,
+        }
     }
 }
 
@@ -210,7 +234,7 @@ impl Reply {
         let mut head = String::with_capacity(64);
         self.write_head(&mut head);
         let payload = match self.payload {
-            Payload::Result(json) | Payload::Error(json) => json.0,
+            Payload::Result(json) | Payload::Error(json) => json.text,
         };
         (head, payload, "}")
     }

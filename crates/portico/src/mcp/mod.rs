@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod handling;
 pub mod jsonrpc;
 pub mod legacy_sse;
+pub mod list_result;
 pub mod message;
 pub mod multiplex;
 pub mod params;

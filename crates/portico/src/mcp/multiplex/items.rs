@@ -10,7 +10,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::naming::{self, ListKind};
-use crate::base::json_text::{push_json_content, push_json_string, scan};
+use crate::base::json_text::{Key, push_json_content, push_json_string, scan};
 use crate::mcp::jsonrpc::Json;
 
 /// One page of one target's list result.
@@ -36,45 +36,6 @@ enum NameField<'a> {
     Repeated(Cow<'a, str>),
     /// No name field, not a string, or not an object.
     Missing,
-}
-
-/// An object key: borrowed from the JSON text unless it has escapes.
-enum Key<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl std::ops::Deref for Key<'_> {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            Key::Borrowed(key) => key,
-            Key::Owned(key) => key,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key::Borrowed(key))
-            }
-
-            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(key.to_string()))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
 }
 
 impl<'a> Item<'a> {
@@ -185,6 +146,9 @@ fn decode_string(text: &str) -> Option<Cow<'_, str>> {
 
 /// Reads the items and the cursor of a list result, in one pass over its text.
 pub fn read_page(result: &Json, kind: ListKind) -> Result<Page<'_>, serde_json::Error> {
+    if let Some(page) = split_page(result, kind) {
+        return Ok(page);
+    }
     if let Some(page) = scan_page(result.get(), kind) {
         return Ok(page);
     }
@@ -192,6 +156,30 @@ pub fn read_page(result: &Json, kind: ListKind) -> Result<Page<'_>, serde_json::
     let page = PageSeed(kind).deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(page)
+}
+
+/// A page whose items were found while it was validated (`list_result`); `None` when it was not read
+/// so, or as another kind, or its cursor is not a string.
+fn split_page(result: &Json, kind: ListKind) -> Option<Page<'_>> {
+    let spans = result.spans()?;
+    if spans.shape.items != kind.result_key() || spans.shape.name != kind.name_field() {
+        return None;
+    }
+    let text = result.get();
+    let next_cursor = match &spans.cursor {
+        Some(span) => serde_json::from_str::<Option<String>>(&text[span.clone()]).ok()?,
+        None => None,
+    };
+    let items = spans
+        .items
+        .iter()
+        .map(|item| Item {
+            text: &text[item.span.clone()],
+            found: Some(item.found.clone()),
+            name: None,
+        })
+        .collect();
+    Some(Page { items, next_cursor })
 }
 
 /// A page read by a scan of its validated text; `None` for anything but the plain shape (a key with
@@ -553,6 +541,85 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "only {checked} valid documents");
+    }
+
+    #[test]
+    fn a_page_split_while_validated_is_the_page_serde_reads() {
+        use crate::mcp::jsonrpc::{Incoming, Payload};
+        use crate::mcp::list_result;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut split, mut checked) = (0, 0);
+        for round in 0..20_000 {
+            let mut result = String::new();
+            if round % 4 == 0 {
+                random_json(&mut rng, 4, &mut result);
+            } else {
+                result.push_str(
+                    ["{\"tools\": [", " {\"x\":{\"tools\":1}, \"tools\" :\n[ "][round % 2],
+                );
+                for i in 0..rand::Rng::random_range(&mut rng, 0..5) {
+                    if i > 0 {
+                        result.push_str([",", " ,\t"][i % 2]);
+                    }
+                    random_json(&mut rng, 3, &mut result);
+                }
+                result.push_str(["] }", " ] , \"nextCursor\" : \"n\\\"2\" }"][round % 3 / 2]);
+            }
+            let response = format!("{{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{result}}}");
+            let Ok(answer) = list_result::parse_answer(&response, list_result::shape("tools/list"))
+            else {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(&response).is_err(),
+                    "{response}"
+                );
+                continue;
+            };
+            let Incoming::Response {
+                id: Some(7),
+                payload: Payload::Result(json),
+            } = answer
+            else {
+                // Read as any message is (a `null` result is no result).
+                let any = crate::mcp::jsonrpc::parse_incoming(&response);
+                assert!(!matches!(any, Ok(Incoming::Response { .. })), "{response}");
+                continue;
+            };
+            assert_eq!(
+                json.get(),
+                result.trim(),
+                "the result as the target wrote it"
+            );
+            checked += 1;
+            let Some(page) = split_page(&json, ListKind::Tools) else {
+                continue;
+            };
+            split += 1;
+            let mut deserializer = serde_json::Deserializer::from_str(json.get());
+            let expected = PageSeed(ListKind::Tools)
+                .deserialize(&mut deserializer)
+                .expect(&result);
+            let items = |page: &Page| -> Vec<String> {
+                page.items.iter().map(|i| i.text.to_string()).collect()
+            };
+            assert_eq!(items(&page), items(&expected), "{result}");
+            assert_eq!(page.next_cursor, expected.next_cursor, "{result}");
+            let written = |mut page: Page| -> Vec<(Option<String>, String)> {
+                page.items
+                    .iter_mut()
+                    .map(|item| {
+                        let mut out = String::new();
+                        item.write_prefixed(&mut out, ListKind::Tools, "t");
+                        (item.name(ListKind::Tools).map(str::to_string), out)
+                    })
+                    .collect()
+            };
+            assert_eq!(written(page), written(expected), "{result}");
+        }
+        assert!(
+            split > 5_000 && checked > split,
+            "{split} pages split of {checked}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod per_request;
 use super::{InboundSink, UpstreamError};
 use crate::base::http_client::{self, HttpClient, next_chunk};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
+use crate::mcp::list_result;
 use crate::mcp::message::Message as Outgoing;
 use crate::mcp::sse;
 use crate::policy::outbound::Outbound;
@@ -197,6 +198,8 @@ impl HttpUpstream {
         }
         let is_initialize = request.method() == "initialize";
         let id = request.sent_id();
+        // A list's answer is split into its items while it is validated.
+        let page = list_result::shape(request.method());
         let body = Bytes::from(request.to_bytes());
         if is_initialize {
             write(&self.init_request, Some((body.clone(), id)));
@@ -209,12 +212,12 @@ impl HttpUpstream {
             tracing::info!(target: "portico::upstream", "upstream session expired; initializing again");
             self.reinitialize().await?;
             let response = self.post(body).await?;
-            return self.read_response(response, id).await;
+            return self.read_answer(response, id, page).await;
         }
         if is_initialize {
             self.keep_session_id(&response);
         }
-        self.read_response(response, id).await
+        self.read_answer(response, id, page).await
     }
 
     fn keep_session_id(&self, response: &Response) {
@@ -245,6 +248,16 @@ impl HttpUpstream {
         response: Response,
         id: Option<u64>,
     ) -> Result<Payload, UpstreamError> {
+        self.read_answer(response, id, None).await
+    }
+
+    /// Reads the answer to request `id`; a result of `page`'s shape is split as it is validated.
+    async fn read_answer(
+        &self,
+        response: Response,
+        id: Option<u64>,
+        page: Option<list_result::Shape>,
+    ) -> Result<Payload, UpstreamError> {
         let status = response.status();
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
@@ -260,7 +273,7 @@ impl HttpUpstream {
             let body = super::read_body(body, self.max_message).await?;
             let text =
                 std::str::from_utf8(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-            return match jsonrpc::parse_incoming(text) {
+            return match list_result::parse_answer(text, page) {
                 Ok(Message::Response { payload, .. }) => Ok(payload),
                 Ok(Message::Other(_)) => Err(UpstreamError::Protocol(
                     "a JSON reply that is not a response".into(),
@@ -283,7 +296,7 @@ impl HttpUpstream {
                     .map_err(|_| UpstreamError::TooLarge(self.max_message))?;
                 progressed |= !events.is_empty();
                 for event in events {
-                    match parse_event(&event) {
+                    match parse_event(&event, page) {
                         Some(Message::Response {
                             id: Some(answered),
                             payload,
@@ -449,11 +462,11 @@ impl HttpUpstream {
     }
 }
 
-fn parse_event(event: &sse::Event) -> Option<Message> {
+fn parse_event(event: &sse::Event, page: Option<list_result::Shape>) -> Option<Message> {
     if event.data.trim().is_empty() {
         return None;
     }
-    jsonrpc::parse_incoming(&event.data).ok()
+    list_result::parse_answer(&event.data, page).ok()
 }
 
 /// Reads one GET stream to its end; `false` when the target does not offer one (no retry).
@@ -477,7 +490,7 @@ async fn listen_once(
             return true;
         };
         for event in events {
-            if let Some(Message::Other(message)) = parse_event(&event) {
+            if let Some(Message::Other(message)) = parse_event(&event, None) {
                 sink.message(message, None);
             }
         }
