@@ -2,6 +2,7 @@
 //! (file, line, field, hint), reading capped HTTP bodies, the HTTP client for targets, JSON text read without a tree, PEM files, and the units config files are written in.
 
 pub mod diagnostic;
+pub mod fast_hash;
 pub mod http;
 pub mod http_client;
 pub mod json_text;

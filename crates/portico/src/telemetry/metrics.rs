@@ -430,30 +430,24 @@ impl Seen {
     }
 }
 
-/// A multiply-and-rotate hash (as rustc's FxHash) of an operation's values, eight bytes at a time.
-/// The values are bounded by the config and by what targets answered, and a collision only costs a
-/// lookup in the family.
+/// A fast hash of an operation's values. They are bounded by the config and by what targets
+/// answered, and a collision only costs a lookup in the family.
 fn fx_hash(operation: &Operation<'_>, transport: &str) -> u64 {
-    let mix =
-        |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    let parts = [
+    use std::hash::Hasher;
+    let mut hasher = crate::base::fast_hash::FastHasher::default();
+    hasher.write_u64(operation.error.unwrap_or_default() as u64);
+    for part in [
         operation.route,
         operation.method,
         operation.target,
         operation.item,
         operation.version,
         transport,
-    ];
-    let mut hash = operation.error.unwrap_or_default() as u64;
-    for part in parts {
-        for chunk in part.as_bytes().chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            hash = mix(hash, u64::from_le_bytes(word));
-        }
-        hash = mix(hash, 0xff);
+    ] {
+        hasher.write(part.as_bytes());
+        hasher.write_u8(0xff);
     }
-    hash
+    hasher.finish()
 }
 
 fn now_seconds() -> f64 {

@@ -182,39 +182,9 @@ pub(super) struct Pending {
 /// up by walking them; a call adds and removes one entry.
 #[derive(Default)]
 pub(super) struct Inflight {
-    pub(super) by_upstream: HashMap<(usize, u64), Pending, OwnIds>,
+    /// Keyed by the gateway's own numbers: no client picks them, so no SipHash.
+    pub(super) by_upstream: HashMap<(usize, u64), Pending, crate::base::fast_hash::Fast>,
     pub(super) seq: u64,
-}
-
-/// Hashes the keys the gateway chose itself (a target's index, the id it gave a request): no client
-/// picks them, so a multiply-and-rotate mix (as rustc's FxHash) serves, without SipHash's cost.
-#[derive(Default, Clone, Copy)]
-pub(super) struct OwnIds;
-
-impl std::hash::BuildHasher for OwnIds {
-    type Hasher = OwnIdHasher;
-    fn build_hasher(&self) -> OwnIdHasher {
-        OwnIdHasher(0)
-    }
-}
-
-pub(super) struct OwnIdHasher(u64);
-
-impl std::hash::Hasher for OwnIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// A request in flight at a target. However its wait ends (an answer, a timeout, or the client's
