@@ -205,7 +205,8 @@ pub mod scan {
         }
     }
 
-    fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    /// Past the whitespace at `at`.
+    pub fn skip_space(bytes: &[u8], mut at: usize) -> usize {
         while bytes.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
             at += 1;
         }

@@ -14,7 +14,8 @@ use std::ops::Range;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::base::json_text::{Key, scan};
+use crate::base::json_text::Key;
+use crate::base::json_text::scan::{self, skip_space};
 use crate::mcp::jsonrpc::{self, Incoming, Json, Payload};
 
 /// What a list result holds: the field with the items, and the item field that names one.
@@ -87,18 +88,11 @@ fn span_of(text: &str, raw: &RawValue) -> Range<usize> {
     start..start + raw.get().len()
 }
 
-/// Where the value after a key ends: its `:` and the spaces around it skipped.
-fn after_key(bytes: &[u8], key: &str, text: &str) -> usize {
+/// Where the value after `key` (borrowed from `text`) starts: its `:` and the spaces around it skipped.
+fn after_key(text: &str, key: &str) -> usize {
     let closing_quote = key.as_ptr() as usize - text.as_ptr() as usize + key.len();
-    let colon = skip_space(bytes, closing_quote + 1);
-    skip_space(bytes, colon + 1)
-}
-
-fn skip_space(bytes: &[u8], mut at: usize) -> usize {
-    while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
-        at += 1;
-    }
-    at
+    let colon = skip_space(text.as_bytes(), closing_quote + 1);
+    skip_space(text.as_bytes(), colon + 1)
 }
 
 /// Where a container that starts at `start` and whose last value ended at `last` closes: one past
@@ -145,7 +139,7 @@ impl<'de> Visitor<'de> for Response<'de> {
                     plain &= id.replace(raw.get().parse().ok()).is_none();
                 }
                 ("result", Key::Borrowed(key)) if result.is_none() => {
-                    let start = after_key(self.text.as_bytes(), key, self.text);
+                    let start = after_key(self.text, key);
                     let seed = ListResult {
                         text: self.text,
                         shape: self.shape,
@@ -199,7 +193,7 @@ impl<'de> Visitor<'de> for ListResult<'de> {
                 return Err(de::Error::custom("a key with escapes"));
             };
             if key == self.shape.items {
-                let start = after_key(bytes, key, self.text);
+                let start = after_key(self.text, key);
                 let seed = Items {
                     text: self.text,
                     name: self.shape.name,
