@@ -9,12 +9,12 @@
 //! written with escapes, or a field the gateway decides on given twice (the gateway and the target
 //! could read different values of it).
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -38,9 +38,16 @@ impl From<Value> for Message {
 impl Message {
     /// Reads a message the client sent (its nesting depth already checked).
     pub fn read(text: Bytes) -> Result<Self, serde_json::Error> {
-        match Named::read(&text) {
-            Some(named) => Ok(Message::Named(Box::new(named))),
-            None => serde_json::from_slice(&text).map(Message::Parsed),
+        let text = match String::from_utf8(Vec::from(text)) {
+            Ok(text) => text,
+            // serde says where.
+            Err(not_utf8) => {
+                return serde_json::from_slice(not_utf8.as_bytes()).map(Message::Parsed);
+            }
+        };
+        match Named::read(text) {
+            Ok(named) => Ok(Message::Named(Box::new(named))),
+            Err(text) => serde_json::from_str(&text).map(Message::Parsed),
         }
     }
 
@@ -192,8 +199,8 @@ const NAMED: [(&str, &str); 5] = [
 /// A request for one named item, kept as the client's text with the gateway's changes beside it.
 #[derive(Debug)]
 pub struct Named {
-    /// The client's message: valid JSON, UTF-8.
-    text: Bytes,
+    /// The client's message: valid JSON.
+    text: String,
     id: Value,
     id_span: Range<usize>,
     sent_id: Option<u64>,
@@ -215,11 +222,20 @@ pub struct Named {
 }
 
 impl Named {
-    /// `text` as a named request, or `None` when it is something else, not JSON, or unclear.
-    fn read(text: &Bytes) -> Option<Self> {
-        let json = std::str::from_utf8(text).ok()?;
+    /// `text` as a named request; `text` back when it is something else, not JSON, or unclear.
+    fn read(text: String) -> Result<Self, String> {
+        match Self::locate(&text) {
+            Some(named) => Ok(Self { text, ..named }),
+            None => Err(text),
+        }
+    }
+
+    /// What a named request's text holds and where (the text itself is left to [`Self::read`]).
+    fn locate(json: &str) -> Option<Self> {
+        let text = json.as_bytes();
         let envelope: Envelope<'_> = serde_json::from_str(json).ok()?;
-        if envelope.unusual || envelope.jsonrpc?.get() != "\"2.0\"" {
+        let answer = envelope.result.is_some() || envelope.error.is_some();
+        if answer || envelope.jsonrpc?.get() != "\"2.0\"" {
             return None;
         }
         let span = |raw: &RawValue| {
@@ -269,7 +285,7 @@ impl Named {
             None => None,
         };
         Some(Self {
-            text: text.clone(),
+            text: String::new(),
             id,
             id_span: span(id_raw),
             sent_id: None,
@@ -286,24 +302,18 @@ impl Named {
         })
     }
 
-    fn json(&self) -> &str {
-        // Checked in `read`.
-        std::str::from_utf8(&self.text).unwrap_or_default()
-    }
-
     fn arguments_mut(&mut self) -> Option<&mut Value> {
         let (span, parsed) = self.arguments.as_mut()?;
         if parsed.is_none() {
             // Validated in `read`.
-            let text = std::str::from_utf8(&self.text[span.clone()]).unwrap_or("null");
-            *parsed = Some(serde_json::from_str(text).unwrap_or_default());
+            *parsed = Some(serde_json::from_str(&self.text[span.clone()]).unwrap_or_default());
         }
         parsed.as_mut()
     }
 
     /// The client's text with the gateway's changes, each written over the place of what it replaces.
     fn write(&self) -> String {
-        let json = self.json();
+        let json = &self.text;
         let mut edits: Vec<(Range<usize>, Edit<'_>)> = Vec::with_capacity(4);
         let id = match self.sent_id {
             Some(id) => Edit::Id(id),
@@ -338,7 +348,7 @@ impl Named {
     }
 
     fn into_value(self) -> Value {
-        let mut message: Value = serde_json::from_str(self.json()).unwrap_or_default();
+        let mut message: Value = serde_json::from_str(&self.text).unwrap_or_default();
         let id = self.sent_id.map_or(self.id, |id| json!(id));
         jsonrpc::set_id(&mut message, id);
         let Some(params) = jsonrpc::params_mut(&mut message) else {
@@ -385,83 +395,21 @@ impl Edit<'_> {
     }
 }
 
-/// The top level of a message: the fields a request is told apart by, left as text.
-#[derive(Default)]
+/// The top level of a message: the fields a request is told apart by, left as text. A field given
+/// twice fails the read, and the message takes the `Value` path.
+#[derive(Deserialize)]
 struct Envelope<'a> {
+    #[serde(borrow)]
     jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow)]
     id: Option<&'a RawValue>,
+    #[serde(borrow)]
     method: Option<&'a RawValue>,
+    #[serde(borrow)]
     params: Option<&'a RawValue>,
-    /// A field repeated, or one only a response has.
-    unusual: bool,
-}
-
-enum Field {
-    Jsonrpc,
-    Id,
-    Method,
-    Params,
-    Answer,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor;
-        impl Visitor<'_> for FieldVisitor {
-            type Value = Field;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
-                Ok(match key {
-                    "jsonrpc" => Field::Jsonrpc,
-                    "id" => Field::Id,
-                    "method" => Field::Method,
-                    "params" => Field::Params,
-                    "result" | "error" => Field::Answer,
-                    _ => Field::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(FieldVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor;
-        impl<'de> Visitor<'de> for EnvelopeVisitor {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON-RPC message")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
-                let mut envelope = Envelope::default();
-                while let Some(field) = map.next_key::<Field>()? {
-                    let slot = match field {
-                        Field::Jsonrpc => &mut envelope.jsonrpc,
-                        Field::Id => &mut envelope.id,
-                        Field::Method => &mut envelope.method,
-                        Field::Params => &mut envelope.params,
-                        Field::Answer => {
-                            envelope.unusual = true;
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                        Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    let value: &'de RawValue = map.next_value()?;
-                    envelope.unusual |= slot.replace(value).is_some();
-                }
-                Ok(envelope)
-            }
-        }
-        deserializer.deserialize_map(EnvelopeVisitor)
-    }
+    /// Only a response has these.
+    result: Option<IgnoredAny>,
+    error: Option<IgnoredAny>,
 }
 
 #[cfg(test)]
