@@ -521,26 +521,34 @@ mod tests {
                 let expected = PageSeed(ListKind::Tools)
                     .deserialize(&mut deserializer)
                     .expect(&text);
-                let items = |page: &Page| -> Vec<String> {
-                    page.items.iter().map(|i| i.text.to_string()).collect()
-                };
-                assert_eq!(items(&page), items(&expected), "{text}");
+                assert_eq!(texts(&page), texts(&expected), "{text}");
                 assert_eq!(page.next_cursor, expected.next_cursor, "{text}");
                 // Names found while the page was scanned are the names found item by item.
-                let written = |mut page: Page| -> Vec<(Option<String>, String)> {
-                    page.items
-                        .iter_mut()
-                        .map(|item| {
-                            let mut out = String::new();
-                            item.write_prefixed(&mut out, ListKind::Tools, "t");
-                            (item.name(ListKind::Tools).map(str::to_string), out)
-                        })
-                        .collect()
-                };
-                assert_eq!(written(page), written(expected), "{text}");
+                assert_eq!(
+                    names_and_prefixed(page),
+                    names_and_prefixed(expected),
+                    "{text}"
+                );
             }
         }
         assert!(checked > 10_000, "only {checked} valid documents");
+    }
+
+    /// Each item's text.
+    fn texts(page: &Page) -> Vec<String> {
+        page.items.iter().map(|i| i.text.to_string()).collect()
+    }
+
+    /// Each item's name, and the item written with the prefix `t`.
+    fn names_and_prefixed(mut page: Page) -> Vec<(Option<String>, String)> {
+        page.items
+            .iter_mut()
+            .map(|item| {
+                let mut out = String::new();
+                item.write_prefixed(&mut out, ListKind::Tools, "t");
+                (item.name(ListKind::Tools).map(str::to_string), out)
+            })
+            .collect()
     }
 
     #[test]
@@ -599,22 +607,13 @@ mod tests {
             let expected = PageSeed(ListKind::Tools)
                 .deserialize(&mut deserializer)
                 .expect(&result);
-            let items = |page: &Page| -> Vec<String> {
-                page.items.iter().map(|i| i.text.to_string()).collect()
-            };
-            assert_eq!(items(&page), items(&expected), "{result}");
+            assert_eq!(texts(&page), texts(&expected), "{result}");
             assert_eq!(page.next_cursor, expected.next_cursor, "{result}");
-            let written = |mut page: Page| -> Vec<(Option<String>, String)> {
-                page.items
-                    .iter_mut()
-                    .map(|item| {
-                        let mut out = String::new();
-                        item.write_prefixed(&mut out, ListKind::Tools, "t");
-                        (item.name(ListKind::Tools).map(str::to_string), out)
-                    })
-                    .collect()
-            };
-            assert_eq!(written(page), written(expected), "{result}");
+            assert_eq!(
+                names_and_prefixed(page),
+                names_and_prefixed(expected),
+                "{result}"
+            );
         }
         assert!(
             split > 5_000 && checked > split,
