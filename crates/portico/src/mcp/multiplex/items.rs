@@ -323,6 +323,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::json_text::testing::random_json;
 
     fn raw(text: &str) -> Json {
         Json::from(&*RawValue::from_string(text.to_string()).unwrap())
@@ -405,77 +406,6 @@ mod tests {
             scan::field(r#"{"na\u006de":"a"}"#, "name"),
             scan::Found::Unsure
         ));
-    }
-
-    /// Random JSON as targets may write it: odd whitespace, escapes, brackets and quotes inside
-    /// strings, the field names the scans look for at every depth.
-    fn random_json(rng: &mut rand::rngs::StdRng, depth: u32, out: &mut String) {
-        use rand::Rng;
-        let space = |rng: &mut rand::rngs::StdRng, out: &mut String| {
-            for _ in 0..rng.random_range(0..3u32) {
-                out.push([' ', '\n', '\t', '\r'][rng.random_range(0..4)]);
-            }
-        };
-        let string = |rng: &mut rand::rngs::StdRng, out: &mut String| {
-            const PIECES: [&str; 15] = [
-                "name",
-                "name",
-                // Longer than the eight bytes the string scan takes at a time.
-                "a plain run of text, fifty bytes long or about so.",
-                "\\u00e9t\\u00e9 \\\"quoted\\\" \\\\",
-                "tools",
-                "nextCursor",
-                "a",
-                "]",
-                "}",
-                "{",
-                "[",
-                "\\\"",
-                "\\\\",
-                "\\u006e",
-                ",:",
-            ];
-            out.push('"');
-            for _ in 0..rng.random_range(0..4u32) {
-                out.push_str(PIECES[rng.random_range(0..PIECES.len())]);
-            }
-            out.push('"');
-        };
-        space(rng, out);
-        // Objects more often than anything else: list items are objects.
-        match rng.random_range(0..if depth == 0 { 4 } else { 8 }) {
-            0 => string(rng, out),
-            1 => out.push_str(["1", "-2.5e3", "0"][rng.random_range(0..3)]),
-            2 => out.push_str(["true", "false"][rng.random_range(0..2)]),
-            3 => out.push_str("null"),
-            4 => {
-                out.push('[');
-                for i in 0..rng.random_range(0..4) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    random_json(rng, depth - 1, out);
-                }
-                space(rng, out);
-                out.push(']');
-            }
-            _ => {
-                out.push('{');
-                for i in 0..rng.random_range(0..5) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    space(rng, out);
-                    string(rng, out);
-                    space(rng, out);
-                    out.push(':');
-                    random_json(rng, depth - 1, out);
-                }
-                space(rng, out);
-                out.push('}');
-            }
-        }
-        space(rng, out);
     }
 
     #[test]
