@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::mcp::jsonrpc::Payload;
+use crate::mcp::list_result;
 use crate::mcp::message::Message;
 use crate::mcp::sse;
 use crate::policy::outbound::{Outbound, build};
@@ -87,7 +88,10 @@ impl SseUpstream {
 
     pub async fn request(&self, request: Message) -> Result<Payload, UpstreamError> {
         let body = request.to_bytes();
-        self.waiters.call(request.sent_id(), self.post(body)).await
+        let page = list_result::shape(request.method());
+        self.waiters
+            .call(request.sent_id(), page, self.post(body))
+            .await
     }
 
     pub async fn send(&self, message: &Value) -> Result<(), UpstreamError> {

@@ -14,6 +14,7 @@ use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
 use crate::config::runtime::StdioSpec;
 use crate::mcp::jsonrpc::Payload;
+use crate::mcp::list_result;
 use crate::mcp::message::Message;
 
 /// How long a process gets to exit after SIGTERM before it is killed.
@@ -120,8 +121,9 @@ impl StdioUpstream {
 
     pub async fn request(&self, request: Message) -> Result<Payload, UpstreamError> {
         let line = request.to_bytes();
+        let page = list_result::shape(request.method());
         self.waiters
-            .call(request.sent_id(), self.write_line(line))
+            .call(request.sent_id(), page, self.write_line(line))
             .await
     }
 
