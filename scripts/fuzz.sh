@@ -13,7 +13,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(jsonrpc_envelope sse_reader cursor path params config)
+  targets=(jsonrpc_envelope list_answer sse_reader cursor path params config)
 fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
