@@ -307,10 +307,14 @@ async fn sigterm_stops_every_target_process() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait()).await
+    else {
+        panic!(
+            "the gateway did not exit within 10 s of SIGTERM; its log:\n{}",
+            gateway.log_text()
+        );
+    };
+    let status = status.unwrap();
     assert!(status.success(), "{status}");
     for child in children {
         let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
