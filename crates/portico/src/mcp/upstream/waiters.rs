@@ -151,6 +151,36 @@ mod tests {
         assert!(!is_split(&answer("tools/call", &id_first).await));
     }
 
+    #[test]
+    fn the_id_scan_finds_the_id_serde_reads_and_survives_broken_text() {
+        use crate::base::json_text::testing::random_json;
+        use crate::mcp::jsonrpc;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut agreed = 0;
+        for round in 0..20_000 {
+            let (mut before, mut after) = (String::new(), String::new());
+            random_json(&mut rng, 2, &mut before);
+            random_json(&mut rng, 2, &mut after);
+            let id = rng.random_range(0..1_000u64);
+            let mut text = match round % 3 {
+                0 => format!(r#"{{"id":{id},"result":{before}}}"#),
+                1 => format!(r#"{{"result":{before},"x":{after},"id":{id}}}"#),
+                _ => format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{before}}}"#),
+            };
+            if round % 2 == 1 {
+                let at = rng.random_range(0..text.len());
+                text.remove(at);
+            }
+            let found = likely_id(&text);
+            if let Ok(Incoming::Response { id: read, .. }) = jsonrpc::parse_incoming(&text) {
+                assert_eq!(found, read, "{text}");
+                agreed += 1;
+            }
+        }
+        assert!(agreed > 5_000, "{agreed}");
+    }
+
     #[tokio::test]
     async fn odd_answers_to_a_list_are_read_as_any_message() {
         // Brackets and escapes in a string before the id; then an error.
