@@ -45,8 +45,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Scans of JSON text that `serde_json` has already validated (a target's result is read as a
-/// `RawValue`): no second validation, just the structure, each byte looked at once.
+/// Scans of JSON text that is already validated (by `serde_json` or `json_walk`), or whose reading by
+/// a validating reader follows and decides (the depth pre-check, a message's likely id): no second
+/// validation, just the structure, each byte looked at once. Text that is not JSON never makes them
+/// panic or read out of bounds.
 pub mod scan {
     use std::ops::Range;
 
