@@ -26,11 +26,6 @@ impl<'a> Walk<'a> {
         Self { text, at: 0 }
     }
 
-    /// The text walked over.
-    pub fn text(&self) -> &'a str {
-        self.text
-    }
-
     /// Whether only whitespace is left.
     pub fn at_end(&mut self) -> bool {
         self.peek().is_none()
@@ -42,39 +37,36 @@ impl<'a> Walk<'a> {
         &mut self,
         mut field: impl FnMut(&mut Self, &str) -> Option<()>,
     ) -> Option<Range<usize>> {
-        let start = self.open(b'{')?;
-        if self.take(b'}') {
-            return Some(start..self.at);
-        }
-        loop {
-            let key = self.key()?;
-            self.expect(b':')?;
-            field(self, &key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(start..self.at);
-                }
-                _ => return None,
-            }
-        }
+        self.container(b'{', b'}', |walk| {
+            let key = walk.key()?;
+            walk.expect(b':')?;
+            field(walk, &key)
+        })
     }
 
     /// Walks the array here: `element` must walk over each element. The array's place.
-    pub fn array(
+    pub fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<Range<usize>> {
+        self.container(b'[', b']', element)
+    }
+
+    /// Walks the container that `open` opens here: `member` walks over each member (an element, or
+    /// a key and its value), the commas between them are taken here. The container's place.
+    fn container(
         &mut self,
-        mut element: impl FnMut(&mut Self) -> Option<()>,
+        open: u8,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<Range<usize>> {
-        let start = self.open(b'[')?;
-        if self.take(b']') {
+        let start = self.skip_space();
+        self.expect(open)?;
+        if self.take(close) {
             return Some(start..self.at);
         }
         loop {
-            element(self)?;
+            member(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b']' => {
+                byte if byte == close => {
                     self.at += 1;
                     return Some(start..self.at);
                 }
@@ -156,13 +148,6 @@ impl<'a> Walk<'a> {
 
     fn expect(&mut self, byte: u8) -> Option<()> {
         self.take(byte).then_some(())
-    }
-
-    /// Takes the `byte` that opens a container; where it is.
-    fn open(&mut self, byte: u8) -> Option<usize> {
-        let start = self.skip_space();
-        self.expect(byte)?;
-        Some(start)
     }
 
     /// Past whitespace (JSON's four bytes, as serde_json reads it); the place.
@@ -432,7 +417,7 @@ mod tests {
         let mut seen = Vec::new();
         let span = walk.object(|walk, key| {
             let value = walk.value()?;
-            seen.push(format!("{key}={}", &walk.text()[value]));
+            seen.push(format!("{key}={}", &text[value]));
             Some(())
         });
         assert_eq!(span.map(|s| &text[s]), Some(&text[1..text.len() - 1]));

@@ -447,21 +447,27 @@ mod tests {
                 scan::Found::Unsure => {}
             }
             if let Some(page) = scan_page(&text, ListKind::Tools) {
-                let mut deserializer = serde_json::Deserializer::from_str(&text);
-                let expected = PageSeed(ListKind::Tools)
-                    .deserialize(&mut deserializer)
-                    .expect(&text);
-                assert_eq!(texts(&page), texts(&expected), "{text}");
-                assert_eq!(page.next_cursor, expected.next_cursor, "{text}");
                 // Names found while the page was scanned are the names found item by item.
-                assert_eq!(
-                    names_and_prefixed(page),
-                    names_and_prefixed(expected),
-                    "{text}"
-                );
+                assert_is_serde_page(page, &text, &text);
             }
         }
         assert!(checked > 10_000, "only {checked} valid documents");
+    }
+
+    /// Asserts that `page` is the page serde reads from the list result `text`: its items, cursor,
+    /// names and prefixed output. `context` is shown when it is not.
+    fn assert_is_serde_page(page: Page, text: &str, context: &str) {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let expected = PageSeed(ListKind::Tools)
+            .deserialize(&mut deserializer)
+            .expect(context);
+        assert_eq!(texts(&page), texts(&expected), "{context}");
+        assert_eq!(page.next_cursor, expected.next_cursor, "{context}");
+        assert_eq!(
+            names_and_prefixed(page),
+            names_and_prefixed(expected),
+            "{context}"
+        );
     }
 
     /// Each item's text.
@@ -533,17 +539,7 @@ mod tests {
                 continue;
             };
             split += 1;
-            let mut deserializer = serde_json::Deserializer::from_str(json.get());
-            let expected = PageSeed(ListKind::Tools)
-                .deserialize(&mut deserializer)
-                .expect(&result);
-            assert_eq!(texts(&page), texts(&expected), "{result}");
-            assert_eq!(page.next_cursor, expected.next_cursor, "{result}");
-            assert_eq!(
-                names_and_prefixed(page),
-                names_and_prefixed(expected),
-                "{result}"
-            );
+            assert_is_serde_page(page, json.get(), &result);
         }
         assert!(
             split > 5_000 && checked > split,

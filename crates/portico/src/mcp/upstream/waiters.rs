@@ -50,10 +50,7 @@ impl Waiters {
     /// Routes one message the target wrote: a response to its waiter, anything else to `sink`.
     /// `source` names the transport in the warning about text that is not JSON.
     pub fn route(&self, text: &str, sink: &InboundSink, source: &str) {
-        // The id is looked up before the message is read, for the shape of the page it answers. A
-        // wrong guess (the text is read properly only after) costs the split, never the answer.
-        let page = likely_id(text).and_then(|id| self.lock().get(&id).and_then(|w| w.page));
-        match list_result::parse_answer(text, page) {
+        match list_result::parse_answer(text, self.page_answered(text)) {
             Ok(Incoming::Response { id, payload }) => {
                 if let Some(waiter) = id.and_then(|id| self.lock().remove(&id)) {
                     let _ = waiter.reply.send(Ok(payload));
@@ -64,6 +61,17 @@ impl Waiters {
                 tracing::warn!(target: "portico::upstream", source, "target sent something that is not JSON; ignored")
             }
         }
+    }
+
+    /// The shape of the page `text` answers: the id is looked up before the message is read, by a
+    /// scan, and only while a list request waits (most messages answer none). A wrong guess (the text
+    /// is read properly only after) costs the split, never the answer.
+    fn page_answered(&self, text: &str) -> Option<Shape> {
+        if !self.lock().values().any(|w| w.page.is_some()) {
+            return None;
+        }
+        let id = likely_id(text)?;
+        self.lock().get(&id).and_then(|w| w.page)
     }
 
     /// Fails every request still waiting (the connection is gone), each with `error()`.
