@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::handling::authenticate;
+use crate::mcp::header_names::{SESSION_HEADER, VERSION_HEADER};
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::respond::{
-    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header,
-    json_response, refuse,
+    Body, TargetHeaders, accepts, after_body, empty, header, json_response, refuse,
 };
 use crate::mcp::{legacy_sse, per_request, streamable_http};
 
@@ -154,7 +154,11 @@ pub(crate) async fn dispatch(
         && let Some(id) = legacy_sse::message_session(request.uri())
     {
         let parts = request.into_parts();
-        return legacy_sse::message(gateway, route, &id, parts, peer, claims).await;
+        // Boxed, so a Streamable HTTP request's future is not sized for this transport's.
+        return Box::pin(legacy_sse::message(
+            gateway, route, &id, parts, peer, claims,
+        ))
+        .await;
     }
     if *request.method() == Method::GET
         && legacy_sse::opens_stream(request.uri().path(), request.headers())

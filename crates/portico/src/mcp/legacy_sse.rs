@@ -27,6 +27,7 @@ use crate::gateway::Gateway;
 use crate::mcp::handling::{
     Kept, handle_request, over_rate_limit, read_body, start_session, subject,
 };
+use crate::mcp::header_names::SESSION_HEADER;
 use crate::mcp::respond::{
     Body, after_body, empty, frames_kept_alive, over_limit, refuse, sse_response,
 };
@@ -78,7 +79,7 @@ impl Connections {
 
 /// A GET that opens a legacy event stream: its path ends in `/sse` and it names no session.
 pub fn opens_stream(path: &str, headers: &HeaderMap) -> bool {
-    path.ends_with("/sse") && !headers.contains_key("mcp-session-id")
+    path.ends_with("/sse") && !headers.contains_key(SESSION_HEADER)
 }
 
 /// The `sessionId` of a POST to a legacy message endpoint.

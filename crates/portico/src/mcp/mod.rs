@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod handling;
+pub mod header_names;
 pub mod jsonrpc;
 pub mod legacy_sse;
 pub mod list_result;

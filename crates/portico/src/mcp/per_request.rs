@@ -28,12 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::handling::{Admitted, Kept, Post, handle_request, start_session};
+use crate::mcp::header_names::VERSION_HEADER;
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::message::Message;
 use crate::mcp::multiplex::{STREAM_CAPACITY, SUPPORTED_VERSIONS};
 use crate::mcp::respond::{
-    Body, TargetHeaders, VERSION_HEADER, empty, header, json_response, json_text_response,
-    sse_body, sse_response,
+    Body, TargetHeaders, empty, header, json_response, json_text_response, sse_body, sse_response,
 };
 use crate::mcp::session::{self, Owner, Session};
 

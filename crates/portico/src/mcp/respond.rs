@@ -25,10 +25,6 @@ use crate::policy::headers::HeaderModifier;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
-pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
-
-pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
-
 /// A comment on idle GET streams, so proxies and clients do not time them out.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 

@@ -120,7 +120,9 @@ impl Drop for Session {
 
 /// Every live session of the gateway.
 pub struct Sessions {
-    map: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    /// Hashed fast: every id in it was made here (sealed with a random nonce, or a keyed digest),
+    /// so no client can pick ids that collide.
+    map: RwLock<HashMap<Arc<str>, Arc<Session>, crate::base::fast_hash::Fast>>,
     epoch: Instant,
     ttl: Duration,
     /// Sessions being closed after the client deleted them; shutdown waits for them.

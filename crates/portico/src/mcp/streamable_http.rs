@@ -25,6 +25,7 @@ use crate::mcp::handling::{
     Admitted, Kept, Post, Resume, find_session, handle_request, over_rate_limit, read_body,
     start_session,
 };
+use crate::mcp::header_names::{SESSION_HEADER, VERSION_HEADER};
 use crate::mcp::jsonrpc::{self, Kind, code};
 use crate::mcp::message::Message;
 use crate::mcp::multiplex::STREAM_CAPACITY;
@@ -32,8 +33,8 @@ use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
-    Body, SESSION_HEADER, TargetHeaders, VERSION_HEADER, accepts, after_body, empty, header,
-    json_reply, json_response, kept_alive_body, refuse, sse_body, sse_response,
+    Body, TargetHeaders, accepts, after_body, empty, header, json_reply, json_response,
+    kept_alive_body, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -90,8 +91,10 @@ pub(crate) async fn post(
     peer: SocketAddr,
     claims: Value,
 ) -> Response<Body> {
+    // The branches most requests do not take are boxed: a future is as large as its largest await,
+    // and every request's future (boxed per request by the server) would be sized for them.
     if let Err(refused) = check_post_headers(request.headers()) {
-        return after_body(request, refused).await;
+        return Box::pin(after_body(request, refused)).await;
     }
     // Taken apart, so the headers outlive the body read without a copy.
     let (parts, body) = request.into_parts();
@@ -128,7 +131,10 @@ pub(crate) async fn post(
     };
     if session_header.is_none() && per_request::applies(headers, &message) {
         let message = message.into_value();
-        return per_request::post(gateway, route, message, kind, post, claims).await;
+        return Box::pin(per_request::post(
+            gateway, route, message, kind, post, claims,
+        ))
+        .await;
     }
     if let Some(version) = header(headers, VERSION_HEADER)
         && !SUPPORTED_VERSIONS.contains(&version)
@@ -137,7 +143,7 @@ pub(crate) async fn post(
     }
     if route.is_stateless() {
         let message = message.into_value();
-        return stateless(gateway, route, message, kind, post, claims).await;
+        return Box::pin(stateless(gateway, route, message, kind, post, claims)).await;
     }
     if session_header.is_none() && kind == Kind::Request && message.method() == "initialize" {
         let token = headers
@@ -155,11 +161,11 @@ pub(crate) async fn post(
             Err(refused) => refused,
         },
         Kind::Notification => {
-            session.mux.client_notification(message.into_value()).await;
+            Box::pin(session.mux.client_notification(message.into_value())).await;
             empty(StatusCode::ACCEPTED)
         }
         Kind::Response => {
-            if !session.mux.client_response(message.into_value()).await {
+            if !Box::pin(session.mux.client_response(message.into_value())).await {
                 tracing::debug!(target: "portico::access", session = %session.tag, "answer to no pending server request; dropped");
             }
             empty(StatusCode::ACCEPTED)
@@ -235,10 +241,7 @@ async fn stateless(
 /// `MCP-Protocol-Version` header (else the latest), no client capabilities (the client cannot be
 /// asked anything without a session), and Portico as the client.
 fn stateless_initialize(headers: &HeaderMap) -> Value {
-    let version = crate::mcp::multiplex::negotiate_version(header(
-        headers,
-        crate::mcp::respond::VERSION_HEADER,
-    ));
+    let version = crate::mcp::multiplex::negotiate_version(header(headers, VERSION_HEADER));
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": version,
         "capabilities": {},

@@ -17,14 +17,13 @@ mod per_request;
 
 use super::{InboundSink, UpstreamError};
 use crate::base::http_client::{self, HttpClient, next_chunk};
+use crate::mcp::header_names::{SESSION_HEADER, VERSION_HEADER};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
 use crate::mcp::list_result;
 use crate::mcp::message::Message as Outgoing;
 use crate::mcp::sse;
 use crate::policy::outbound::Outbound;
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const ACCEPT_EVENTS: HeaderValue = HeaderValue::from_static("text/event-stream");
 /// How long to wait before resuming a stream the target closed, when it did not say (`retry:`).
@@ -191,10 +190,9 @@ impl HttpUpstream {
     }
 
     pub async fn request(&self, request: Outgoing) -> Result<Payload, UpstreamError> {
+        // The rare branches are boxed, so the common one's future is not sized for them.
         if let Some(context) = self.context.load_full() {
-            return self
-                .request_in_context(&context, request.into_value())
-                .await;
+            return Box::pin(self.request_in_context(&context, request.into_value())).await;
         }
         let is_initialize = request.method() == "initialize";
         let id = request.sent_id();
@@ -210,7 +208,7 @@ impl HttpUpstream {
             && read(&self.session_id).is_some()
         {
             tracing::info!(target: "portico::upstream", "upstream session expired; initializing again");
-            self.reinitialize().await?;
+            Box::pin(self.reinitialize()).await?;
             let response = self.post(body).await?;
             return self.read_answer(response, id, page).await;
         }
@@ -328,7 +326,8 @@ impl HttpUpstream {
             }
             let wait = reader.retry.map_or(DEFAULT_RETRY, Duration::from_millis);
             tokio::time::sleep(wait.min(MAX_RETRY)).await;
-            body = self.resume_stream(&last_event).await?;
+            // Boxed: rare, and the future of every answer's read would be sized for it.
+            body = Box::pin(self.resume_stream(&last_event)).await?;
             reader = sse::Reader::new(self.max_message);
             reader.last_event_id = Some(last_event);
         }
