@@ -743,6 +743,73 @@ async fn a_pause_longer_than_the_targets_keep_alive_costs_no_call() {
     assert_eq!(text(&after.response["result"]), "after", "{after:?}");
 }
 
+/// A TCP relay to `upstream` that counts the connections it was given, and those still open.
+async fn counting_relay(
+    upstream: String,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counted, still_open) = (accepted.clone(), open.clone());
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            counted.fetch_add(1, SeqCst);
+            still_open.fetch_add(1, SeqCst);
+            let (upstream, still_open) = (upstream.clone(), still_open.clone());
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+                still_open.fetch_sub(1, SeqCst);
+            });
+        }
+    });
+    (address, accepted, open)
+}
+
+/// Requests to an HTTP target, one at a time, go on one kept-open connection (not one each), and
+/// connections left idle are closed once idle longer than the pool keeps them (4 s), not kept open
+/// for as long as the gateway runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_targets_connections_are_reused_and_closed_when_idle() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let fixture = HttpFixture::start(&[]).await;
+    let upstream = fixture
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let (relay, accepted, open) = counting_relay(upstream).await;
+    let yaml = config_with_targets(&http_target("remote", &format!("http://{relay}/mcp")), "");
+    let gateway = Gateway::start(&yaml).await;
+    let mut client = Client::connect(gateway.url("/mcp")).await;
+    for i in 0..20 {
+        let message = format!("call {i}");
+        let result = client.call("echo", json!({"message": message})).await;
+        assert_eq!(text(&result), message);
+    }
+    let used = accepted.load(SeqCst);
+    assert!(
+        used <= 2,
+        "{used} target connections for initialize, its notification and 20 calls, one at a time"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while open.load(SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(open.load(SeqCst), 0, "idle target connections still open");
+    assert_eq!(
+        text(&client.call("echo", json!({"message": "again"})).await),
+        "again"
+    );
+}
+
 /// SSE blocks of `response` (`id`, `retry`, `data` fields), until `until` holds for one of them.
 async fn sse_blocks(response: &mut reqwest::Response, until: impl Fn(&str) -> bool) -> Vec<String> {
     let mut buffer = String::new();

@@ -9,14 +9,13 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
-use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 mod per_request;
 
 use super::{InboundSink, UpstreamError};
-use crate::base::http_client::{self, HttpClient, next_chunk};
+use crate::base::http_client::{self, HttpClient, ReplyBody, Response, next_chunk};
 use crate::mcp::header_names::{SESSION_HEADER, VERSION_HEADER};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
 use crate::mcp::list_result;
@@ -36,8 +35,6 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How long the target may take to take `notifications/initialized` before the messages waiting for it
 /// go ahead anyway.
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
-
-type Response = http::Response<Incoming>;
 
 pub struct HttpUpstream {
     uri: Uri,
@@ -334,7 +331,7 @@ impl HttpUpstream {
     }
 
     /// The rest of a stream the target closed, from the event after `last_event`.
-    async fn resume_stream(&self, last_event: &str) -> Result<Incoming, UpstreamError> {
+    async fn resume_stream(&self, last_event: &str) -> Result<ReplyBody, UpstreamError> {
         let _ready = self.ready.read().await;
         let mut request = request(
             Method::GET,
