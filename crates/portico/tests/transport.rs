@@ -473,11 +473,7 @@ async fn legacy_sse_clients_get_the_endpoint_and_their_replies_on_the_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_upstream_session_is_initialized_again() {
     let first = HttpFixture::start(&["--name", "a"]).await;
-    let address = first
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
+    let address = first.address();
     let yaml = config_with_targets(&http_target("a", &first.url), "");
     let gateway = Gateway::start(&yaml).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;
@@ -720,15 +716,8 @@ async fn closing_idle_connections(upstream: String, idle: Duration) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pause_longer_than_the_targets_keep_alive_costs_no_call() {
     let fixture = HttpFixture::start(&[]).await;
-    let upstream = fixture
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
-    let relay = closing_idle_connections(upstream, Duration::from_secs(5)).await;
-    let yaml = config_with_targets(&http_target("remote", &format!("http://{relay}/mcp")), "");
-    let gateway = Gateway::start(&yaml).await;
-    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let relay = closing_idle_connections(fixture.address(), Duration::from_secs(5)).await;
+    let (_gateway, mut client) = session_through(&relay).await;
     assert_eq!(
         text(&client.call("echo", json!({"message": "before"})).await),
         "before"
@@ -741,6 +730,14 @@ async fn a_pause_longer_than_the_targets_keep_alive_costs_no_call() {
         )
         .await;
     assert_eq!(text(&after.response["result"]), "after", "{after:?}");
+}
+
+/// A gateway whose one HTTP target is reached at `relay`, and a client's session on it.
+async fn session_through(relay: &str) -> (Gateway, Client) {
+    let yaml = config_with_targets(&http_target("remote", &format!("http://{relay}/mcp")), "");
+    let gateway = Gateway::start(&yaml).await;
+    let client = Client::connect(gateway.url("/mcp")).await;
+    (gateway, client)
 }
 
 /// A TCP relay to `upstream` that counts the connections it was given, and those still open.
@@ -780,15 +777,8 @@ async fn counting_relay(
 async fn an_http_targets_connections_are_reused_and_closed_when_idle() {
     use std::sync::atomic::Ordering::SeqCst;
     let fixture = HttpFixture::start(&[]).await;
-    let upstream = fixture
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
-    let (relay, accepted, open) = counting_relay(upstream).await;
-    let yaml = config_with_targets(&http_target("remote", &format!("http://{relay}/mcp")), "");
-    let gateway = Gateway::start(&yaml).await;
-    let mut client = Client::connect(gateway.url("/mcp")).await;
+    let (relay, accepted, open) = counting_relay(fixture.address()).await;
+    let (_gateway, mut client) = session_through(&relay).await;
     for i in 0..20 {
         let message = format!("call {i}");
         let result = client.call("echo", json!({"message": message})).await;

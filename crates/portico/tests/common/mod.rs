@@ -50,6 +50,14 @@ impl HttpFixture {
             .expect("the fixture says where it listens")
     }
 
+    /// `host:port` the fixture listens on.
+    pub fn address(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string()
+    }
+
     /// Starts an HTTP fixture; `None` if it exits without listening (e.g. its address is taken).
     pub async fn try_start(args: &[&str]) -> Option<Self> {
         Self::spawn("http", args).await
