@@ -273,8 +273,8 @@ fn host_header(uri: &Uri) -> HeaderValue {
         Some(port) if port != default_port => format!("{host}:{port}"),
         _ => host.to_string(),
     };
-    // A URI's host and port are valid header text.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|e| unreachable!("a URI's host and port are header text: {e}"))
 }
 
 impl Idle {
