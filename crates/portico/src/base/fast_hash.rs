@@ -16,12 +16,23 @@ impl FastHasher {
 }
 
 impl Hasher for FastHasher {
-    /// Eight bytes at a time, the last word padded with zeros.
+    /// Eight bytes at a time, the last word padded with zeros. Whole words are read as such, and the
+    /// last one byte by byte: a copy of a slice of unknown length into a word is a call to `memcpy`
+    /// (one per word of a session id, looked up on every request).
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut whole = [0u8; 8];
+            whole.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(whole));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let last = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, byte| word << 8 | u64::from(*byte));
+            self.mix(last);
         }
     }
 
@@ -39,5 +50,36 @@ impl Hasher for FastHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words a text is hashed as: eight bytes each, little-endian, the last padded with zeros.
+    fn by_words(bytes: &[u8]) -> u64 {
+        let mut hasher = FastHasher::default();
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hasher.mix(u64::from_le_bytes(word));
+        }
+        hasher.finish()
+    }
+
+    #[test]
+    fn texts_of_every_length_hash_as_their_padded_words() {
+        let text: Vec<u8> = (0..=255u8).rev().collect();
+        for len in 0..40 {
+            let mut hasher = FastHasher::default();
+            hasher.write(&text[..len]);
+            assert_eq!(hasher.finish(), by_words(&text[..len]), "{len} bytes");
+        }
+        // One more byte, where the shorter text has padding, hashes apart.
+        let (mut a, mut b) = (FastHasher::default(), FastHasher::default());
+        a.write(b"session\x01");
+        b.write(b"session");
+        assert_ne!(a.finish(), b.finish());
     }
 }
