@@ -215,7 +215,7 @@ pub(crate) async fn start_session(
     claims: &Value,
     token: Option<HeaderValue>,
     kept: Kept<'_>,
-) -> Result<(Arc<Session>, Value), NotStarted> {
+) -> Result<(Arc<Session>, String), NotStarted> {
     let sub = subject(claims);
     let version = negotiate_version(message["params"]["protocolVersion"].as_str());
     let mut served = Served {
@@ -273,7 +273,7 @@ pub(crate) async fn start_session(
         Ok((mux, response)) if kept != Kept::InTable => {
             let owner = session::owner(claims);
             let session = Session::transient(route.name.as_str().into(), owner, mux);
-            log(&served, jsonrpc::error_code(&response));
+            log(&served, None);
             Ok((Arc::new(session), response))
         }
         Ok((mux, response)) => {
@@ -289,7 +289,7 @@ pub(crate) async fn start_session(
             };
             let session = gateway.sessions.insert(ticket, owner, mux);
             served.session = &session.tag;
-            log(&served, jsonrpc::error_code(&response));
+            log(&served, None);
             Ok((session, response))
         }
         Err(error) => {

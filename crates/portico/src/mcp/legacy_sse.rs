@@ -274,9 +274,9 @@ async fn initialize(
             let _ = connection.session.set(session);
             result
         }
-        Err(not_started) => not_started.error,
+        Err(not_started) => not_started.error.to_string(),
     };
-    let _ = connection.stream.send(reply.to_string()).await;
+    let _ = connection.stream.send(reply).await;
 }
 
 /// Sends the session's messages outside requests on the legacy event stream, which also carries the

@@ -358,7 +358,8 @@ async fn start(
 /// changes are offered when `subscriptions/listen` is (`listens`: not on a stateless route);
 /// resource subscriptions are not.
 fn discover(session: &Session, listens: bool) -> Value {
-    let initialized = session.mux.initialize_result();
+    let initialized: Value =
+        serde_json::from_str(&session.mux.initialize_result()).unwrap_or_default();
     let mut capabilities = initialized["capabilities"].clone();
     if let Some(capabilities) = capabilities.as_object_mut() {
         for kind in ["tools", "prompts", "resources"] {

@@ -34,7 +34,7 @@ use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
     Body, TargetHeaders, accepts, after_body, empty, header, json_reply, json_response,
-    kept_alive_body, refuse, sse_body, sse_response,
+    json_text_response, kept_alive_body, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -229,7 +229,7 @@ async fn stateless(
             Err(not_started) => return not_started.into_response(&message["id"]),
         };
     if initializing {
-        return json_response(StatusCode::OK, &result);
+        return json_text_response(StatusCode::OK, result);
     }
     match request.admit(&session, claims, &message["id"]) {
         Ok(admitted) => run_request(route, session, message.into(), admitted).await,
@@ -258,7 +258,7 @@ async fn initialize(
 ) -> Response<Body> {
     match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
-            let mut reply = json_response(StatusCode::OK, &result);
+            let mut reply = json_text_response(StatusCode::OK, result);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
                 reply.headers_mut().insert(SESSION_HEADER, id);
             }

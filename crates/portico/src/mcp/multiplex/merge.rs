@@ -1,6 +1,9 @@
 //! The `initialize` reply of a multiplexed session: the targets' capabilities merged, their
 //! instructions one section each.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 /// Protocol versions Portico speaks with clients, oldest first.
@@ -12,6 +15,77 @@ pub fn negotiate_version(requested: Option<&str>) -> &'static str {
         .and_then(|r| SUPPORTED_VERSIONS.iter().find(|v| **v == r))
         .copied()
         .unwrap_or(SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1])
+}
+
+/// Merged results kept per worker thread: enough for the backends one worker starts sessions on
+/// in turn.
+const MERGED_KEPT: usize = 8;
+
+/// One merge: its inputs (each target's name and `initialize` result text) and its output.
+struct Merged {
+    version: &'static str,
+    inputs: Vec<(Box<str>, Box<str>)>,
+    text: Arc<str>,
+}
+
+impl Merged {
+    fn is_for(&self, version: &str, targets: &[(&str, &str)]) -> bool {
+        self.version == version
+            && self.inputs.len() == targets.len()
+            && self
+                .inputs
+                .iter()
+                .zip(targets)
+                .all(|((name, result), (n, r))| **name == **n && **result == **r)
+    }
+}
+
+thread_local! {
+    static MERGED: RefCell<Vec<Merged>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`initialize_result`] as JSON text, from the targets' result texts (`(target name, result)`).
+/// The merge is a function of its inputs, and a backend's targets answer every session alike, so
+/// the last few merges of this thread are kept and a repeated one is not merged again (through
+/// `Value`s it cost about an eighth of a session's start).
+pub fn initialize_result_text(version: &'static str, targets: &[(&str, &str)]) -> Arc<str> {
+    let kept = MERGED.with_borrow(|merged| {
+        merged
+            .iter()
+            .find(|m| m.is_for(version, targets))
+            .map(|m| m.text.clone())
+    });
+    if let Some(text) = kept {
+        return text;
+    }
+    let results: Vec<Value> = targets
+        .iter()
+        .map(|(_, result)| serde_json::from_str(result).unwrap_or_default())
+        .collect();
+    let answered: Vec<(&str, &Value)> = targets
+        .iter()
+        .zip(&results)
+        .map(|((name, _), result)| (*name, result))
+        .collect();
+    let text: Arc<str> = initialize_result(version, &answered).to_string().into();
+    MERGED.with_borrow_mut(|merged| {
+        if merged.len() == MERGED_KEPT {
+            merged.pop();
+        }
+        let inputs = targets
+            .iter()
+            .map(|(name, result)| (Box::from(*name), Box::from(*result)))
+            .collect();
+        merged.insert(
+            0,
+            Merged {
+                version,
+                inputs,
+                text: text.clone(),
+            },
+        );
+    });
+    text
 }
 
 /// Merges the `initialize` results of the targets that answered (`(target name, result)`).
@@ -95,6 +169,43 @@ mod tests {
         assert_eq!(merged["capabilities"]["tools"]["listChanged"], json!(true));
         assert_eq!(merged["instructions"], json!("## a\nUse a."));
         assert_eq!(merged["serverInfo"]["name"], json!("portico"));
+    }
+
+    #[test]
+    fn a_merge_as_text_is_the_merge_and_follows_its_inputs() {
+        let (a, b) = (
+            r#"{"capabilities":{"tools":{}},"instructions":"Use a."}"#,
+            r#"{"capabilities":{"logging":{}}}"#,
+        );
+        let text = initialize_result_text("2025-06-18", &[("a", a), ("b", b)]);
+        let merged: Value = serde_json::from_str(&text).unwrap();
+        let values: Vec<Value> = [a, b]
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        assert_eq!(
+            merged,
+            initialize_result("2025-06-18", &[("a", &values[0]), ("b", &values[1])])
+        );
+        // The same inputs give the kept text; any change of name, result, order or version is merged anew.
+        let again = initialize_result_text("2025-06-18", &[("a", a), ("b", b)]);
+        assert!(Arc::ptr_eq(&text, &again));
+        for changed in [
+            initialize_result_text("2025-06-18", &[("c", a), ("b", b)]),
+            initialize_result_text("2025-06-18", &[("a", b), ("b", b)]),
+            initialize_result_text("2025-06-18", &[("b", b), ("a", a)]),
+            initialize_result_text("2025-06-18", &[("a", a)]),
+            initialize_result_text("2025-03-26", &[("a", a), ("b", b)]),
+        ] {
+            assert_ne!(changed, text);
+        }
+        // Bounded: more distinct merges than are kept still give each its own result.
+        for i in 0..3 * MERGED_KEPT {
+            let instructions = format!(r#"{{"instructions":"run {i}"}}"#);
+            let merged = initialize_result_text("2025-06-18", &[("a", &instructions)]);
+            assert!(merged.contains(&format!("## a\\nrun {i}")), "{merged}");
+        }
+        assert_eq!(MERGED.with_borrow(Vec::len), MERGED_KEPT);
     }
 
     #[test]

@@ -148,8 +148,8 @@ impl StartError {
 }
 
 impl Mux {
-    /// Connects to every target and answers the client's `initialize` request.
-    /// `Err` says why the session cannot start.
+    /// Connects to every target and answers the client's `initialize` request: the session and its
+    /// reply's JSON text. `Err` says why the session cannot start.
     /// `client_token` is the client's `Authorization` header, for `backendAuth: passthrough` targets.
     pub async fn start(
         backend: Arc<McpBackend>,
@@ -157,7 +157,7 @@ impl Mux {
         client_token: Option<http::HeaderValue>,
         quota: SessionQuota,
         limits: LimitSettings,
-    ) -> Result<(Arc<Mux>, Value), StartError> {
+    ) -> Result<(Arc<Mux>, String), StartError> {
         let id = initialize["id"].clone();
         let params = &initialize["params"];
         let version = negotiate_version(params["protocolVersion"].as_str());
@@ -178,12 +178,15 @@ impl Mux {
             return Err(StartError::TargetUnavailable { target, error });
         }
         mux.retry_later(failed);
-        let result = mux.initialize_result();
-        Ok((mux, jsonrpc::result(id, result)))
+        let reply = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+            mux.initialize_result()
+        );
+        Ok((mux, reply))
     }
 
-    /// The `initialize` result of the session: the connected targets' results merged.
-    pub fn initialize_result(&self) -> Value {
+    /// The `initialize` result of the session, as JSON text: the connected targets' results merged.
+    pub fn initialize_result(&self) -> Arc<str> {
         let answered: Vec<(Arc<Target>, Arc<Upstream>)> = self
             .live()
             .into_iter()
@@ -192,18 +195,11 @@ impl Mux {
                 Some((slot.target.load_full(), slot.upstream.load_full()?))
             })
             .collect();
-        let results: Vec<Value> = answered
+        let answered: Vec<(&str, &str)> = answered
             .iter()
-            .map(|(_, upstream)| {
-                serde_json::from_str(upstream.init_result.get()).unwrap_or_default()
-            })
+            .map(|(target, upstream)| (&*target.name, upstream.init_result.get()))
             .collect();
-        let answered: Vec<(&str, &Value)> = answered
-            .iter()
-            .zip(&results)
-            .map(|((target, _), result)| (&*target.name, result))
-            .collect();
-        merge::initialize_result(self.protocol_version, &answered)
+        merge::initialize_result_text(self.protocol_version, &answered)
     }
 
     fn new(

@@ -16,6 +16,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::base::http_client::HttpClient;
+use crate::base::json_text::scan;
 use crate::config::runtime::{Target, TargetKind, TlsClient};
 use crate::mcp::jsonrpc::{self, Payload};
 use crate::mcp::message::Message;
@@ -154,6 +155,52 @@ pub struct Upstream {
 /// The capabilities the gateway asks a target about.
 const CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "completions", "logging"];
 
+/// What the gateway keeps of a target's `initialize` result: its protocol version (empty when it
+/// names none) and which of [`CAPABILITIES`] it declared.
+fn read_init_result(result: &str) -> (String, u8) {
+    scan_init_result(result).unwrap_or_else(|| {
+        let result: Value = serde_json::from_str(result).unwrap_or_default();
+        let version = result["protocolVersion"].as_str().unwrap_or_default();
+        (version.to_string(), declared(&result))
+    })
+}
+
+/// [`read_init_result`] by a scan of the validated text: a session's start reads one per target, and
+/// a `Value` of it cost as much as the rest of the answer's handling. `None` for a key written with
+/// escapes (it may spell a field), which the `Value` reads; as there, the last of a repeated field
+/// counts.
+fn scan_init_result(result: &str) -> Option<(String, u8)> {
+    let bytes = result.as_bytes();
+    let Some(mut object) = scan::Object::at(bytes, 0) else {
+        return Some((String::new(), 0));
+    };
+    let (mut version, mut declared) = (String::new(), 0);
+    while let Some(key) = object.key() {
+        let key = key?;
+        let value = object.skip_value();
+        match key {
+            b"protocolVersion" => {
+                version = serde_json::from_str(&result[value]).unwrap_or_default();
+            }
+            b"capabilities" => {
+                declared = 0;
+                let Some(mut capabilities) = scan::Object::at(bytes, value.start) else {
+                    continue;
+                };
+                while let Some(name) = capabilities.key() {
+                    let name = name?;
+                    capabilities.skip_value();
+                    if let Some(i) = CAPABILITIES.iter().position(|c| c.as_bytes() == name) {
+                        declared |= 1 << i;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((version, declared))
+}
+
 fn declared(result: &Value) -> u8 {
     let capabilities = &result["capabilities"];
     CAPABILITIES
@@ -250,8 +297,8 @@ impl Upstream {
                 return Err(e);
             }
         };
-        let (result, raw): (Value, _) = match payload {
-            Payload::Result(raw) => (serde_json::from_str(raw.get()).unwrap_or_default(), raw),
+        let raw = match payload {
+            Payload::Result(raw) => raw,
             Payload::Error(_) if upstream.speaks_2026(init_params).await => {
                 return Ok(Arc::new(upstream));
             }
@@ -266,11 +313,8 @@ impl Upstream {
                 ));
             }
         };
-        let version = result["protocolVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        upstream.declared = declared(&result);
+        let (version, declared) = read_init_result(raw.get());
+        upstream.declared = declared;
         upstream.init_result = raw;
         // A target that keeps no session may be one of the 2026-07-28 revision that answers
         // `initialize` but wants every request's context in `_meta`: it is asked.
@@ -414,5 +458,48 @@ impl Upstream {
             Transport::Sse(t) => t.close(),
             Transport::OpenApi(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the gateway read of an `initialize` result before the scan: a `Value` of it.
+    fn by_value(result: &str) -> (String, u8) {
+        let result: Value = serde_json::from_str(result).unwrap();
+        let version = result["protocolVersion"].as_str().unwrap_or_default();
+        (version.to_string(), declared(&result))
+    }
+
+    #[test]
+    fn an_initialize_result_is_read_as_its_value_reads() {
+        let results = [
+            r#"{"protocolVersion":"2025-06-18","capabilities":{"logging":{},"completions":{},"prompts":{"listChanged":true},"resources":{"subscribe":true,"listChanged":true},"tools":{"listChanged":true}},"serverInfo":{"name":"call","version":"0.1.0"},"instructions":"Fixture server call."}"#,
+            r#"{"capabilities":{"tools":{}},"protocolVersion":"2025-03-26"}"#,
+            r#" { "protocolVersion" : "2025-06-18" , "capabilities" : { "tools" : null , "prompts" : [ ] } } "#,
+            r#"{"protocolVersion":20250618,"capabilities":{"tools":{}}}"#,
+            r#"{"protocolVersion":"2025-\u00306-18","capabilities":{}}"#,
+            r#"{"protocolVersion":"a","protocolVersion":"b"}"#,
+            r#"{"capabilities":{"tools":{}},"capabilities":{"logging":{}}}"#,
+            r#"{"capabilities":{"experimental":{"tools":{},"prompts":{}},"resources":{}}}"#,
+            r#"{"capabilities":"tools"}"#,
+            r#"{"capabilities":{"to\u006fls":{}},"protocolVersion":"x"}"#,
+            r#"{"protocol\u0056ersion":"2025-06-18"}"#,
+            r#"{"serverInfo":{"protocolVersion":"no","capabilities":{"tools":{}}}}"#,
+            r#"{}"#,
+            r#""2025-06-18""#,
+            r#"[{"capabilities":{"tools":{}}}]"#,
+            r#"null"#,
+        ];
+        for result in results {
+            assert_eq!(read_init_result(result), by_value(result), "{result}");
+        }
+        // Keys with escapes are left to the `Value`.
+        assert_eq!(scan_init_result(r#"{"protocol\u0056ersion":"v"}"#), None);
+        assert_eq!(
+            scan_init_result(r#"{"capabilities":{"to\u006fls":{}}}"#),
+            None
+        );
     }
 }
