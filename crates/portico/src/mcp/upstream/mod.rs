@@ -284,9 +284,7 @@ impl Upstream {
             declared: 0,
         };
         let id = upstream.next_id();
-        let request: Value = serde_json::from_str(&initialize_request(id, init_params))
-            .map_err(|e| UpstreamError::Initialize(e.to_string()))?;
-        let payload = match upstream.request(request.into()).await {
+        let payload = match upstream.initialize(id, init_params).await {
             Ok(payload) => payload,
             // A target of the 2026-07-28 revision only may refuse `initialize`.
             Err(UpstreamError::Status(_)) if upstream.speaks_2026(init_params).await => {
@@ -427,6 +425,19 @@ impl Upstream {
     /// A fresh id for a request to this target.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends the handshake's `initialize` request (id `id`, the client's `init_params`) and waits for
+    /// the response's payload. An HTTP target gets the text as written; the other transports take a
+    /// message.
+    async fn initialize(&self, id: u64, init_params: &RawValue) -> Result<Payload, UpstreamError> {
+        let request = initialize_request(id, init_params);
+        if let Transport::Http(http) = &self.transport {
+            return http.initialize(request, id).await;
+        }
+        let request: Value =
+            serde_json::from_str(&request).map_err(|e| UpstreamError::Initialize(e.to_string()))?;
+        self.request(request.into()).await
     }
 
     /// Sends `request` (whose `id` came from [`Self::next_id`]) and waits for the response's payload.

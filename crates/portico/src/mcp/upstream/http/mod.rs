@@ -32,6 +32,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Resumptions in a row that bring no event before the call fails: the target has gone away.
 const MAX_IDLE_RESUMPTIONS: u32 = 3;
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// The notification that ends the handshake, as sent.
+const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized","params":{}}"#;
+
 /// How long the target may take to take `notifications/initialized` before the messages waiting for it
 /// go ahead anyway.
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -191,28 +194,28 @@ impl HttpUpstream {
         if let Some(context) = self.context.load_full() {
             return Box::pin(self.request_in_context(&context, request.into_value())).await;
         }
-        let is_initialize = request.method() == "initialize";
         let id = request.sent_id();
         // A list's answer is split into its items while it is validated.
         let page = list_result::shape(request.method());
         let body = Bytes::from(request.to_bytes());
-        if is_initialize {
-            write(&self.init_request, Some((body.clone(), id)));
-        }
         let response = self.post(body.clone()).await?;
-        if response.status() == http::StatusCode::NOT_FOUND
-            && !is_initialize
-            && read(&self.session_id).is_some()
-        {
+        if response.status() == http::StatusCode::NOT_FOUND && read(&self.session_id).is_some() {
             tracing::info!(target: "portico::upstream", "upstream session expired; initializing again");
             Box::pin(self.reinitialize()).await?;
             let response = self.post(body).await?;
             return self.read_answer(response, id, page).await;
         }
-        if is_initialize {
-            self.keep_session_id(&response);
-        }
         self.read_answer(response, id, page).await
+    }
+
+    /// Sends the handshake's `initialize` (`request`, whose id is `id`), keeping its bytes to
+    /// initialize again should the target forget the session.
+    pub async fn initialize(&self, request: String, id: u64) -> Result<Payload, UpstreamError> {
+        let body = Bytes::from(request);
+        write(&self.init_request, Some((body.clone(), Some(id))));
+        let response = self.post(body).await?;
+        self.keep_session_id(&response);
+        self.read_response(response, Some(id)).await
     }
 
     fn keep_session_id(&self, response: &Response) {
@@ -356,12 +359,11 @@ impl HttpUpstream {
         let Ok(gate) = self.ready.clone().try_write_owned() else {
             return;
         };
-        let message = jsonrpc::notification("notifications/initialized", serde_json::json!({}));
         let request = request(
             Method::POST,
             &self.uri,
             ACCEPT_BOTH,
-            message.to_string().into(),
+            Bytes::from_static(INITIALIZED),
             &self.session(),
         );
         let (client, outbound) = (self.client.clone(), self.outbound.clone());
