@@ -166,9 +166,9 @@ fn read_init_result(result: &str) -> (String, u8) {
 }
 
 /// [`read_init_result`] by a scan of the validated text: a session's start reads one per target, and
-/// a `Value` of it cost as much as the rest of the answer's handling. `None` for a key written with
-/// escapes (it may spell a field), which the `Value` reads; as there, the last of a repeated field
-/// counts.
+/// a `Value` of it builds a map per object, each key hashed with SipHash, to read two fields. `None`
+/// for a key written with escapes (it may spell a field), which the `Value` reads; as there, the last
+/// of a repeated field counts.
 fn scan_init_result(result: &str) -> Option<(String, u8)> {
     let bytes = result.as_bytes();
     let Some(mut object) = scan::Object::at(bytes, 0) else {
