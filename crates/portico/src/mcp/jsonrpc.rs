@@ -87,11 +87,6 @@ pub fn notification(method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "method": method, "params": params})
 }
 
-/// The error code of a response, if it is an error.
-pub fn error_code(response: &Value) -> Option<i64> {
-    response.get("error")?.get("code")?.as_i64()
-}
-
 /// The payload of a response, left unparsed: results pass through the gateway as the target wrote them.
 #[derive(Debug)]
 pub enum Payload {
