@@ -3,7 +3,9 @@
 //! figure is the difference between two runs that differ only in the number of requests, so start-up
 //! and session set-up cancel out:
 //! - instructions per proxied `tools/call` (one HTTP target);
-//! - instructions per merged tool of a `tools/list` over 10 targets × 50 tools;
+//! - instructions per merged tool of a `tools/list` over 10 targets × 50 tools: targets that answer
+//!   alike every time (the gateway passes over a list it has read before), and targets whose every
+//!   answer is new (each is read whole);
 //!
 //! and, run normally, the gateway's resident memory when idle after start (it moves by a few
 //! percent between runs; it grows when the functions that run at start are no longer laid out
@@ -120,24 +122,30 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
     let portico = portico.to_path_buf();
     let (_call, call_url) = fixture(&portico, &["--name", "call"]).await?;
     let mut fixtures = Vec::new();
-    let mut targets = String::new();
+    let (mut targets, mut changing_targets) = (String::new(), String::new());
     for i in 0..LIST_TARGETS {
-        let (proc, url) = fixture(
-            &portico,
-            &["--name", &format!("list{i}"), "--extra-tools", "30"],
-        )
-        .await?;
-        fixtures.push(proc);
-        targets.push_str(&http_target(&format!("t{i}"), &url));
+        for (changing, targets) in [(false, &mut targets), (true, &mut changing_targets)] {
+            let name = format!("list{i}");
+            let mut args = vec!["--name", &name, "--extra-tools", "30"];
+            if changing {
+                args.push("--changing-tools");
+            }
+            let (proc, url) = fixture(&portico, &args).await?;
+            fixtures.push(proc);
+            targets.push_str(&http_target(&format!("t{i}"), &url));
+        }
     }
     let config = format!(
-        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}config:\n  logging: {{level: warn}}\n  drainTimeout: 1s\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n  adminAddr: 127.0.0.1:0\n",
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}config:\n  logging: {{level: warn}}\n  drainTimeout: 1s\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n  adminAddr: 127.0.0.1:0\n",
         route("call", "/call", &http_target("call", &call_url)),
         route("ten", "/ten", &targets),
+        route("changing", "/changing", &changing_targets),
     );
+    let tools = (LIST_TARGETS * TOOLS_PER_TARGET) as f64;
     let per_call = per_request(&portico, &config, "/call", echo_call, (200, 1200)).await?;
-    let per_list = per_request(&portico, &config, "/ten", list_tools, (20, 120)).await?;
-    let per_tool = per_list / (LIST_TARGETS * TOOLS_PER_TARGET) as f64;
+    let per_tool = per_request(&portico, &config, "/ten", list_tools, (20, 120)).await? / tools;
+    let per_new_tool =
+        per_request(&portico, &config, "/changing", list_tools, (20, 120)).await? / tools;
     let idle_rss = {
         let (gateway, _) = gateway(&portico, &config).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -146,6 +154,7 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
     let figures = json!({
         "instructions per proxied tools/call": per_call.round(),
         "instructions per merged tool (tools/list, 10 targets x 50 tools)": per_tool.round(),
+        "instructions per merged tool, every answer new": per_new_tool.round(),
         "RSS idle after start, KiB": idle_rss,
     });
     println!("## Instructions (callgrind) and idle memory, release binary\n");

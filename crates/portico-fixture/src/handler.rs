@@ -27,6 +27,10 @@ pub struct FixtureOptions {
     pub list_changed_after: Option<std::time::Duration>,
     /// Speak only the 2026-07-28 revision.
     pub only_2026: bool,
+    /// Make every `tools/list` answer differ from the one before, and from other fixtures': the first
+    /// tool's description names the fixture and counts the lists served.
+    pub changing_tools: bool,
+    pub lists_served: std::sync::atomic::AtomicU64,
 }
 
 /// The full tool list: the built-in tools plus `extra` generated ones.
@@ -473,6 +477,16 @@ impl ServerHandler for Fixture {
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let mut result = self.options.tools.clone();
+        if self.options.changing_tools
+            && let Some(first) = result.tools.first_mut()
+        {
+            let served = self
+                .options
+                .lists_served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = &self.options.name;
+            first.description = Some(format!("{name} listed {served} times before").into());
+        }
         let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
         let (range, next) = page_range(result.tools.len(), cursor, self.options.page_size)?;
         result.tools = result.tools.drain(range).collect();

@@ -76,6 +76,11 @@ pub struct FixtureArgs {
     /// and `ask_forever` (not listed) asks again whatever the answer.
     #[arg(long)]
     pub only_2026: bool,
+    /// Make every `tools/list` answer differ from the one before and from other fixtures' (the first
+    /// tool's description names the fixture and counts the lists served), as a server whose tools
+    /// keep changing would.
+    #[arg(long)]
+    pub changing_tools: bool,
 }
 
 /// Serves until stdin closes (stdio) or forever (http).
@@ -91,6 +96,8 @@ pub async fn run(cli: FixtureArgs) -> anyhow::Result<()> {
         page_size: cli.page_size,
         list_changed_after: cli.list_changed_after.map(std::time::Duration::from_millis),
         only_2026: cli.only_2026,
+        changing_tools: cli.changing_tools,
+        lists_served: Default::default(),
     });
     match cli.transport {
         Transport::Stdio => serve_stdio(options).await,

@@ -75,6 +75,22 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The value here, if it is `known` (the text of an object or array walked before), passed over
+    /// unread: a container ends at its own closing bracket, so the same bytes here are the same
+    /// valid value, whatever follows them. Its place.
+    pub fn known_value(&mut self, known: &str) -> Option<Range<usize>> {
+        if !known.starts_with(['{', '[']) {
+            return None;
+        }
+        let start = self.skip_space();
+        let rest = self.text.as_bytes().get(start..)?;
+        if !rest.starts_with(known.as_bytes()) {
+            return None;
+        }
+        self.at = start + known.len();
+        Some(start..self.at)
+    }
+
     /// Walks over the value here, whatever it is; its place.
     pub fn value(&mut self) -> Option<Range<usize>> {
         let start = self.skip_space();
@@ -364,6 +380,16 @@ mod tests {
             assert_eq!(to_special(&bytes, from), expected, "{bytes:?} from {from}");
             assert_eq!(to_special_in_words(&bytes, from), expected);
         }
+    }
+
+    #[test]
+    fn a_known_container_is_passed_over_and_nothing_else() {
+        let mut walk = Walk::new(r#" {"a":[1]} ,2"#);
+        assert_eq!(walk.known_value(r#"{"a":[2]}"#), None);
+        assert_eq!(walk.known_value(r#"{"a":[1]}"#), Some(1..10));
+        assert_eq!(walk.peek(), Some(b','));
+        // A number's text does not decide where it ends: "1" begins "12".
+        assert_eq!(Walk::new("12").known_value("1"), None);
     }
 
     /// Whether the walk takes `text` as one JSON value.

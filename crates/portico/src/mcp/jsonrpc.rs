@@ -3,6 +3,8 @@
 //! Messages stay `serde_json::Value`s end to end: the gateway reads the few fields a decision needs
 //! and forwards everything else untouched, so fields it does not know survive the trip.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -109,7 +111,8 @@ impl Payload {
 #[derive(Debug, Clone)]
 pub struct Json {
     text: Box<str>,
-    page: Option<Box<list_result::Spans>>,
+    /// Shared with the worker's kept splits ([`list_result`]).
+    page: Option<Arc<list_result::Spans>>,
 }
 
 impl Json {
@@ -126,10 +129,10 @@ impl Json {
     }
 
     /// A list result validated as it was split into its items.
-    pub fn page(text: &str, spans: list_result::Spans) -> Self {
+    pub fn page(text: &str, spans: Arc<list_result::Spans>) -> Self {
         Self {
             text: text.into(),
-            page: Some(Box::new(spans)),
+            page: Some(spans),
         }
     }
 

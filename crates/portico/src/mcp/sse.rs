@@ -1,13 +1,14 @@
 //! Server-sent events: an incremental reader (for upstream streams) and the writer's framing.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
-/// One dispatched event.
+/// One dispatched event (its id is the reader's [`Reader::last_event_id`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Event {
     pub event: Option<String>,
     pub data: String,
-    pub id: Option<String>,
 }
 
 /// Feeds chunks of an SSE stream in, takes whole events out.
@@ -53,32 +54,44 @@ impl Reader {
     /// Adds `chunk` and returns the events it completed; `Err` once an event is larger than the limit.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.extend_from_slice(chunk);
+        // Lines are read in the chunk itself unless one began in an earlier chunk: only what is
+        // left of an unfinished line is copied.
+        let in_chunk = buffer.is_empty();
+        if !in_chunk {
+            buffer.extend_from_slice(chunk);
+        }
+        let text = if in_chunk { chunk } else { &buffer[..] };
+        let (events, start, scanned_to) = self.lines(text)?;
+        if in_chunk {
+            buffer.extend_from_slice(&chunk[start..]);
+        } else {
+            buffer.drain(..start);
+        }
+        self.scanned = scanned_to - start;
+        self.buffer = buffer;
+        if self.buffer.len() + self.current.data.len() > self.max_event {
+            return Err(EventTooLarge);
+        }
+        Ok(events)
+    }
+
+    /// Reads the whole lines of `text` (whose first `self.scanned` bytes hold no line end): the
+    /// events they complete, where the unfinished line starts, and where its scan stopped.
+    fn lines(&mut self, text: &[u8]) -> Result<(Vec<Event>, usize, usize), EventTooLarge> {
         let mut events = Vec::new();
-        let mut start = 0;
-        let mut search = self.scanned;
+        let (mut start, mut search) = (0, self.scanned);
         // Where the unfinished line's scan stopped: the end, or a `\r` that may start a `\r\n`.
-        let mut scanned_to = buffer.len();
-        while let Some(offset) = memchr::memchr2(b'\n', b'\r', &buffer[search..]) {
+        let mut scanned_to = text.len();
+        while let Some(offset) = memchr::memchr2(b'\n', b'\r', &text[search..]) {
             let end = search + offset;
-            // A lone `\r` at the end of the buffer may be the first half of `\r\n`: wait for more.
-            if buffer[end] == b'\r' && end + 1 == buffer.len() {
+            // A lone `\r` at the end of the text may be the first half of `\r\n`: wait for more.
+            if text[end] == b'\r' && end + 1 == text.len() {
                 scanned_to = end;
                 break;
             }
-            // Borrowed unless the line is not UTF-8. `from_utf8` first: its check is several times
-            // faster than the lossy decoder's on the valid text streams carry.
-            let line = match std::str::from_utf8(&buffer[start..end]) {
-                Ok(line) => std::borrow::Cow::Borrowed(line),
-                Err(_) => String::from_utf8_lossy(&buffer[start..end]),
-            };
-            let event = self.line(&line);
-            let skip = if buffer[end] == b'\r' && buffer.get(end + 1) == Some(&b'\n') {
-                2
-            } else {
-                1
-            };
-            start = end + skip;
+            let event = self.line(&text[start..end]);
+            let crlf = text[end] == b'\r' && text.get(end + 1) == Some(&b'\n');
+            start = end + 1 + usize::from(crlf);
             search = start;
             if let Some(event) = event {
                 events.push(event);
@@ -89,16 +102,10 @@ impl Reader {
                 return Err(EventTooLarge);
             }
         }
-        buffer.drain(..start);
-        self.scanned = scanned_to - start;
-        self.buffer = buffer;
-        if self.buffer.len() + self.current.data.len() > self.max_event {
-            return Err(EventTooLarge);
-        }
-        Ok(events)
+        Ok((events, start, scanned_to))
     }
 
-    fn line(&mut self, line: &str) -> Option<Event> {
+    fn line(&mut self, line: &[u8]) -> Option<Event> {
         if line.is_empty() {
             if !self.has_data {
                 self.current = Event::default();
@@ -107,33 +114,44 @@ impl Reader {
             self.has_data = false;
             return Some(std::mem::take(&mut self.current));
         }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(0) => return None,
+            Some(colon) => (&line[..colon], &line[colon + 1..]),
+            None => (line, &b""[..]),
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
         match field {
-            "data" => {
+            b"data" => {
                 if self.has_data {
                     self.current.data.push('\n');
                 }
-                self.current.data.push_str(value);
+                self.current.data.push_str(&text(value));
                 self.has_data = true;
             }
-            "event" => self.current.event = Some(value.to_string()),
+            b"event" => self.current.event = Some(text(value).into_owned()),
             // An id with a NUL is ignored (the SSE standard).
-            "id" if !value.contains('\0') => {
-                self.current.id = Some(value.to_string());
-                self.last_event_id = Some(value.to_string());
+            b"id" if !value.contains(&0) => {
+                let id = self.last_event_id.get_or_insert_default();
+                id.clear();
+                id.push_str(&text(value));
             }
-            "retry" => {
-                if let Ok(ms) = value.parse() {
+            b"retry" => {
+                if let Some(ms) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
                     self.retry = Some(ms);
                 }
             }
             _ => {}
         }
         None
+    }
+}
+
+/// A field's value as text: borrowed unless it is not UTF-8. `from_utf8` first: its check is several
+/// times faster than the lossy decoder's on the valid text streams carry.
+fn text(value: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(value) {
+        Ok(value) => Cow::Borrowed(value),
+        Err(_) => String::from_utf8_lossy(value),
     }
 }
 
@@ -195,7 +213,7 @@ mod tests {
         assert_eq!(events[0].data, "{\"a\":1}");
         assert_eq!(events[0].event.as_deref(), Some("message"));
         assert_eq!(events[1].data, "x\ny");
-        assert_eq!(events[1].id.as_deref(), Some("7"));
+        assert_eq!(reader.last_event_id.as_deref(), Some("7"));
     }
 
     #[test]
@@ -212,6 +230,11 @@ mod tests {
                 .flat_map(|chunk| reader.feed(chunk).unwrap())
                 .collect();
             assert_eq!(events, whole, "chunks of {size}");
+            assert_eq!(
+                reader.last_event_id.as_deref(),
+                Some("9"),
+                "chunks of {size}"
+            );
         }
     }
 
