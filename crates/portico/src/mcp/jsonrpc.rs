@@ -3,6 +3,7 @@
 //! Messages stay `serde_json::Value`s end to end: the gateway reads the few fields a decision needs
 //! and forwards everything else untouched, so fields it does not know survive the trip.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -243,7 +244,8 @@ impl Reply {
             Payload::Error(_) => "error",
         };
         out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-        out.push_str(&self.id.to_string());
+        // Written in place: `to_string` would allocate for it. Writing to a String cannot fail.
+        let _ = write!(out, "{}", self.id);
         out.push_str(",\"");
         out.push_str(key);
         out.push_str("\":");

@@ -137,23 +137,36 @@ pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName)
 }
 
 pub(crate) fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    let media = media.as_bytes();
-    let kind = media.split(|&b| b == b'/').next().unwrap_or(media);
-    headers.get_all(ACCEPT).iter().any(|accept| {
-        accept.as_bytes().split(|&b| b == b',').any(|part| {
+    accepts_all(headers, [media])
+}
+
+/// Whether `Accept` allows every one of `media`, read in one pass.
+pub(crate) fn accepts_all<const N: usize>(headers: &HeaderMap, media: [&str; N]) -> bool {
+    let mut missing = [true; N];
+    for accept in headers.get_all(ACCEPT) {
+        for part in accept.as_bytes().split(|&b| b == b',') {
             let range = part
                 .split(|&b| b == b';')
                 .next()
                 .unwrap_or(part)
                 .trim_ascii();
-            // Media types are case-insensitive (RFC 9110 §8.3.1).
-            range.eq_ignore_ascii_case(media)
-                || range == b"*/*"
-                || range
-                    .strip_suffix(b"/*")
-                    .is_some_and(|range_kind| range_kind.eq_ignore_ascii_case(kind))
-        })
-    })
+            for (missing, media) in missing.iter_mut().zip(media) {
+                *missing &= !in_range(range, media.as_bytes());
+            }
+        }
+    }
+    !missing.contains(&true)
+}
+
+/// Whether the media range `range` (of an `Accept` header) includes `media`.
+fn in_range(range: &[u8], media: &[u8]) -> bool {
+    let kind = media.split(|&b| b == b'/').next().unwrap_or(media);
+    // Media types are case-insensitive (RFC 9110 §8.3.1).
+    range.eq_ignore_ascii_case(media)
+        || range == b"*/*"
+        || range
+            .strip_suffix(b"/*")
+            .is_some_and(|range_kind| range_kind.eq_ignore_ascii_case(kind))
 }
 
 /// A target's own `responseHeaderModifier`, carried from the reply to the route's entry (`endpoint`), which applies it.
@@ -228,6 +241,14 @@ mod tests {
     fn accept_ranges() {
         let both = with_accept("application/json, text/event-stream");
         assert!(accepts(&both, "application/json") && accepts(&both, "text/event-stream"));
+        assert!(accepts_all(
+            &both,
+            ["application/json", "text/event-stream"]
+        ));
+        assert!(!accepts_all(
+            &with_accept("application/json"),
+            ["application/json", "text/event-stream"]
+        ));
         assert!(accepts(&with_accept("*/*"), "text/event-stream"));
         assert!(!accepts(
             &with_accept("application/json"),

@@ -33,8 +33,8 @@ use crate::mcp::multiplex::SUPPORTED_VERSIONS;
 use crate::mcp::per_request;
 use crate::mcp::post_stream::{self, PostStream};
 use crate::mcp::respond::{
-    Body, TargetHeaders, accepts, after_body, empty, header, json_reply, json_response,
-    json_text_response, kept_alive_body, refuse, sse_body, sse_response,
+    Body, TargetHeaders, accepts, accepts_all, after_body, empty, header, json_reply,
+    json_response, json_text_response, kept_alive_body, refuse, sse_body, sse_response,
 };
 use crate::mcp::session::Session;
 use crate::mcp::sse;
@@ -60,7 +60,7 @@ async fn session(
 
 /// A POST must accept both reply forms and carry JSON.
 fn check_post_headers(headers: &HeaderMap) -> Result<(), Response<Body>> {
-    if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
+    if !accepts_all(headers, ["application/json", "text/event-stream"]) {
         return Err(refuse(
             StatusCode::NOT_ACCEPTABLE,
             code::INVALID_REQUEST,
