@@ -420,11 +420,25 @@ impl Drop for Nginx {
 /// Three replicas on fixed ports (so one can be restarted on its address) with one session key.
 async fn replicas(b: &HttpFixture, c: &HttpFixture) -> (String, Vec<u16>, Vec<Gateway>) {
     let yaml = fleet_config(&b.url, &c.url, false, &keyed(KEY));
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut gateways = Vec::new();
-    for port in &ports {
+    let (mut ports, mut gateways) = (Vec::new(), Vec::new());
+    for attempt in 0.. {
+        if gateways.len() == 3 {
+            break;
+        }
+        // A port found free may be taken by a test running alongside before the gateway binds it:
+        // another one is picked then.
+        let port = free_port();
         let fixed = yaml.replacen("port: PORT", &format!("port: {port}"), 1);
-        gateways.push(Gateway::start(&fixed).await);
+        match Gateway::try_start(&fixed, &[]).await {
+            Ok(gateway) => {
+                ports.push(port);
+                gateways.push(gateway);
+            }
+            Err(logs) if attempt < 10 => {
+                eprintln!("replica on port {port} did not start: {logs:?}")
+            }
+            Err(logs) => panic!("no replica started: {logs:?}"),
+        }
     }
     (yaml, ports, gateways)
 }

@@ -96,6 +96,18 @@ impl Gateway {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        match Self::try_start(yaml, env).await {
+            Ok(gateway) => gateway,
+            Err(logs) => panic!(
+                "the gateway exited before it listened:\n{}",
+                logs.join("\n")
+            ),
+        }
+    }
+
+    /// Starts `portico -f` on `yaml`; its log when it exits before it listens (a port it was given
+    /// may have been taken in the meantime).
+    pub async fn try_start(yaml: &str, env: &[(&str, &str)]) -> Result<Self, Vec<String>> {
         let path = temp_file("config.yaml", &yaml.replace("PORT", "0"));
         let mut child = Command::new(EXE)
             .arg("-f")
@@ -132,17 +144,21 @@ impl Gateway {
                 sink.lock().unwrap().push(line);
             }
         });
-        let address = tokio::time::timeout(Duration::from_secs(20), rx)
+        let Ok(address) = tokio::time::timeout(Duration::from_secs(20), rx)
             .await
             .expect("gateway listens in time")
-            .expect("gateway printed its address");
+        else {
+            // Its stderr ended: every line has been kept.
+            let _ = child.wait().await;
+            return Err(logs.lock().unwrap().clone());
+        };
         let base = address.replace("0.0.0.0", "127.0.0.1");
-        Self {
+        Ok(Self {
             base,
             child,
             logs,
             config_path: path,
-        }
+        })
     }
 
     /// Replaces the running config file with `yaml` (`PORT` → 0, as at start).
