@@ -30,6 +30,7 @@ pub struct FixtureOptions {
     /// Make every `tools/list` answer differ from the one before, and from other fixtures': the first
     /// tool's description names the fixture and counts the lists served.
     pub changing_tools: bool,
+    /// `tools/list` answers served so far (for `changing_tools`).
     pub lists_served: std::sync::atomic::AtomicU64,
 }
 
