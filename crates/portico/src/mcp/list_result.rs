@@ -71,13 +71,11 @@ pub fn parse_answer(text: &str, shape: Option<Shape>) -> Result<Incoming, serde_
     jsonrpc::parse_incoming(text)
 }
 
-/// A result read by the walk: its place, and its items' places (relative to it) if it was split.
-type Walked = (Range<usize>, Option<(Arc<Spans>, bool)>);
-
 /// `text` as a response: its id and its result, with the items' places when `shape` is given.
 fn read(text: &str, shape: Option<Shape>) -> Option<(Option<u64>, Json)> {
     let mut walk = Walk::new(text);
-    let (mut id, mut result, mut plain): (_, Option<Walked>, _) = (None, None, true);
+    // The result's place, and its items' places (relative to it) if it was split.
+    let (mut id, mut result, mut plain) = (None, None, true);
     walk.object(|walk, key| {
         match key {
             "id" => {
@@ -88,8 +86,8 @@ fn read(text: &str, shape: Option<Shape>) -> Option<(Option<u64>, Json)> {
             "result" if result.is_none() => {
                 result = Some(match shape {
                     Some(shape) => {
-                        let (range, spans, fresh) = split_result(walk, shape)?;
-                        (range, Some((spans, fresh)))
+                        let (range, spans) = split_result(walk, text, shape)?;
+                        (range, Some(spans))
                     }
                     None => (walk.value()?, None),
                 })
@@ -109,21 +107,18 @@ fn read(text: &str, shape: Option<Shape>) -> Option<(Option<u64>, Json)> {
     }
     let (range, page) = result?;
     let result = &text[range];
-    let Some((spans, fresh)) = page else {
+    let Some(spans) = page else {
         // A `null` result is no result to `parse_incoming`.
         return (result != "null").then(|| (id.flatten(), Json::written(result.into())));
     };
-    if fresh {
-        SPLITS.with_borrow_mut(|splits| splits.keep(result, spans.clone()));
-    }
     Some((id.flatten(), Json::page(result, spans)))
 }
 
-/// The result here, split: its place, its items' places (relative to it), and whether it was walked
-/// (`false`: it is one kept in [`SPLITS`]).
-fn split_result(walk: &mut Walk, shape: Shape) -> Option<(Range<usize>, Arc<Spans>, bool)> {
-    if let Some((range, spans)) = SPLITS.with_borrow_mut(|splits| splits.find(walk, shape)) {
-        return Some((range, spans, false));
+/// The result here in `text`, split: its place and its items' places (relative to it); one kept in
+/// [`SPLITS`] is passed over, one walked is kept there (a valid result is valid whatever surrounds it).
+fn split_result(walk: &mut Walk, text: &str, shape: Shape) -> Option<(Range<usize>, Arc<Spans>)> {
+    if let Some(kept) = SPLITS.with_borrow_mut(|splits| splits.find(walk, shape)) {
+        return Some(kept);
     }
     let (range, mut spans) = list_result(walk, shape)?;
     for item in &mut spans.items {
@@ -132,7 +127,9 @@ fn split_result(walk: &mut Walk, shape: Shape) -> Option<(Range<usize>, Arc<Span
     if let Some(cursor) = &mut spans.cursor {
         *cursor = cursor.start - range.start..cursor.end - range.start;
     }
-    Some((range, Arc::new(spans), true))
+    let spans = Arc::new(spans);
+    SPLITS.with_borrow_mut(|splits| splits.keep(&text[range.clone()], spans.clone()));
+    Some((range, spans))
 }
 
 thread_local! {

@@ -158,11 +158,14 @@ const CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "completions",
 /// What the gateway keeps of a target's `initialize` result: its protocol version (empty when it
 /// names none) and which of [`CAPABILITIES`] it declared.
 fn read_init_result(result: &str) -> (String, u8) {
-    scan_init_result(result).unwrap_or_else(|| {
-        let result: Value = serde_json::from_str(result).unwrap_or_default();
-        let version = result["protocolVersion"].as_str().unwrap_or_default();
-        (version.to_string(), declared(&result))
-    })
+    scan_init_result(result).unwrap_or_else(|| init_result_by_value(result))
+}
+
+/// [`read_init_result`] through a `Value` of the result: for what the scan leaves.
+fn init_result_by_value(result: &str) -> (String, u8) {
+    let result: Value = serde_json::from_str(result).unwrap_or_default();
+    let version = result["protocolVersion"].as_str().unwrap_or_default();
+    (version.to_string(), declared(&result))
 }
 
 /// [`read_init_result`] by a scan of the validated text: a session's start reads one per target, and
@@ -476,13 +479,6 @@ impl Upstream {
 mod tests {
     use super::*;
 
-    /// What the gateway read of an `initialize` result before the scan: a `Value` of it.
-    fn by_value(result: &str) -> (String, u8) {
-        let result: Value = serde_json::from_str(result).unwrap();
-        let version = result["protocolVersion"].as_str().unwrap_or_default();
-        (version.to_string(), declared(&result))
-    }
-
     #[test]
     fn an_initialize_result_is_read_as_its_value_reads() {
         let results = [
@@ -504,7 +500,11 @@ mod tests {
             r#"null"#,
         ];
         for result in results {
-            assert_eq!(read_init_result(result), by_value(result), "{result}");
+            assert_eq!(
+                read_init_result(result),
+                init_result_by_value(result),
+                "{result}"
+            );
         }
         // Keys with escapes are left to the `Value`.
         assert_eq!(scan_init_result(r#"{"protocol\u0056ersion":"v"}"#), None);
