@@ -6,6 +6,8 @@
 //! - instructions per merged tool of a `tools/list` over 10 targets × 50 tools: targets that answer
 //!   alike every time (the gateway passes over a list it has read before), and targets whose every
 //!   answer is new (each is read whole);
+//! - instructions per session started and ended (`initialize`, `notifications/initialized`,
+//!   `DELETE`) with one HTTP target;
 //!
 //! and, run normally, the gateway's resident memory when idle after start (it moves by a few
 //! percent between runs; it grows when the functions that run at start are no longer laid out
@@ -34,20 +36,60 @@ fn baseline_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("instructions.json")
 }
 
-/// The instructions the gateway executed from start to exit while serving `count` × `make` on one
-/// session at `path`.
+/// What the gateway serves while it is counted.
+#[derive(Clone, Copy)]
+enum Work {
+    /// `make(id)` on one session.
+    Requests(fn(u64) -> Value),
+    /// Sessions started (`initialize`, `notifications/initialized`) and ended (`DELETE`).
+    Sessions,
+}
+
+/// Serves `count` × `work` at `url` on one client connection.
+async fn serve(url: &str, work: Work, count: u64) -> anyhow::Result<()> {
+    let mut conn = Conn::open(url, None).await?;
+    let Work::Requests(make) = work else {
+        for _ in 0..count {
+            conn.session = None;
+            conn.initialize().await?;
+            conn.delete().await?;
+        }
+        return Ok(());
+    };
+    conn.initialize().await?;
+    for id in 0..count {
+        let (_, body) = conn.post(&make(id)).await?;
+        anyhow::ensure!(
+            body.windows(9).any(|w| w == b"\"result\":"),
+            "request failed: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    conn.delete().await
+}
+
+/// The instructions the gateway executed from start to exit while serving `count` × `work` at
+/// `path`.
 async fn count_instructions(
     portico: &Path,
     config: &str,
     path: &str,
-    make: fn(u64) -> Value,
+    work: Work,
     count: u64,
 ) -> anyhow::Result<u64> {
     let dir = std::env::temp_dir().join(format!("portico-instructions-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config)?;
-    let out = dir.join(format!("callgrind{}.{count}.out", path.replace('/', "-")));
+    let kind = if matches!(work, Work::Sessions) {
+        "-sessions"
+    } else {
+        ""
+    };
+    let out = dir.join(format!(
+        "callgrind{}{kind}.{count}.out",
+        path.replace('/', "-")
+    ));
     let mut child = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
@@ -73,19 +115,7 @@ async fn count_instructions(
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let base = base.ok_or_else(|| anyhow::anyhow!("the gateway did not start under valgrind"))?;
-    {
-        let mut conn = Conn::open(&format!("{base}{path}"), None).await?;
-        conn.initialize().await?;
-        for id in 0..count {
-            let (_, body) = conn.post(&make(id)).await?;
-            anyhow::ensure!(
-                body.windows(9).any(|w| w == b"\"result\":"),
-                "request failed: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        conn.delete().await?;
-    }
+    serve(&format!("{base}{path}"), work, count).await?;
     let pid = child
         .id()
         .ok_or_else(|| anyhow::anyhow!("the gateway exited early"))?;
@@ -105,16 +135,16 @@ async fn count_instructions(
         .ok_or_else(|| anyhow::anyhow!("no instruction total in {}", out.display()))
 }
 
-/// Instructions per request: the difference between `few` and `many` requests.
-async fn per_request(
+/// Instructions per unit of `work`: the difference between `few` and `many` of it.
+async fn per_unit(
     portico: &Path,
     config: &str,
     path: &str,
-    make: fn(u64) -> Value,
+    work: Work,
     (few, many): (u64, u64),
 ) -> anyhow::Result<f64> {
-    let small = count_instructions(portico, config, path, make, few).await?;
-    let large = count_instructions(portico, config, path, make, many).await?;
+    let small = count_instructions(portico, config, path, work, few).await?;
+    let large = count_instructions(portico, config, path, work, many).await?;
     Ok(large.saturating_sub(small) as f64 / (many - few) as f64)
 }
 
@@ -142,10 +172,11 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
         route("changing", "/changing", &changing_targets),
     );
     let tools = (LIST_TARGETS * TOOLS_PER_TARGET) as f64;
-    let per_call = per_request(&portico, &config, "/call", echo_call, (200, 1200)).await?;
-    let per_tool = per_request(&portico, &config, "/ten", list_tools, (20, 120)).await? / tools;
-    let per_new_tool =
-        per_request(&portico, &config, "/changing", list_tools, (20, 120)).await? / tools;
+    let (calls, lists) = (Work::Requests(echo_call), Work::Requests(list_tools));
+    let per_call = per_unit(&portico, &config, "/call", calls, (200, 1200)).await?;
+    let per_tool = per_unit(&portico, &config, "/ten", lists, (20, 120)).await? / tools;
+    let per_new_tool = per_unit(&portico, &config, "/changing", lists, (20, 120)).await? / tools;
+    let per_session = per_unit(&portico, &config, "/call", Work::Sessions, (50, 250)).await?;
     let idle_rss = {
         let (gateway, _) = gateway(&portico, &config).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -155,6 +186,7 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
         "instructions per proxied tools/call": per_call.round(),
         "instructions per merged tool (tools/list, 10 targets x 50 tools)": per_tool.round(),
         "instructions per merged tool, every answer new": per_new_tool.round(),
+        "instructions per session (initialize + DELETE, one HTTP target)": per_session.round(),
         "RSS idle after start, KiB": idle_rss,
     });
     println!("## Instructions (callgrind) and idle memory, release binary\n");
