@@ -20,7 +20,6 @@ use crate::limits::Exceeded;
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::message::Message;
 use crate::mcp::multiplex::{Mux, Outcome, negotiate_version};
-use crate::mcp::params;
 use crate::mcp::respond::{Body, header, json_response, over_limit, refuse};
 use crate::mcp::session::{self, Session};
 use crate::mcp::session_token::{SessionKeys, Ticket};
@@ -211,13 +210,19 @@ pub(crate) enum Kept<'a> {
 pub(crate) async fn start_session(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
-    message: &Value,
+    message: &Message,
     claims: &Value,
     token: Option<HeaderValue>,
     kept: Kept<'_>,
 ) -> Result<(Arc<Session>, String), NotStarted> {
     let sub = subject(claims);
-    let version = negotiate_version(message["params"]["protocolVersion"].as_str());
+    let init = message.initialize();
+    let asked = match (&init, message) {
+        (Ok(init), _) => init.protocol_version.as_deref(),
+        (Err(_), Message::Parsed(message)) => message["params"]["protocolVersion"].as_str(),
+        (Err(_), _) => None,
+    };
+    let version = negotiate_version(asked);
     let mut served = Served {
         route,
         session: "-",
@@ -231,10 +236,13 @@ pub(crate) async fn start_session(
             served.log(None, code);
         }
     };
-    if let Err(invalid) = params::check("initialize", message.get("params")) {
-        log(&served, Some(code::INVALID_PARAMS));
-        return Err(jsonrpc::error(message["id"].clone(), code::INVALID_PARAMS, invalid).into());
-    }
+    let init = match init {
+        Ok(init) => init,
+        Err(invalid) => {
+            log(&served, Some(code::INVALID_PARAMS));
+            return Err(jsonrpc::error(message.id().clone(), code::INVALID_PARAMS, invalid).into());
+        }
+    };
     let picked = route.pick_backend();
     let backend_index = route
         .backends
@@ -249,11 +257,7 @@ pub(crate) async fn start_session(
         Ok(quota) => quota,
         Err(over) => {
             tracing::warn!(target: "portico::access", route = %route.name, method = "initialize", sub = served.sub.unwrap_or("-"), %over, "session refused");
-            let error = jsonrpc::error(
-                message["id"].clone(),
-                code::INTERNAL_ERROR,
-                over.to_string(),
-            );
+            let error = jsonrpc::error(init.id.clone(), code::INTERNAL_ERROR, over.to_string());
             return Err(NotStarted {
                 error,
                 over: Some(over),
@@ -261,7 +265,7 @@ pub(crate) async fn start_session(
         }
     };
     let limits = gateway.limits.settings;
-    match Mux::start(backend, message, token, quota, limits).await {
+    match Mux::start(backend, &init, token, quota, limits).await {
         Ok((mux, response)) if let Kept::PerRequest(id) = kept => {
             let owner = session::owner(claims);
             let session =
@@ -294,7 +298,7 @@ pub(crate) async fn start_session(
         }
         Err(error) => {
             log(&served, Some(error.code()));
-            Err(jsonrpc::error(message["id"].clone(), error.code(), error.to_string()).into())
+            Err(jsonrpc::error(init.id.clone(), error.code(), error.to_string()).into())
         }
     }
 }

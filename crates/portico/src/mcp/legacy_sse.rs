@@ -28,6 +28,7 @@ use crate::mcp::handling::{
     Kept, handle_request, over_rate_limit, read_body, start_session, subject,
 };
 use crate::mcp::header_names::SESSION_HEADER;
+use crate::mcp::message::Message;
 use crate::mcp::respond::{
     Body, after_body, empty, frames_kept_alive, over_limit, refuse, sse_response,
 };
@@ -268,6 +269,7 @@ async fn initialize(
     claims: &Value,
     token: Option<http::HeaderValue>,
 ) {
+    let message = Message::Parsed(message);
     let reply = match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
             attach_downlink(&session.mux, connection.stream.clone());

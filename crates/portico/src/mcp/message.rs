@@ -4,10 +4,11 @@
 //! gateway only a fresh id and the target's own name for the item. Those stay the client's text
 //! ([`Named`]): validated once, the few fields a decision reads located, and written to the target as
 //! the client sent them with only the changed values replaced. Fields the gateway does not know, key
-//! order and number formats arrive as sent, and no JSON tree is built for the arguments. Every other
-//! message is parsed into a `Value`, and so is a named request the reading is not sure of: a key
-//! written with escapes, or a field the gateway decides on given twice (the gateway and the target
-//! could read different values of it).
+//! order and number formats arrive as sent, and no JSON tree is built for the arguments. A client's
+//! `initialize` is read the same way ([`Initialize`]): its `params` are what the session keeps and
+//! each target is initialized with. Every other message is parsed into a `Value`, and so is a request
+//! the reading is not sure of: a key written with escapes, or a field the gateway decides on given
+//! twice (the gateway and the target could read different values of it).
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -20,12 +21,15 @@ use serde_json::{Map, Value, json};
 
 use crate::base::json_text::{push_json_string, scan};
 use crate::mcp::jsonrpc::{self, Kind};
+use crate::mcp::params::{self, Invalid};
 
-/// A message from the client: a named request kept as text, or anything else parsed.
+/// A message from the client: a named request or an `initialize` kept as text, or anything else
+/// parsed.
 #[derive(Debug)]
 pub enum Message {
     /// Boxed: the message is moved along with the futures that handle it.
     Named(Box<Named>),
+    Initialize(Box<Initialize>),
     Parsed(Value),
 }
 
@@ -45,15 +49,26 @@ impl Message {
                 return serde_json::from_slice(not_utf8.as_bytes()).map(Message::Parsed);
             }
         };
-        match Named::read(text) {
-            Ok(named) => Ok(Message::Named(Box::new(named))),
-            Err(text) => serde_json::from_str(&text).map(Message::Parsed),
+        let read = match serde_json::from_str::<Envelope<'_>>(&text) {
+            Ok(envelope) => Read::of(&text, &envelope),
+            Err(_) => None,
+        };
+        match read {
+            Some(Read::Named(mut named)) => {
+                named.text = text;
+                Ok(Message::Named(named))
+            }
+            Some(Read::Initialize(mut init)) => {
+                init.text = text;
+                Ok(Message::Initialize(init))
+            }
+            None => serde_json::from_str(&text).map(Message::Parsed),
         }
     }
 
     pub fn kind(&self) -> Kind {
         match self {
-            Message::Named(_) => Kind::Request,
+            Message::Named(_) | Message::Initialize(_) => Kind::Request,
             Message::Parsed(message) => jsonrpc::kind(message),
         }
     }
@@ -67,6 +82,7 @@ impl Message {
     pub fn id(&self) -> &Value {
         match self {
             Message::Named(named) => &named.id,
+            Message::Initialize(init) => &init.id,
             Message::Parsed(message) => &message["id"],
         }
     }
@@ -74,14 +90,16 @@ impl Message {
     pub fn method(&self) -> &str {
         match self {
             Message::Named(named) => named.method,
+            Message::Initialize(_) => "initialize",
             Message::Parsed(message) => jsonrpc::method(message),
         }
     }
 
-    /// `params._meta`, if the request has one.
+    /// `params._meta`, if the request has one (an `initialize` read as text has none).
     pub fn meta(&self) -> Option<&Value> {
         match self {
             Message::Named(named) => named.meta.as_ref(),
+            Message::Initialize(_) => None,
             Message::Parsed(message) => message.get("params")?.get("_meta"),
         }
     }
@@ -90,7 +108,27 @@ impl Message {
     pub fn item(&self, field: &str) -> Option<&str> {
         match self {
             Message::Named(named) => (named.field == field).then_some(named.name.as_str()),
+            Message::Initialize(_) => self.parsed_ref()?.get("params")?.get(field)?.as_str(),
             Message::Parsed(message) => message.get("params")?.get(field)?.as_str(),
+        }
+    }
+
+    /// An `initialize` read as text holds no tree to lend: it has no named item.
+    fn parsed_ref(&self) -> Option<&Value> {
+        match self {
+            Message::Parsed(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The message as a tree from now on: an `initialize` read as text is parsed for a change.
+    fn parsed_mut(&mut self) -> Option<&mut Value> {
+        if let Message::Initialize(init) = self {
+            *self = Message::Parsed(init.to_value());
+        }
+        match self {
+            Message::Parsed(message) => Some(message),
+            _ => None,
         }
     }
 
@@ -99,8 +137,8 @@ impl Message {
         match self {
             Message::Named(named) if named.field == field => named.renamed = Some(name.into()),
             Message::Named(_) => {}
-            Message::Parsed(message) => {
-                if let Some(params) = jsonrpc::params_mut(message) {
+            message => {
+                if let Some(params) = message.parsed_mut().and_then(jsonrpc::params_mut) {
                     params.insert(field.to_string(), Value::String(name.to_string()));
                 }
             }
@@ -112,7 +150,7 @@ impl Message {
     pub fn arguments_mut(&mut self) -> Option<&mut Value> {
         match self {
             Message::Named(named) => named.arguments_mut(),
-            Message::Parsed(message) => jsonrpc::params_mut(message)?.get_mut("arguments"),
+            message => jsonrpc::params_mut(message.parsed_mut()?)?.get_mut("arguments"),
         }
     }
 
@@ -120,7 +158,7 @@ impl Message {
     pub fn arguments(&self) -> Option<&Value> {
         match self {
             Message::Named(named) => named.arguments.as_ref()?.1.as_ref(),
-            Message::Parsed(message) => message.get("params")?.get("arguments"),
+            message => message.parsed_ref()?.get("params")?.get("arguments"),
         }
     }
 
@@ -128,7 +166,11 @@ impl Message {
     pub fn take_id(&mut self) -> Value {
         match self {
             Message::Named(named) => std::mem::take(&mut named.id),
-            Message::Parsed(message) => message.get_mut("id").map(Value::take).unwrap_or_default(),
+            message => message
+                .parsed_mut()
+                .and_then(|m| m.get_mut("id"))
+                .map(Value::take)
+                .unwrap_or_default(),
         }
     }
 
@@ -136,7 +178,11 @@ impl Message {
     pub fn set_id(&mut self, id: u64) {
         match self {
             Message::Named(named) => named.sent_id = Some(id),
-            Message::Parsed(message) => jsonrpc::set_id(message, json!(id)),
+            message => {
+                if let Some(message) = message.parsed_mut() {
+                    jsonrpc::set_id(message, json!(id));
+                }
+            }
         }
     }
 
@@ -144,6 +190,7 @@ impl Message {
     pub fn sent_id(&self) -> Option<u64> {
         match self {
             Message::Named(named) => named.sent_id.or_else(|| named.id.as_u64()),
+            Message::Initialize(init) => init.id.as_u64(),
             Message::Parsed(message) => message["id"].as_u64(),
         }
     }
@@ -155,8 +202,8 @@ impl Message {
                 named.meta_edited = true;
                 named.meta.get_or_insert_with(|| Value::Object(Map::new()))
             }
-            Message::Parsed(message) => {
-                let Some(params) = jsonrpc::params_mut(message) else {
+            message => {
+                let Some(params) = message.parsed_mut().and_then(jsonrpc::params_mut) else {
                     return;
                 };
                 params
@@ -173,7 +220,18 @@ impl Message {
     pub fn into_value(self) -> Value {
         match self {
             Message::Named(named) => named.into_value(),
+            Message::Initialize(init) => init.to_value(),
             Message::Parsed(message) => message,
+        }
+    }
+
+    /// The client's `initialize` as the session starts from it; `Err` is the `-32602` message when
+    /// its `params` are not the shape [`params::check`] asks for.
+    pub fn initialize(&self) -> Result<std::borrow::Cow<'_, Initialize>, Invalid> {
+        match self {
+            Message::Initialize(init) => Ok(std::borrow::Cow::Borrowed(init)),
+            message => Initialize::from_value(message.parsed_ref().unwrap_or(&Value::Null))
+                .map(std::borrow::Cow::Owned),
         }
     }
 
@@ -181,6 +239,7 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             Message::Named(named) => named.write().into_bytes(),
+            Message::Initialize(init) => init.text.clone().into_bytes(),
             // Serializing a `Value` cannot fail: its keys are strings.
             Message::Parsed(message) => serde_json::to_vec(message).unwrap_or_default(),
         }
@@ -221,37 +280,119 @@ pub struct Named {
     params_open: usize,
 }
 
-impl Named {
-    /// `text` as a named request; `text` back when it is something else, not JSON, or unclear.
-    fn read(text: String) -> Result<Self, String> {
-        match Self::locate(&text) {
-            Some(named) => Ok(Self { text, ..named }),
-            None => Err(text),
-        }
-    }
+/// A request read without a tree (its text is moved in by [`Message::read`]), boxed as the
+/// message keeps it.
+enum Read {
+    Named(Box<Named>),
+    Initialize(Box<Initialize>),
+}
 
-    /// What a named request's text holds and where (the text itself is left to [`Self::read`]).
-    fn locate(json: &str) -> Option<Self> {
-        let text = json.as_bytes();
-        let envelope: Envelope<'_> = serde_json::from_str(json).ok()?;
+impl Read {
+    /// What the request `json` (whose top level is `envelope`) holds and where; `None` when it is
+    /// another message, or unclear.
+    fn of(json: &str, envelope: &Envelope<'_>) -> Option<Self> {
         let answer = envelope.result.is_some() || envelope.error.is_some();
         if answer || envelope.jsonrpc?.get() != "\"2.0\"" {
             return None;
         }
-        let span = |raw: &RawValue| {
-            let start = raw.get().as_ptr() as usize - json.as_ptr() as usize;
-            start..start + raw.get().len()
-        };
         let id_raw = envelope.id?;
         let id: Value = match id_raw.get().as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => serde_json::from_str(id_raw.get()).ok()?,
             _ => return None,
         };
         let method = envelope.method?.get();
-        let &(method, field) = NAMED.iter().find(|(named, _)| {
-            method.len() == named.len() + 2 && &method[1..method.len() - 1] == *named
-        })?;
-        let params = span(envelope.params?);
+        let method = method.strip_prefix('"')?.strip_suffix('"')?;
+        let params = span(json, envelope.params?);
+        if method == "initialize" {
+            return Initialize::locate(json, id, params)
+                .map(|init| Read::Initialize(Box::new(init)));
+        }
+        let &(method, field) = NAMED.iter().find(|(named, _)| method == *named)?;
+        let id_span = span(json, id_raw);
+        Named::locate(json, (id, id_span), (method, field), params)
+            .map(|named| Read::Named(Box::new(named)))
+    }
+}
+
+/// The place of `raw`, a slice of `json`, in it.
+fn span(json: &str, raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - json.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+/// A client's `initialize` read without a tree: what the session starts from.
+#[derive(Debug, Clone)]
+pub struct Initialize {
+    /// The client's message (empty when made from a tree, [`Initialize::from_value`]).
+    text: String,
+    pub id: Value,
+    /// As sent: the session keeps them, and each target is initialized with them.
+    pub params: Box<RawValue>,
+    /// `params.protocolVersion`, if the client named one.
+    pub protocol_version: Option<String>,
+}
+
+impl Initialize {
+    /// The `initialize` in `json` whose `params` are at `params`: read when they are an object whose
+    /// `protocolVersion` is a string (or absent, or null) and which has no `_meta` (a request with
+    /// one may belong to the 2026-07-28 revision, which the tree decides), each given once.
+    fn locate(json: &str, id: Value, params: Range<usize>) -> Option<Self> {
+        let text = json.as_bytes();
+        let mut object = scan::Object::at(text, params.start)?;
+        let mut version = None;
+        while let Some(key) = object.key() {
+            let value = object.skip_value();
+            match key? {
+                b"_meta" => return None,
+                b"protocolVersion" if version.replace(value).is_some() => return None,
+                _ => {}
+            }
+        }
+        let protocol_version = match version {
+            Some(span) => match text.get(span.start) {
+                Some(b'"') => Some(serde_json::from_str(&json[span]).ok()?),
+                Some(b'n') => None,
+                _ => return None,
+            },
+            None => None,
+        };
+        Some(Self {
+            text: String::new(),
+            id,
+            params: RawValue::from_string(json[params].to_string()).ok()?,
+            protocol_version,
+        })
+    }
+
+    /// From a request parsed into a tree; `Err` is the `-32602` message.
+    pub fn from_value(message: &Value) -> Result<Self, Invalid> {
+        let params = message.get("params");
+        params::check("initialize", params)?;
+        let params = params.unwrap_or(&Value::Null);
+        Ok(Self {
+            text: String::new(),
+            id: message["id"].clone(),
+            params: serde_json::value::to_raw_value(params).map_err(|e| e.to_string())?,
+            protocol_version: params["protocolVersion"].as_str().map(str::to_string),
+        })
+    }
+
+    /// The request as a tree.
+    fn to_value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_default()
+    }
+}
+
+impl Named {
+    /// What a named request's text holds and where (the text itself is moved in by
+    /// [`Message::read`]).
+    fn locate(
+        json: &str,
+        (id, id_span): (Value, Range<usize>),
+        (method, field): (&'static str, &'static str),
+        params: Range<usize>,
+    ) -> Option<Self> {
+        let text = json.as_bytes();
         let mut object = scan::Object::at(text, params.start)?;
         let takes_arguments = field == "name";
         let (mut name, mut arguments, mut meta) = (None, None, None);
@@ -287,7 +428,7 @@ impl Named {
         Some(Self {
             text: String::new(),
             id,
-            id_span: span(id_raw),
+            id_span,
             sent_id: None,
             method,
             field,
@@ -532,5 +673,88 @@ mod tests {
         }
         let not_utf8 = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}");
         assert!(Message::read(not_utf8).is_err());
+    }
+
+    /// What a session starts from: the `initialize` read as text, or from the tree of the same text.
+    fn started_from(message: &Message) -> (Value, Value, Option<String>) {
+        let init = message.initialize().expect("valid params");
+        let params = serde_json::from_str(init.params.get()).expect("params are JSON");
+        (init.id.clone(), params, init.protocol_version.clone())
+    }
+
+    #[test]
+    fn an_initialize_is_read_as_text_and_starts_the_session_the_tree_would() {
+        let text = r#"{"jsonrpc":"2.0","id":"a-1","method":"initialize","params":{"protocolVersion":"2025-06-18", "capabilities":{"roots":{}},"clientInfo":{"name":"c","version":"1"},"vendor":[1,2.50]},"extra":true}"#;
+        let message = read(text);
+        let Message::Initialize(init) = &message else {
+            panic!("read as a tree: {message:?}");
+        };
+        assert!(
+            init.params
+                .get()
+                .contains(r#""capabilities":{"roots":{}},"clientInfo""#)
+                && init.params.get().contains("2.50"),
+            "the params as sent: {}",
+            init.params.get()
+        );
+        assert_eq!(
+            (message.kind(), message.method()),
+            (Kind::Request, "initialize")
+        );
+        let tree: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            started_from(&message),
+            started_from(&Message::Parsed(tree.clone()))
+        );
+        assert_eq!(message.id(), &json!("a-1"));
+        assert_eq!(
+            message.into_value(),
+            tree,
+            "the whole message, unknown fields too"
+        );
+    }
+
+    #[test]
+    fn an_unclear_initialize_is_parsed_and_refused_as_before() {
+        for (text, refused) in [
+            // `_meta` may carry the 2026-07-28 revision's context: the tree decides.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"_meta":{}}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"a","protocolVersion":"b"}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol\u0056ersion":"a"}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":7}}"#,
+                Some("initialize: `protocolVersion` must be a string, not a number"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":[]}"#,
+                Some("initialize: params must be an object, not an array"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
+                Some("initialize: params are required"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"_meta":3}}"#,
+                Some("initialize: `_meta` must be an object, not a number"),
+            ),
+        ] {
+            let message = read(text);
+            assert!(matches!(message, Message::Parsed(_)), "{text}");
+            assert_eq!(message.initialize().err().as_deref(), refused, "{text}");
+        }
+        let null_version = read(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":null}}"#,
+        );
+        assert!(matches!(null_version, Message::Initialize(_)));
+        assert_eq!(started_from(&null_version).2, None);
     }
 }

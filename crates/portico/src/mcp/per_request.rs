@@ -302,17 +302,19 @@ async fn context_session(
         .get(META_CLIENT_INFO)
         .cloned()
         .unwrap_or_else(|| json!({"name": "unnamed 2026-07-28 client", "version": "0"}));
-    let initialize = json!({"jsonrpc": "2.0", "id": message["id"], "method": "initialize", "params": {
-        "protocolVersion": SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1],
-        "capabilities": meta[META_CAPABILITIES],
-        "clientInfo": client_info,
-    }});
+    let initialize = Message::Parsed(
+        json!({"jsonrpc": "2.0", "id": message["id"], "method": "initialize", "params": {
+            "protocolVersion": SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1],
+            "capabilities": meta[META_CAPABILITIES],
+            "clientInfo": client_info,
+        }}),
+    );
     let detached = token.map(crate::base::http::detached);
     if route.is_stateless() {
         return start(
             gateway,
             route,
-            &initialize,
+            initialize,
             claims,
             detached,
             Kept::ForRequest,
@@ -330,7 +332,7 @@ async fn context_session(
     let session = start(
         gateway,
         route,
-        &initialize,
+        initialize,
         claims,
         detached,
         Kept::PerRequest(&id),
@@ -343,15 +345,15 @@ async fn context_session(
 async fn start(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
-    initialize: &Value,
+    initialize: Message,
     claims: &Value,
     token: Option<HeaderValue>,
     kept: Kept<'_>,
 ) -> Result<Arc<Session>, Response<Body>> {
-    start_session(gateway, route, initialize, claims, token, kept)
+    start_session(gateway, route, &initialize, claims, token, kept)
         .await
         .map(|(session, _)| session)
-        .map_err(|not_started| not_started.into_response(&initialize["id"]))
+        .map_err(|not_started| not_started.into_response(initialize.id()))
 }
 
 /// The `server/discover` result: what `initialize` would answer, in the revision's form. List

@@ -149,7 +149,7 @@ pub(crate) async fn post(
         let token = headers
             .get(http::header::AUTHORIZATION)
             .map(crate::base::http::detached);
-        return initialize(gateway, route, message.into_value(), &claims, token).await;
+        return initialize(gateway, route, &message, &claims, token).await;
     }
     let session = match session(gateway, route, headers, &claims, Resume::ToServe).await {
         Ok(session) => session,
@@ -219,9 +219,12 @@ async fn stateless(
         .map(crate::base::http::detached);
     let initializing = method == "initialize";
     let (initialize, kept) = if initializing {
-        (message.clone(), Kept::ForInitialize)
+        (Message::Parsed(message.clone()), Kept::ForInitialize)
     } else {
-        (stateless_initialize(headers), Kept::ForRequest)
+        (
+            Message::Parsed(stateless_initialize(headers)),
+            Kept::ForRequest,
+        )
     };
     let (session, result) =
         match start_session(gateway, route, &initialize, &claims, token, kept).await {
@@ -252,11 +255,11 @@ fn stateless_initialize(headers: &HeaderMap) -> Value {
 async fn initialize(
     gateway: &Arc<Gateway>,
     route: &Arc<Route>,
-    message: Value,
+    message: &Message,
     claims: &Value,
     token: Option<HeaderValue>,
 ) -> Response<Body> {
-    match start_session(gateway, route, &message, claims, token, Kept::InTable).await {
+    match start_session(gateway, route, message, claims, token, Kept::InTable).await {
         Ok((session, result)) => {
             let mut reply = json_text_response(StatusCode::OK, result);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
@@ -264,7 +267,7 @@ async fn initialize(
             }
             reply
         }
-        Err(not_started) => not_started.into_response(&message["id"]),
+        Err(not_started) => not_started.into_response(message.id()),
     }
 }
 

@@ -45,7 +45,7 @@ use crate::config::runtime::LimitSettings;
 use crate::config::runtime::{McpBackend, Target};
 use crate::limits::{self, Exceeded, RequestSlot, SessionQuota};
 use crate::mcp::jsonrpc::{self, Kind, Payload, Reply, code};
-use crate::mcp::message::Message;
+use crate::mcp::message::{Initialize, Message};
 use crate::mcp::params;
 use crate::mcp::session_token::{TargetTicket, Ticket};
 use crate::mcp::upstream::{ClientToken, InboundHandler, InboundSink, Upstream, UpstreamError};
@@ -129,9 +129,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Why a session could not start; the client's `initialize` gets it as a JSON-RPC error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The `initialize` params cannot be kept.
-    #[error("{0}")]
-    InvalidParams(String),
     /// A target of a `failClosed` backend could not be connected.
     #[error("target {target} unavailable: {error}")]
     TargetUnavailable { target: Arc<str>, error: String },
@@ -141,7 +138,6 @@ impl StartError {
     /// The JSON-RPC error code the client gets.
     pub fn code(&self) -> i64 {
         match self {
-            StartError::InvalidParams(_) => code::INVALID_PARAMS,
             StartError::TargetUnavailable { .. } => code::INTERNAL_ERROR,
         }
     }
@@ -153,19 +149,14 @@ impl Mux {
     /// `client_token` is the client's `Authorization` header, for `backendAuth: passthrough` targets.
     pub async fn start(
         backend: Arc<McpBackend>,
-        initialize: &Value,
+        initialize: &Initialize,
         client_token: Option<http::HeaderValue>,
         quota: SessionQuota,
         limits: LimitSettings,
     ) -> Result<(Arc<Mux>, String), StartError> {
-        let id = initialize["id"].clone();
-        let params = &initialize["params"];
-        let version = negotiate_version(params["protocolVersion"].as_str());
-        let init_params = match params {
-            Value::Null => RawValue::from_string("{}".into()),
-            params => serde_json::value::to_raw_value(params),
-        }
-        .map_err(|e| StartError::InvalidParams(e.to_string()))?;
+        let id = &initialize.id;
+        let version = negotiate_version(initialize.protocol_version.as_deref());
+        let init_params = initialize.params.clone();
         let mux = Mux::new(backend, version, init_params, client_token, quota, limits);
         let all: Vec<usize> = mux.table.load().live.clone();
         let failed = mux.connect_all(&all).await;
@@ -355,6 +346,7 @@ impl Mux {
             // Read only when its params had the shape `params::check` asks for.
             Message::Named(_) => return self.named(request, stream, caller).await,
             Message::Parsed(request) => request,
+            initialize @ Message::Initialize(_) => initialize.into_value(),
         };
         let method = jsonrpc::method(&request);
         if let Err(invalid) = params::check(method, request.get("params")) {
