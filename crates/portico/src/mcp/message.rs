@@ -108,12 +108,13 @@ impl Message {
     pub fn item(&self, field: &str) -> Option<&str> {
         match self {
             Message::Named(named) => (named.field == field).then_some(named.name.as_str()),
-            Message::Initialize(_) => self.parsed_ref()?.get("params")?.get(field)?.as_str(),
+            // An `initialize` names no item.
+            Message::Initialize(_) => None,
             Message::Parsed(message) => message.get("params")?.get(field)?.as_str(),
         }
     }
 
-    /// An `initialize` read as text holds no tree to lend: it has no named item.
+    /// The tree of a parsed message (`None` for one kept as text).
     fn parsed_ref(&self) -> Option<&Value> {
         match self {
             Message::Parsed(message) => Some(message),
