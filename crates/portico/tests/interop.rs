@@ -324,12 +324,14 @@ async fn resource_links_in_results_point_back_through_portico() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_server_everything() {
     let Some(tools) = interop_tools() else { return };
-    let port = free_port();
-    let mut command = tokio::process::Command::new(node(&tools));
-    command
-        .args([everything(&tools).as_str(), "sse"])
-        .env("PORT", port.to_string());
-    let server = start_service(command, port).await;
+    let (server, port) = start_service(|port| {
+        let mut command = tokio::process::Command::new(node(&tools));
+        command
+            .args([everything(&tools).as_str(), "sse"])
+            .env("PORT", port.to_string());
+        command
+    })
+    .await;
 
     let targets = format!(
         "{}          - name: legacy\n            sse:\n              host: http://127.0.0.1:{port}/sse\n",
@@ -359,11 +361,13 @@ async fn legacy_sse_target_server_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_gets_its_credentials_and_headers() {
     let Some(tools) = interop_tools() else { return };
-    let port = free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sse_server.py");
-    let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
-    command.args([script, &port.to_string(), "Bearer sse-target-key"]);
-    let server = start_service(command, port).await;
+    let (server, port) = start_service(|port| {
+        let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
+        command.args([script, &port.to_string(), "Bearer sse-target-key"]);
+        command
+    })
+    .await;
     let target = |name: &str, key: &str| {
         format!(
             "          - name: {name}\n            sse:\n              host: http://127.0.0.1:{port}/sse\n            policies:\n              backendAuth:\n                key: {key}\n              requestHeaderModifier:\n                set: {{x-tenant: blue}}\n"
@@ -396,12 +400,14 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_llm_policies_with_server_everything() {
     let Some(tools) = interop_tools() else { return };
-    let port = free_port();
-    let mut command = tokio::process::Command::new(node(&tools));
-    command
-        .args([everything(&tools).as_str(), "streamableHttp"])
-        .env("PORT", port.to_string());
-    let server = start_service(command, port).await;
+    let (server, port) = start_service(|port| {
+        let mut command = tokio::process::Command::new(node(&tools));
+        command
+            .args([everything(&tools).as_str(), "streamableHttp"])
+            .env("PORT", port.to_string());
+        command
+    })
+    .await;
 
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -450,12 +456,14 @@ async fn seed_llm_policies_with_server_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a2a_agent_behind_a_host_backend() {
     let Some(tools) = interop_tools() else { return };
-    let port = free_port();
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/");
     let python = tools.join("venv/bin/python");
-    let mut command = tokio::process::Command::new(&python);
-    command.args([&format!("{scripts}a2a_agent.py"), &port.to_string()]);
-    let agent = start_service(command, port).await;
+    let (agent, port) = start_service(|port| {
+        let mut command = tokio::process::Command::new(&python);
+        command.args([&format!("{scripts}a2a_agent.py"), &port.to_string()]);
+        command
+    })
+    .await;
     let yaml = format!(
         "binds:\n- port: PORT\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: agents\n      backends:\n      - host: 127.0.0.1:{port}\n        policies:\n          a2a: {{}}\n"
     );
@@ -740,14 +748,16 @@ async fn metrics_parse_with_prometheus_and_carry_the_mcp_conventions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_that_closes_its_stream_mid_call_is_resumed() {
     let Some(tools) = interop_tools() else { return };
-    let port = free_port();
-    let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
-    command.args([
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/py_server.py"),
-        "streamable-http",
-        &port.to_string(),
-    ]);
-    let _server = start_service(command, port).await;
+    let (_server, port) = start_service(|port| {
+        let mut command = tokio::process::Command::new(tools.join("venv/bin/python"));
+        command.args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/py_server.py"),
+            "streamable-http",
+            &port.to_string(),
+        ]);
+        command
+    })
+    .await;
     let target = http_target("py", &format!("http://127.0.0.1:{port}/mcp"));
     let gateway = Gateway::start(&config_with_targets(&target, "")).await;
     let mut client = Client::connect(gateway.url("/mcp")).await;

@@ -134,20 +134,33 @@ struct Services {
 
 async fn targets(tools: &Path) -> (Vec<Target>, Services) {
     let python = tools.join("venv/bin/python");
-    let (ts_http, ts_sse, py_http, py_sse) = (free_port(), free_port(), free_port(), free_port());
     let mut children = Vec::new();
-    for (mode, port) in [("streamableHttp", ts_http), ("sse", ts_sse)] {
-        let mut command = tokio::process::Command::new(node(tools));
-        command
-            .args([everything(tools).as_str(), mode])
-            .env("PORT", port.to_string());
-        children.push(start_service(command, port).await);
+    let mut ports = Vec::new();
+    for mode in ["streamableHttp", "sse"] {
+        let (child, port) = start_service(|port| {
+            let mut command = tokio::process::Command::new(node(tools));
+            command
+                .args([everything(tools).as_str(), mode])
+                .env("PORT", port.to_string());
+            command
+        })
+        .await;
+        children.push(child);
+        ports.push(port);
     }
-    for (mode, port) in [("streamable-http", py_http), ("sse", py_sse)] {
-        let mut command = tokio::process::Command::new(&python);
-        command.args([PY_SERVER, mode, &port.to_string()]);
-        children.push(start_service(command, port).await);
+    for mode in ["streamable-http", "sse"] {
+        let (child, port) = start_service(|port| {
+            let mut command = tokio::process::Command::new(&python);
+            command.args([PY_SERVER, mode, &port.to_string()]);
+            command
+        })
+        .await;
+        children.push(child);
+        ports.push(port);
     }
+    let [ts_http, ts_sse, py_http, py_sse] = ports[..] else {
+        unreachable!("four services started")
+    };
     let fixture = HttpFixture::start(&[]).await;
     let rest = HttpFixture::start_rest().await;
     let stdio = |name: &str, cmd: &Path, args: &[&str]| {

@@ -646,27 +646,46 @@ pub fn everything(tools: &std::path::Path) -> String {
         .to_string()
 }
 
-/// Starts a service (its output discarded) and waits until it accepts connections on `port`.
+/// Starts a service (its output discarded) on a free port, which `command` is given, and waits until
+/// it accepts connections there: the service and its port. A port taken meanwhile by a test running
+/// alongside makes the service exit (or another process answer there): it is started again on
+/// another port.
 pub async fn start_service(
-    mut command: tokio::process::Command,
-    port: u16,
-) -> tokio::process::Child {
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
+    command: impl Fn(u16) -> tokio::process::Command,
+) -> (tokio::process::Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut command = command(port);
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the service");
+        if let Some(child) = listening(child, port).await {
+            return (child, port);
+        }
+    }
+    panic!("the service did not stay up on any of five ports");
+}
+
+/// `child` once it accepts connections on `port`; `None` if it exits first (or within 30 s).
+async fn listening(mut child: tokio::process::Child, port: u16) -> Option<tokio::process::Child> {
     for _ in 0..300 {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return None;
+        }
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return child;
+            // Still ours: another process could have been listening there.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return matches!(child.try_wait(), Ok(None)).then_some(child);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{command:?} did not listen on port {port} within 30 s");
+    None
 }
 
 /// Runs `tests/interop/fleet_client.py` (the Python SDK as a client) with `args`.
