@@ -3,7 +3,8 @@
 //! - gateway CPU per proxied `tools/call` at 32 connections (from `/proc/<pid>/stat`);
 //! - added latency at 1 connection, p50 and p99;
 //! - `tools/list` of 10 targets × 50 tools at 1 connection, and gateway CPU per merged tool;
-//! - 200 × (`initialize` + `DELETE`) through one HTTP target and one stdio target, vs direct;
+//! - 200 × (`initialize` + `DELETE`) through one HTTP target and one stdio target, vs direct, and
+//!   the gateway's CPU per HTTP session;
 //! - RSS idle and per idle session with one HTTP target;
 //! - the size of the `portico` binary as built.
 
@@ -211,10 +212,15 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
 
     let count = 200;
     let direct = median_seconds(cli.rounds, || sessions_over_http(&call_url, count)).await?;
+    let (user, system) = cpu_seconds(pid);
     let proxied = median_seconds(cli.rounds, || sessions_over_http(&through, count)).await?;
+    let (user_after, system_after) = cpu_seconds(pid);
+    let per_session = |seconds: f64| seconds / (cli.rounds * count) as f64 * 1e6;
+    let kernel = per_session(system_after - system);
     println!(
-        "| {count} × (initialize + DELETE), one HTTP target: s | {direct:.3} | {proxied:.3} | {:.2}× direct |",
-        proxied / direct
+        "| {count} × (initialize + DELETE), one HTTP target: s | {direct:.3} | {proxied:.3} | {:.2}× direct; gateway CPU {:.0} µs per session ({kernel:.0} µs of it in the kernel) |",
+        proxied / direct,
+        per_session(user_after - user) + kernel
     );
     let stdio_url = format!("{base}/stdio");
     let direct = median_seconds(cli.rounds, || sessions_over_stdio(portico, count)).await?;
