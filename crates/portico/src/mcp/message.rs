@@ -345,7 +345,12 @@ impl Initialize {
             let value = object.skip_value();
             match key? {
                 b"_meta" => return None,
-                b"protocolVersion" if version.replace(value).is_some() => return None,
+                // Given twice: which one would a target read?
+                b"protocolVersion" => {
+                    if version.replace(value).is_some() {
+                        return None;
+                    }
+                }
                 _ => {}
             }
         }
