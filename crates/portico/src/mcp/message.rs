@@ -343,15 +343,14 @@ impl Initialize {
         let mut version = None;
         while let Some(key) = object.key() {
             let value = object.skip_value();
-            match key? {
+            let slot = match key? {
                 b"_meta" => return None,
-                // Given twice: which one would a target read?
-                b"protocolVersion" => {
-                    if version.replace(value).is_some() {
-                        return None;
-                    }
-                }
-                _ => {}
+                b"protocolVersion" => &mut version,
+                _ => continue,
+            };
+            // Given twice: which one would a target read?
+            if slot.replace(value).is_some() {
+                return None;
             }
         }
         let protocol_version = match version {
