@@ -420,11 +420,8 @@ impl Drop for Nginx {
 /// Three replicas on fixed ports (so one can be restarted on its address) with one session key.
 async fn replicas(b: &HttpFixture, c: &HttpFixture) -> (String, Vec<u16>, Vec<Gateway>) {
     let yaml = fleet_config(&b.url, &c.url, false, &keyed(KEY));
-    let (mut ports, mut gateways) = (Vec::new(), Vec::new());
-    for attempt in 0.. {
-        if gateways.len() == 3 {
-            break;
-        }
+    let (mut ports, mut gateways, mut failures) = (Vec::new(), Vec::new(), 0);
+    while gateways.len() < 3 {
         // A port found free may be taken by a test running alongside before the gateway binds it:
         // another one is picked then.
         let port = free_port();
@@ -434,7 +431,8 @@ async fn replicas(b: &HttpFixture, c: &HttpFixture) -> (String, Vec<u16>, Vec<Ga
                 ports.push(port);
                 gateways.push(gateway);
             }
-            Err(logs) if attempt < 10 => {
+            Err(logs) if failures < 10 => {
+                failures += 1;
                 eprintln!("replica on port {port} did not start: {logs:?}")
             }
             Err(logs) => panic!("no replica started: {logs:?}"),

@@ -324,14 +324,7 @@ async fn resource_links_in_results_point_back_through_portico() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_sse_target_server_everything() {
     let Some(tools) = interop_tools() else { return };
-    let (server, port) = start_service(|port| {
-        let mut command = tokio::process::Command::new(node(&tools));
-        command
-            .args([everything(&tools).as_str(), "sse"])
-            .env("PORT", port.to_string());
-        command
-    })
-    .await;
+    let (server, port) = start_everything(&tools, "sse").await;
 
     let targets = format!(
         "{}          - name: legacy\n            sse:\n              host: http://127.0.0.1:{port}/sse\n",
@@ -400,14 +393,7 @@ async fn legacy_sse_target_gets_its_credentials_and_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_llm_policies_with_server_everything() {
     let Some(tools) = interop_tools() else { return };
-    let (server, port) = start_service(|port| {
-        let mut command = tokio::process::Command::new(node(&tools));
-        command
-            .args([everything(&tools).as_str(), "streamableHttp"])
-            .env("PORT", port.to_string());
-        command
-    })
-    .await;
+    let (server, port) = start_everything(&tools, "streamableHttp").await;
 
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

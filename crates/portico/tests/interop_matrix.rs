@@ -137,14 +137,7 @@ async fn targets(tools: &Path) -> (Vec<Target>, Services) {
     let mut children = Vec::new();
     let mut ports = Vec::new();
     for mode in ["streamableHttp", "sse"] {
-        let (child, port) = start_service(|port| {
-            let mut command = tokio::process::Command::new(node(tools));
-            command
-                .args([everything(tools).as_str(), mode])
-                .env("PORT", port.to_string());
-            command
-        })
-        .await;
+        let (child, port) = start_everything(tools, mode).await;
         children.push(child);
         ports.push(port);
     }

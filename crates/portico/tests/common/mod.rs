@@ -669,6 +669,19 @@ pub async fn start_service(
     panic!("the service did not stay up on any of five ports");
 }
 
+/// The reference server `@modelcontextprotocol/server-everything` in `mode` (`streamableHttp` or
+/// `sse`), started by [`start_service`].
+pub async fn start_everything(tools: &std::path::Path, mode: &str) -> (tokio::process::Child, u16) {
+    start_service(|port| {
+        let mut command = tokio::process::Command::new(node(tools));
+        command
+            .args([everything(tools).as_str(), mode])
+            .env("PORT", port.to_string());
+        command
+    })
+    .await
+}
+
 /// `child` once it accepts connections on `port`; `None` if it exits first (or within 30 s).
 async fn listening(mut child: tokio::process::Child, port: u16) -> Option<tokio::process::Child> {
     for _ in 0..300 {
