@@ -216,13 +216,7 @@ pub(crate) async fn start_session(
     kept: Kept<'_>,
 ) -> Result<(Arc<Session>, String), NotStarted> {
     let sub = subject(claims);
-    let init = message.initialize();
-    let asked = match (&init, message) {
-        (Ok(init), _) => init.protocol_version.as_deref(),
-        (Err(_), Message::Parsed(message)) => message["params"]["protocolVersion"].as_str(),
-        (Err(_), _) => None,
-    };
-    let version = negotiate_version(asked);
+    let version = negotiate_version(message.protocol_version());
     let mut served = Served {
         route,
         session: "-",
@@ -236,7 +230,7 @@ pub(crate) async fn start_session(
             served.log(None, code);
         }
     };
-    let init = match init {
+    let init = match message.initialize() {
         Ok(init) => init,
         Err(invalid) => {
             log(&served, Some(code::INVALID_PARAMS));

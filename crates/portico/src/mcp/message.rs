@@ -226,6 +226,14 @@ impl Message {
         }
     }
 
+    /// `params.protocolVersion` of an `initialize`, if it names one as a string.
+    pub fn protocol_version(&self) -> Option<&str> {
+        match self {
+            Message::Initialize(init) => init.protocol_version.as_deref(),
+            message => message.parsed_ref()?["params"]["protocolVersion"].as_str(),
+        }
+    }
+
     /// The client's `initialize` as the session starts from it; `Err` is the `-32602` message when
     /// its `params` are not the shape [`params::check`] asks for.
     pub fn initialize(&self) -> Result<std::borrow::Cow<'_, Initialize>, Invalid> {
