@@ -2,7 +2,8 @@
 //! connection measured in the same run, so they hold on any machine:
 //! - gateway CPU per proxied `tools/call` at 32 connections (from `/proc/<pid>/stat`);
 //! - added latency at 1 connection, p50 and p99;
-//! - `tools/list` of 10 targets × 50 tools at 1 connection, and gateway CPU per merged tool;
+//! - `tools/list` of 10 targets × 50 tools at 1 connection, against the client asking the ten itself,
+//!   and gateway CPU per merged tool;
 //! - 200 × (`initialize` + `DELETE`) through one HTTP target and one stdio target, vs direct, and
 //!   the gateway's CPU per HTTP session;
 //! - RSS idle and per idle session with one HTTP target;
@@ -17,8 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::{
-    Cli, Conn, Side, Stats, echo_call, fixture, gateway, http_target, list_tools, load, median,
-    route, rss_kib, status_kib,
+    Cli, Conn, Side, Stats, echo_call, fan_out, fixture, gateway, http_target, list_tools, load,
+    median, route, rss_kib, status_kib,
 };
 
 /// CPU seconds (user, system) the process `pid` has used so far.
@@ -139,6 +140,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     let (_call_fixture, call_url) = fixture(portico, &["--name", "call"]).await?;
     let mut list_fixtures = Vec::new();
     let mut list_targets = Vec::new();
+    let mut list_urls = Vec::new();
     for i in 0..10 {
         // 20 built-in tools + 30 generated = 50 tools per target.
         let (proc, url) = fixture(
@@ -148,6 +150,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         .await?;
         list_fixtures.push(proc);
         list_targets.push(http_target(&format!("t{i}"), &url));
+        list_urls.push(url);
     }
     let config = format!(
         "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n{}{}{}{}config:\n  logging: {{level: warn}}\n  readinessAddr: 127.0.0.1:0\n  statsAddr: 127.0.0.1:0\n  adminAddr: 127.0.0.1:0\n",
@@ -190,22 +193,30 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     );
 
     let (one_url, ten_url) = (format!("{base}/one"), format!("{base}/ten"));
-    let (mut one, mut ten) = (Vec::new(), Vec::new());
+    let (mut one, mut ten, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     let (mut per_tool, mut kernel_per_tool) = (Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
         one.push(load(Side::plain(&one_url), 1, cli.seconds, list_tools).await?);
+        floor.push(fan_out(&list_urls, cli.seconds).await?);
         let (stats, (cpu, kernel)) =
             with_cpu(pid, Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
         ten.push(stats);
         per_tool.push(cpu / 500.0);
         kernel_per_tool.push(kernel / 500.0);
     }
-    let (one, ten) = (Stats::median_of(&one), Stats::median_of(&ten));
+    let (one, ten, floor) = (
+        Stats::median_of(&one),
+        Stats::median_of(&ten),
+        Stats::median_of(&floor),
+    );
+    // The direct side is the floor of a fan-out: the client itself asks the ten targets at once.
     println!(
-        "| tools/list, 10 targets × 50 tools, 1 connection: p50 ms | 1 target: {:.3} | {:.3} | {:.1}× one target; gateway CPU {:.2} µs per merged tool ({:.2} µs of it in the kernel) |",
-        one.p50_ms,
+        "| tools/list, 10 targets × 50 tools, 1 connection: p50 ms | all ten asked at once: {:.3} | {:.3} | {:+.3} ms over the floor, {:.1}× one target through portico ({:.3}); gateway CPU {:.2} µs per merged tool ({:.2} µs of it in the kernel) |",
+        floor.p50_ms,
         ten.p50_ms,
+        ten.p50_ms - floor.p50_ms,
         ten.p50_ms / one.p50_ms,
+        one.p50_ms,
         median(&mut per_tool),
         median(&mut kernel_per_tool)
     );
