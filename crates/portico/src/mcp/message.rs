@@ -8,10 +8,12 @@
 //! `initialize` is read the same way ([`Initialize`]): its `params` are what the session keeps and
 //! each target is initialized with. Every other message is parsed into a `Value`, and so is a request
 //! the reading is not sure of: a key written with escapes, or a field the gateway decides on given
-//! twice (the gateway and the target could read different values of it).
+//! twice (the gateway and the target could read different values of it). A request the gateway sends
+//! to every target alike (a list's first page) is written once for all of them ([`Shared`]).
 
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -30,6 +32,7 @@ pub enum Message {
     /// Boxed: the message is moved along with the futures that handle it.
     Named(Box<Named>),
     Initialize(Box<Initialize>),
+    Shared(Box<Shared>),
     Parsed(Value),
 }
 
@@ -38,6 +41,19 @@ impl From<Value> for Message {
         Message::Parsed(message)
     }
 }
+
+impl From<&Arc<Written>> for Message {
+    fn from(request: &Arc<Written>) -> Self {
+        Message::Shared(Box::new(Shared {
+            request: request.clone(),
+            id_taken: false,
+            sent_id: None,
+        }))
+    }
+}
+
+/// `null`: the id of a message whose id was taken.
+static NO_ID: Value = Value::Null;
 
 impl Message {
     /// Reads a message the client sent (its nesting depth already checked).
@@ -69,6 +85,7 @@ impl Message {
     pub fn kind(&self) -> Kind {
         match self {
             Message::Named(_) | Message::Initialize(_) => Kind::Request,
+            Message::Shared(shared) => jsonrpc::kind(&shared.request.tree),
             Message::Parsed(message) => jsonrpc::kind(message),
         }
     }
@@ -83,6 +100,8 @@ impl Message {
         match self {
             Message::Named(named) => &named.id,
             Message::Initialize(init) => &init.id,
+            Message::Shared(shared) if shared.id_taken => &NO_ID,
+            Message::Shared(shared) => &shared.request.tree["id"],
             Message::Parsed(message) => &message["id"],
         }
     }
@@ -91,6 +110,7 @@ impl Message {
         match self {
             Message::Named(named) => named.method,
             Message::Initialize(_) => "initialize",
+            Message::Shared(shared) => jsonrpc::method(&shared.request.tree),
             Message::Parsed(message) => jsonrpc::method(message),
         }
     }
@@ -100,7 +120,7 @@ impl Message {
         match self {
             Message::Named(named) => named.meta.as_ref(),
             Message::Initialize(_) => None,
-            Message::Parsed(message) => message.get("params")?.get("_meta"),
+            message => message.parsed_ref()?.get("params")?.get("_meta"),
         }
     }
 
@@ -110,22 +130,27 @@ impl Message {
             Message::Named(named) => (named.field == field).then_some(named.name.as_str()),
             // An `initialize` names no item.
             Message::Initialize(_) => None,
-            Message::Parsed(message) => message.get("params")?.get(field)?.as_str(),
+            message => message.parsed_ref()?.get("params")?.get(field)?.as_str(),
         }
     }
 
-    /// The tree of a parsed message (`None` for one kept as text).
+    /// The tree of a parsed message (`None` for one kept as text); a shared request's tree holds the
+    /// client's id (read [`Self::id`] for the id).
     fn parsed_ref(&self) -> Option<&Value> {
         match self {
             Message::Parsed(message) => Some(message),
+            Message::Shared(shared) => Some(&shared.request.tree),
             _ => None,
         }
     }
 
-    /// The message as a tree from now on: an `initialize` read as text is parsed for a change.
+    /// The message as a tree from now on: an `initialize` read as text is parsed for a change, a
+    /// shared request copied.
     fn parsed_mut(&mut self) -> Option<&mut Value> {
-        if let Message::Initialize(init) = self {
-            *self = Message::Parsed(init.to_value());
+        match self {
+            Message::Initialize(init) => *self = Message::Parsed(init.to_value()),
+            Message::Shared(shared) => *self = Message::Parsed(shared.to_value()),
+            _ => {}
         }
         match self {
             Message::Parsed(message) => Some(message),
@@ -167,6 +192,11 @@ impl Message {
     pub fn take_id(&mut self) -> Value {
         match self {
             Message::Named(named) => std::mem::take(&mut named.id),
+            Message::Shared(shared) if shared.id_taken => Value::Null,
+            Message::Shared(shared) => {
+                shared.id_taken = true;
+                shared.request.tree["id"].clone()
+            }
             message => message
                 .parsed_mut()
                 .and_then(|m| m.get_mut("id"))
@@ -179,6 +209,7 @@ impl Message {
     pub fn set_id(&mut self, id: u64) {
         match self {
             Message::Named(named) => named.sent_id = Some(id),
+            Message::Shared(shared) => shared.sent_id = Some(id),
             message => {
                 if let Some(message) = message.parsed_mut() {
                     jsonrpc::set_id(message, json!(id));
@@ -192,6 +223,10 @@ impl Message {
         match self {
             Message::Named(named) => named.sent_id.or_else(|| named.id.as_u64()),
             Message::Initialize(init) => init.id.as_u64(),
+            Message::Shared(shared) => shared.sent_id.or_else(|| {
+                let id = &shared.request.tree["id"];
+                id.as_u64().filter(|_| !shared.id_taken)
+            }),
             Message::Parsed(message) => message["id"].as_u64(),
         }
     }
@@ -222,6 +257,7 @@ impl Message {
         match self {
             Message::Named(named) => named.into_value(),
             Message::Initialize(init) => init.to_value(),
+            Message::Shared(shared) => shared.to_value(),
             Message::Parsed(message) => message,
         }
     }
@@ -249,9 +285,73 @@ impl Message {
         match self {
             Message::Named(named) => named.write().into_bytes(),
             Message::Initialize(init) => init.text.clone().into_bytes(),
+            Message::Shared(shared) => shared.write().into_bytes(),
             // Serializing a `Value` cannot fail: its keys are strings.
             Message::Parsed(message) => serde_json::to_vec(message).unwrap_or_default(),
         }
+    }
+}
+
+/// A request written once for every target it goes to, as each gets it but for the id.
+#[derive(Debug)]
+pub struct Written {
+    tree: Value,
+    text: String,
+    id_span: Range<usize>,
+}
+
+impl Written {
+    /// `request` written once; `None` when its id is missing or `null` (sent as a tree instead).
+    pub fn new(request: Value) -> Option<Arc<Self>> {
+        // Serializing a `Value` cannot fail: its keys are strings.
+        let text = serde_json::to_string(&request).ok()?;
+        let envelope: Envelope<'_> = serde_json::from_str(&text).ok()?;
+        let id_span = span(&text, envelope.id?);
+        Some(Arc::new(Written {
+            tree: request,
+            text,
+            id_span,
+        }))
+    }
+}
+
+/// One target's copy of a [`Written`] request: the id it goes with.
+#[derive(Debug)]
+pub struct Shared {
+    request: Arc<Written>,
+    /// Whether [`Message::take_id`] took the client's id (which then reads `null`).
+    id_taken: bool,
+    sent_id: Option<u64>,
+}
+
+impl Shared {
+    fn id(&self) -> Value {
+        match self.sent_id {
+            Some(id) => json!(id),
+            None if self.id_taken => Value::Null,
+            None => self.request.tree["id"].clone(),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let mut tree = self.request.tree.clone();
+        jsonrpc::set_id(&mut tree, self.id());
+        tree
+    }
+
+    fn write(&self) -> String {
+        let Written { text, id_span, .. } = &*self.request;
+        let mut out = String::with_capacity(text.len() + 8);
+        out.push_str(&text[..id_span.start]);
+        match self.sent_id {
+            Some(id) => {
+                let _ = write!(out, "{id}");
+            }
+            None if self.id_taken => out.push_str("null"),
+            None => out.push_str(&text[id_span.clone()]),
+        }
+        out.push_str(&text[id_span.end..]);
+        out
     }
 }
 
@@ -769,5 +869,61 @@ mod tests {
         );
         assert!(matches!(null_version, Message::Initialize(_)));
         assert_eq!(started_from(&null_version).2, None);
+    }
+
+    #[test]
+    fn each_copy_of_a_shared_request_is_what_its_own_tree_would_be() {
+        let lists = [
+            r#"{"jsonrpc":"2.0","id":"l-1","method":"tools/list","params":{}}"#,
+            r#"{"method":"tools/list","x-vendor":[1,{"a":null}],"id":7,"params":{"_meta":{"progressToken":"p"}},"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":0,"method":"prompts/list"}"#,
+        ];
+        // As `forward` does to each target's copy: the client's id out, the target's in, a trace context.
+        let forward = |message: &mut Message, sent: u64, traced: bool| {
+            let id = message.take_id();
+            message.set_id(sent);
+            if traced {
+                message.insert_meta("traceparent", json!("00-abc-def-01"));
+            }
+            id
+        };
+        for list in lists {
+            let tree: Value = serde_json::from_str(list).unwrap();
+            let written = Written::new(tree.clone()).expect("a request");
+            for traced in [false, true] {
+                let (mut first, mut second) = (Message::from(&written), Message::from(&written));
+                assert_eq!(second.id(), &tree["id"]);
+                for (sent, copy) in [(41, &mut first), (42, &mut second)] {
+                    let mut own = Message::Parsed(tree.clone());
+                    assert_eq!(forward(copy, sent, traced), tree["id"], "{list}");
+                    forward(&mut own, sent, traced);
+                    assert_eq!(copy.method(), own.method());
+                    assert_eq!(copy.meta(), own.meta());
+                    assert_eq!(copy.sent_id(), Some(sent));
+                    let sent: Value = serde_json::from_slice(&copy.to_bytes()).unwrap();
+                    let own = own.into_value();
+                    assert_eq!(sent, own, "{list} traced: {traced}");
+                }
+                assert_eq!(second.into_value()["id"], json!(42));
+            }
+        }
+        // Sent each its own tree instead.
+        let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert!(Written::new(notification).is_none());
+        let null_id = json!({"jsonrpc": "2.0", "id": null, "method": "tools/list"});
+        assert!(Written::new(null_id).is_none());
+    }
+
+    #[test]
+    fn a_shared_request_keeps_the_order_it_was_written_in() {
+        let list = r#"{"method":"tools/list","id":3,"params":{"z":1,"a":2},"jsonrpc":"2.0"}"#;
+        let written = Written::new(serde_json::from_str(list).unwrap()).unwrap();
+        let mut copy = Message::from(&written);
+        copy.take_id();
+        copy.set_id(9);
+        assert_eq!(
+            String::from_utf8(copy.to_bytes()).unwrap(),
+            r#"{"method":"tools/list","id":9,"params":{"z":1,"a":2},"jsonrpc":"2.0"}"#
+        );
     }
 }

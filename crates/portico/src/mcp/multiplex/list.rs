@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::base::json_text::push_json_string;
+use crate::mcp::message::Written;
 
 impl Mux {
     /// A list request: every target (or those the cursor names) concurrently, merged in config order.
@@ -40,15 +41,18 @@ impl Mux {
             })
             .filter(|(t, _)| self.declares(*t, kind))
             .collect();
+        // A first page is asked of every target alike: the request is written once.
+        let first_page = match pages {
+            // A `cursor` that is not a string names no page: it is not passed on.
+            None => Written::new(with_cursor(&request, None)),
+            Some(_) => None,
+        };
         let calls = asked.iter().map(|(t, page)| {
-            let mut request = request.clone();
-            if let Some(params) = jsonrpc::params_mut(&mut request) {
-                match page {
-                    Some(page) => params.insert("cursor".to_string(), Value::String(page.clone())),
-                    None => params.remove("cursor"),
-                };
-            }
-            self.forward(*t, request.into(), stream)
+            let request = match (&first_page, page) {
+                (Some(written), _) => Message::from(written),
+                (None, page) => with_cursor(&request, page.as_deref()).into(),
+            };
+            self.forward(*t, request, stream)
         });
         let replies = join_all(calls).await;
         let mut pages = Vec::with_capacity(replies.len());
@@ -151,6 +155,18 @@ impl Mux {
             .as_ref()
             .is_some_and(|u| u.declares(kind.capability()))
     }
+}
+
+/// `request` with `cursor` in its params set to `page`, or removed.
+fn with_cursor(request: &Value, page: Option<&str>) -> Value {
+    let mut request = request.clone();
+    if let Some(params) = jsonrpc::params_mut(&mut request) {
+        match page {
+            Some(page) => params.insert("cursor".to_string(), Value::String(page.to_string())),
+            None => params.remove("cursor"),
+        };
+    }
+    request
 }
 
 /// Whether a list request asks for the first page (so one page without a next cursor is the whole list).

@@ -346,7 +346,7 @@ impl Mux {
             // Read only when its params had the shape `params::check` asks for.
             Message::Named(_) => return self.named(request, stream, caller).await,
             Message::Parsed(request) => request,
-            initialize @ Message::Initialize(_) => initialize.into_value(),
+            copied @ (Message::Initialize(_) | Message::Shared(_)) => copied.into_value(),
         };
         let method = jsonrpc::method(&request);
         if let Err(invalid) = params::check(method, request.get("params")) {
