@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::base::coarse_timer;
 use crate::config::runtime::Route;
 use crate::gateway::Gateway;
 use crate::mcp::endpoint::unsupported_version;
@@ -325,7 +326,8 @@ async fn run_request(
         }
         Some(first) = rx.recv() => Some(first),
         // A request that takes a while gets a stream the client can resume if its connection breaks.
-        _ = tokio::time::sleep(post_stream::STREAM_AFTER), if resumable => None,
+        // A coarse deadline: a tokio timer here would cost every request a wake-up of the worker.
+        () = coarse_timer::after(post_stream::STREAM_AFTER), if resumable => None,
     };
     let stream = streams.post_streams.open(resumable && primes(&streams));
     let client = stream.attach(0);

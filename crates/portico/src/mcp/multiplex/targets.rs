@@ -2,6 +2,7 @@
 //! and closing.
 
 use super::*;
+use crate::base::coarse_timer;
 
 impl Mux {
     /// Connects the targets of `slots` concurrently; the ones that failed, with why.
@@ -51,7 +52,7 @@ impl Mux {
             &self.client_token,
             self.limits.upstream_response_bytes,
         );
-        let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        let upstream = coarse_timer::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| {
                 UpstreamError::Initialize(format!("no answer within {CONNECT_TIMEOUT:?}"))

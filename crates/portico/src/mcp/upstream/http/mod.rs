@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 mod per_request;
 
 use super::{InboundSink, UpstreamError};
+use crate::base::coarse_timer;
 use crate::base::http_client::{self, HttpClient, ReplyBody, Response, next_chunk};
 use crate::mcp::header_names::{SESSION_HEADER, VERSION_HEADER};
 use crate::mcp::jsonrpc::{self, Incoming as Message, Payload};
@@ -371,7 +372,7 @@ impl HttpUpstream {
             let _gate = gate;
             // Bounded: everything else sent to the target waits for this.
             let sending = send(&client, &outbound, request);
-            let refused = match tokio::time::timeout(INITIALIZED_TIMEOUT, sending).await {
+            let refused = match coarse_timer::timeout(INITIALIZED_TIMEOUT, sending).await {
                 Ok(Ok(response)) if response.status().is_success() => return,
                 Ok(Ok(response)) => format!("HTTP {}", response.status().as_u16()),
                 Ok(Err(e)) => e.to_string(),
@@ -456,7 +457,7 @@ impl HttpUpstream {
             &self.session(),
         );
         let deleting = send(&self.client, &self.outbound, request);
-        let _ = tokio::time::timeout(Duration::from_secs(2), deleting).await;
+        let _ = coarse_timer::timeout(Duration::from_secs(2), deleting).await;
     }
 }
 
