@@ -30,11 +30,32 @@ pub fn after(delay: Duration) -> After {
 }
 
 /// `future`'s output, or `Err(Elapsed)` once `limit` has passed (up to [`TICK`] later).
-pub async fn timeout<F: Future>(limit: Duration, future: F) -> Result<F::Output, Elapsed> {
-    tokio::select! {
-        biased;
-        output = future => Ok(output),
-        () = after(limit) => Err(Elapsed),
+pub fn timeout<F: Future>(limit: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        deadline: after(limit),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`]: `future` polled where it lies (a target's connection is a large
+    /// future; an `async fn` around it would copy it).
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        deadline: After,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        Pin::new(this.deadline).poll(cx).map(|()| Err(Elapsed))
     }
 }
 
