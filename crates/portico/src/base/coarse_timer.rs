@@ -81,32 +81,24 @@ impl Future for After {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let waiting = match &mut this.state {
+        match &mut this.state {
             State::Done => return Poll::Ready(()),
             State::Tokio(sleep) => return sleep.as_mut().poll(cx),
-            State::New if !single_threaded() => {
-                this.state = State::Tokio(Box::pin(tokio::time::sleep(this.delay)));
-                return Pin::new(this).poll(cx);
-            }
-            State::New => None,
-            State::Listed(thread, slot) => Some((*thread, *slot)),
-        };
+            State::New | State::Listed(..) => {}
+        }
         let thread = std::thread::current().id();
-        let listed = match waiting {
-            Some((on, slot)) if on == thread => {
+        let listed = match this.state {
+            State::Listed(on, slot) if on == thread => {
                 WAITING.with(|list| list.borrow_mut().poll(slot, cx.waker()))
             }
-            // Moved to another thread since (a future sent from one runtime to another, which
-            // Portico does not do): a tokio timer from here on. Its slot on the first thread is
-            // woken when due and kept until that thread ends.
-            Some(_) => {
-                this.state = State::Tokio(Box::pin(tokio::time::sleep(this.delay)));
-                return Pin::new(this).poll(cx);
-            }
-            None => {
+            State::New if single_threaded() => {
                 let due = Instant::now() + this.delay;
                 Some(WAITING.with(|list| list.borrow_mut().insert(due, cx.waker())))
             }
+            // A runtime whose tasks move between threads, or a future moved to another thread since
+            // it was listed (sent from one runtime to another, which Portico does not do; its slot
+            // on the first thread is woken when due and kept until that thread ends).
+            _ => return this.poll_tokio(cx),
         };
         match listed {
             Some(slot) => {
@@ -118,6 +110,16 @@ impl Future for After {
                 Poll::Ready(())
             }
         }
+    }
+}
+
+impl After {
+    /// A tokio timer from here on.
+    fn poll_tokio(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleep = Box::pin(tokio::time::sleep(self.delay));
+        let polled = sleep.as_mut().poll(cx);
+        self.state = State::Tokio(sleep);
+        polled
     }
 }
 
