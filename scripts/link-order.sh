@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Writes crates/portico/link-order.txt: the functions the gateway runs to start and to serve a
-# session (initialize, lists, a call, the GET stream, DELETE), which the linker then lays out
-# together at the start of the code, so that the pages the kernel maps for them hold little else.
+# Writes crates/portico/link-order.txt: the functions the gateway runs to start, to serve a session
+# (initialize, lists, a call, the GET stream, DELETE) and to refuse bad input, which the linker then
+# lays out together at the start of the code, so that the pages the kernel maps for them hold little
+# else.
 # Run after changes that move much code (a new dependency, a big refactor); a stale list only
 # costs resident memory (names it no longer finds are skipped). Needs valgrind, python3 and curl;
 # perf if installed (see below).
@@ -70,6 +71,24 @@ for body in '"method":"tools/list"' '"method":"prompts/list"' '"method":"resourc
   for _ in 1 2 3; do
     curl -s -o /dev/null "${headers[@]}" "$url" -d "{\"jsonrpc\":\"2.0\",\"id\":$id,$body}"
     id=$((id + 1))
+  done
+done
+# Bad input, as `portico-bench --hardening` sends it: its refusals are laid out with the rest, so a
+# burst of them pages in a few pages of code, not one page per scattered function.
+head -c $((5 << 20)) /dev/zero | tr '\0' ' ' >"$work/5mib"
+python3 -c 'print("[" * 20000 + "]" * 20000)' >"$work/deep"
+python3 -c 'import json; print(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "remote_echo", "arguments": {"message": "x" * (3 << 20)}}}))' >"$work/big"
+for body in "@$work/5mib" "@$work/deep" "@$work/big" '{"jsonrpc": "2.0", ' '[{}, {}]'; do
+  curl -s -o /dev/null "${headers[@]}" "$url" --data-binary "$body"
+done
+curl -s -o /dev/null "${headers[@]}" -H 'transfer-encoding: chunked' "$url" --data-binary "@$work/5mib"
+curl -s -o /dev/null -H "mcp-session-id: $session" -H 'content-type: text/plain' "$url" -d '{}'
+for method in initialize ping tools/list prompts/list resources/list tools/call prompts/get \
+  resources/read completion/complete logging/setLevel; do
+  for params in null true 7 '"x"' '[1]' '{"name": 7}' '{"ref": "x"}' '{"cursor": 5}' \
+    '{"arguments": "x", "name": "remote_echo"}' '{"uri": []}' '{"_meta": 1}' '{"level": {}}'; do
+    curl -s -o /dev/null "${headers[@]}" "$url" \
+      -d "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"$method\",\"params\":$params}"
   done
 done
 curl -s -o /dev/null -X DELETE -H "mcp-session-id: $session" "$url"
