@@ -51,28 +51,8 @@ enum Command {
     Schema,
 }
 
-/// Buffers from this size up are mapped and unmapped on their own, so that memory a large request or
-/// reply took goes back to the system when it is freed. glibc's default threshold rises after the
-/// first large free, after which such buffers stay in the heap and the gateway's RSS only grows
-/// (measured in docs/performance.md, "hostile input").
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
-/// Free memory at the top of the heap up to this size stays for the next request. Fixing the mmap
-/// threshold also fixes this one at glibc's 128 KiB, under what one `tools/list` of ten targets
-/// takes for a moment (~300 KiB): the heap was shrunk after every list and grown again by the next,
-/// 2 `brk` calls and 8–9 page faults per list (docs/performance.md).
-const TRIM_THRESHOLD: libc::c_int = 1024 * 1024;
-
-fn tune_the_allocator() {
-    // SAFETY: mallopt only changes allocator tuning; called once, before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_the_allocator();
+    portico::base::allocator::tune();
     let cli = Cli::parse();
     if let Some(Command::Fixture(args)) = cli.command {
         return run_fixture(args);
@@ -137,6 +117,7 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!(target: "portico::config", "{warning}");
     }
+    portico::base::allocator::return_memory_after_bursts();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let workers = cli
         .workers

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,12 +127,10 @@ async fn malformed_params_are_answered_never_dropped() {
                 let id = client.next_id();
                 let message =
                     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-                let sent = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    client.send(message.clone()),
-                )
-                .await
-                .unwrap_or_else(|_| panic!("no answer in 5 s to {message}"));
+                let sent =
+                    tokio::time::timeout(Duration::from_secs(5), client.send(message.clone()))
+                        .await
+                        .unwrap_or_else(|_| panic!("no answer in 5 s to {message}"));
                 let reply = read_reply(sent).await;
                 assert_eq!(reply.status, 200, "{message}");
                 assert_eq!(reply.response["id"], id, "{message} → {:?}", reply.response);
@@ -381,7 +381,7 @@ async fn a_call_past_its_timeout_is_answered_and_cancelled_at_the_target() {
             json!({"name": "sleep", "arguments": {"ms": 10_000}}),
         )
         .await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
         reply.response["error"]["code"], -32603,
         "{}",
@@ -413,7 +413,7 @@ async fn a_client_that_goes_away_cancels_its_calls() {
     let mut client = Client::connect(gateway.url("/mcp")).await;
     let abandoned = client
         .post()
-        .timeout(std::time::Duration::from_millis(100))
+        .timeout(Duration::from_millis(100))
         .body(
             json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
             "params": {"name": "sleep", "arguments": {"ms": 30_000}}})
@@ -612,7 +612,7 @@ async fn requests_in_flight_per_session_are_capped() {
     let slow = client.send(json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call",
         "params": {"name": "sleep", "arguments": {"ms": 1500}}}));
     let busy = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         client
             .send(json!({"jsonrpc": "2.0", "id": 51, "method": "ping"}))
             .await
@@ -683,12 +683,12 @@ async fn connections_per_listener_are_capped() {
         held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
     }
     // Connections are counted as the gateway accepts them: give it a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, body) = raw_http(&gateway.base, "GET /mcp HTTP/1.0\r\n\r\n").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("connectionsPerListener"), "{body}");
     held.pop();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = raw_http(
         &gateway.base,
         "GET /mcp HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
@@ -745,7 +745,7 @@ async fn oversized_replies_from_targets_are_refused() {
             "the stdio target never came back: {}",
             reply.response
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -767,18 +767,16 @@ async fn slow_and_idle_connections_do_not_starve_clients() {
             for stream in slow.iter_mut().step_by(2) {
                 let _ = stream.write_all(&[*byte]).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     let served = async {
         let mut client = Client::connect(gateway.url("/mcp")).await;
         for _ in 0..20 {
-            let reply = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                client.request("ping", json!({})),
-            )
-            .await
-            .expect("served while 1,000 slow connections are open");
+            let reply =
+                tokio::time::timeout(Duration::from_secs(2), client.request("ping", json!({})))
+                    .await
+                    .expect("served while 1,000 slow connections are open");
             assert_eq!(reply.status, 200);
         }
     };
@@ -815,7 +813,7 @@ async fn silent_and_slow_connections_are_closed() {
     let silent = async {
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         let mut byte = [0u8; 1];
-        tokio::time::timeout(std::time::Duration::from_secs(15), stream.read(&mut byte))
+        tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte))
             .await
             .expect("closed within 15 s")
             .map(|n| n == 0)
@@ -832,10 +830,10 @@ async fn silent_and_slow_connections_are_closed() {
                 break;
             }
             assert!(
-                started.elapsed() < std::time::Duration::from_secs(15),
+                started.elapsed() < Duration::from_secs(15),
                 "still open after 15 s"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         true
     };
@@ -854,7 +852,7 @@ async fn unanswered_requests_to_the_client_expire() {
     let gateway = Gateway::start(&yaml).await;
     let client = Client::connect(gateway.url("/mcp")).await;
     let reply = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
+        Duration::from_secs(10),
         client.send(json!({"jsonrpc": "2.0", "id": 70, "method": "tools/call",
             "params": {"name": "test_sampling", "arguments": {"prompt": "anyone?"}}})),
     )
@@ -865,4 +863,60 @@ async fn unanswered_requests_to_the_client_expire() {
     let answer = reply.response.to_string();
     assert!(answer.contains("did not answer within 500ms"), "{answer}");
     gateway.log_with("pendingClientRequestTimeout").await;
+}
+
+/// The gateway's anonymous resident memory (heap, stacks) in KiB.
+fn anonymous_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon")
+}
+
+/// A burst of sessions leaves free memory between live allocations, which glibc keeps; the gateway
+/// gives it back to the system once it has been quiet for a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_a_burst_took_goes_back_once_the_gateway_is_quiet() {
+    let fixture = HttpFixture::start(&["--name", "remote"]).await;
+    let gateway = Gateway::start(&config_with_targets(
+        &http_target("remote", &fixture.url),
+        "",
+    ))
+    .await;
+    let pid = gateway.child.id().expect("the gateway runs");
+    let url = gateway.url("/mcp");
+    let churn = |sessions: usize| {
+        let workers = (0..8).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..sessions / 8 {
+                    let client = Client::connect(url.clone()).await;
+                    let session = client.session.clone().expect("a session");
+                    let deleted = client
+                        .http
+                        .delete(&client.url)
+                        .header("mcp-session-id", session)
+                        .send()
+                        .await
+                        .expect("DELETE");
+                    assert!(deleted.status().is_success(), "{}", deleted.status());
+                }
+            })
+        });
+        futures::future::join_all(workers)
+    };
+    churn(40).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    churn(400).await;
+    let after_burst = anonymous_kib(pid);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let later = anonymous_kib(pid);
+    assert!(
+        later + 200 <= after_burst,
+        "{after_burst} KiB after the burst, {later} KiB 3.5 s later"
+    );
 }

@@ -37,7 +37,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shorter than the keep-alive of the servers targets are commonly built on (Node.js and uvicorn
 /// close an idle connection after 5 s): a connection the server may be closing at that moment is not
 /// reused, so a request is never sent into a closing connection ("error sending request").
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A pooled client.
 #[derive(Clone)]

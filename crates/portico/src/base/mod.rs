@@ -1,8 +1,9 @@
-//! The bottom layer: what every other module may use and that uses none of them. Config diagnostics
-//! (file, line, field, hint), coarse deadlines, reading capped HTTP bodies, the HTTP client for
-//! targets, JSON text read without a tree (and validated by a walk that gives the places of values),
-//! PEM files, and the units config files are written in.
+//! The bottom layer: what every other module may use and that uses none of them. The allocator's
+//! tuning, config diagnostics (file, line, field, hint), coarse deadlines, reading capped HTTP
+//! bodies, the HTTP client for targets, JSON text read without a tree (and validated by a walk that
+//! gives the places of values), PEM files, and the units config files are written in.
 
+pub mod allocator;
 pub mod coarse_timer;
 pub mod diagnostic;
 pub mod fast_hash;
