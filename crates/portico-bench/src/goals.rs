@@ -24,7 +24,7 @@ use crate::{
 
 /// CPU seconds (user, system) the process `pid` has used so far.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
-    portico::telemetry::process::cpu_split(&pid.to_string())
+    portico::base::process::cpu_split(&pid.to_string())
 }
 
 /// A load run and the CPU the gateway spent on it, per request (µs): user + system, and system alone.

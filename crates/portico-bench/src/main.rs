@@ -409,7 +409,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A `/proc/<pid>/status` figure in KiB, e.g. `VmRSS:` or `RssAnon:`.
 fn status_kib(pid: u32, field: &str) -> u64 {
-    portico::telemetry::process::status_kib(&pid.to_string(), field)
+    portico::base::process::status_kib(&pid.to_string(), field)
 }
 
 fn row(name: &str, s: Stats) {

@@ -865,17 +865,6 @@ async fn unanswered_requests_to_the_client_expire() {
     gateway.log_with("pendingClientRequestTimeout").await;
 }
 
-/// The gateway's anonymous resident memory (heap, stacks) in KiB.
-fn anonymous_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("RssAnon:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon")
-}
-
 /// A burst of sessions leaves free memory between live allocations, which glibc keeps; the gateway
 /// gives it back to the system once it has been quiet for a second.
 #[tokio::test(flavor = "multi_thread")]
@@ -886,7 +875,8 @@ async fn memory_a_burst_took_goes_back_once_the_gateway_is_quiet() {
         "",
     ))
     .await;
-    let pid = gateway.child.id().expect("the gateway runs");
+    let pid = gateway.child.id().expect("the gateway runs").to_string();
+    let anonymous_kib = || portico::base::process::status_kib(&pid, "RssAnon:");
     let url = gateway.url("/mcp");
     let churn = |sessions: usize| {
         let workers = (0..8).map(|_| {
@@ -912,9 +902,9 @@ async fn memory_a_burst_took_goes_back_once_the_gateway_is_quiet() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     churn(400).await;
-    let after_burst = anonymous_kib(pid);
+    let after_burst = anonymous_kib();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let later = anonymous_kib(pid);
+    let later = anonymous_kib();
     assert!(
         later + 200 <= after_burst,
         "{after_burst} KiB after the burst, {later} KiB 3.5 s later"

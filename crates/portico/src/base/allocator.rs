@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::base::http_client::POOL_IDLE_TIMEOUT;
+use crate::base::process::cpu_seconds;
 
 /// Buffers from this size up are mapped and unmapped on their own, so that memory a large request or
 /// reply took goes back to the system when it is freed. glibc's default threshold rises after the
@@ -20,11 +21,12 @@ const TRIM_THRESHOLD: libc::c_int = 1024 * 1024;
 /// How often the gateway's CPU time is looked at to find the end of a burst.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Less CPU than this in one [`LOOK_EVERY`] is a quiet second.
-const QUIET: Duration = Duration::from_millis(10);
+/// Less CPU than this in one [`LOOK_EVERY`] (seconds) is a quiet second: `/proc` counts in 10 ms
+/// ticks, so a second in which not one tick was spent.
+const QUIET: f64 = 0.005;
 
-/// More CPU than this since the last trim is a burst worth trimming after.
-const BUSY: Duration = Duration::from_millis(50);
+/// More CPU than this since the last trim (seconds) is a burst worth trimming after.
+const BUSY: f64 = 0.050;
 
 /// After this many quiet seconds in a row, once more: the connections a burst left idle in a target's
 /// pool are closed by then (the pool's sweep, every [`POOL_IDLE_TIMEOUT`], closes those idle longer
@@ -53,11 +55,11 @@ pub fn return_memory_after_bursts() {
         .name("portico-memory".into())
         .stack_size(64 * 1024)
         .spawn(|| {
-            let (mut last, mut busy, mut quiet_seconds) = (cpu_time(), Duration::ZERO, 0);
+            let (mut last, mut busy, mut quiet_seconds) = (cpu_seconds("self"), 0.0, 0);
             loop {
                 std::thread::sleep(LOOK_EVERY);
-                let now = cpu_time();
-                let spent = now.saturating_sub(last);
+                let now = cpu_seconds("self");
+                let spent = (now - last).max(0.0);
                 last = now;
                 busy += spent;
                 if spent >= QUIET {
@@ -66,7 +68,7 @@ pub fn return_memory_after_bursts() {
                 }
                 quiet_seconds += 1;
                 if busy > BUSY {
-                    busy = Duration::ZERO;
+                    busy = 0.0;
                     quiet_seconds = 1;
                     trim();
                 } else if quiet_seconds == AGAIN_AFTER_QUIET_SECONDS {
@@ -82,20 +84,4 @@ pub fn return_memory_after_bursts() {
 fn trim() {
     // SAFETY: malloc_trim only returns free pages; it takes the allocator's locks.
     unsafe { libc::malloc_trim(0) };
-}
-
-/// The process's CPU time so far, user and system.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a `rusage` into the pointer it is given.
-    let usage = unsafe {
-        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
-            return Duration::ZERO;
-        }
-        usage.assume_init()
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
 }

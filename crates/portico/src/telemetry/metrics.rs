@@ -516,8 +516,8 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let cpu = super::process::cpu_seconds("self");
-        let rss_kib = super::process::status_kib("self", "VmRSS:") as f64;
+        let cpu = crate::base::process::cpu_seconds("self");
+        let rss_kib = crate::base::process::status_kib("self", "VmRSS:") as f64;
         let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
         let dropped = super::dropped_log_lines() as f64;
         let values = [

@@ -2,7 +2,6 @@
 
 pub mod logs;
 pub mod metrics;
-pub mod process;
 pub mod traces;
 
 pub use logs::{dropped_log_lines, init_logging};

@@ -1,5 +1,6 @@
 //! What `/proc` says about a process (`self`, or a pid): its CPU time and its `status` figures. Used by
-//! the process metrics and by the benchmark tool, which watches the gateway from outside.
+//! the process metrics, by the allocator's watch for the end of a burst, and by the benchmark tool,
+//! which watches the gateway from outside.
 
 /// CPU seconds (user and system) the process has used so far; 0 when `/proc` cannot say.
 pub fn cpu_seconds(pid: &str) -> f64 {
