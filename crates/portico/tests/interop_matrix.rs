@@ -307,11 +307,15 @@ async fn inspector(tools: &Path, url: String, targets: &[Target]) -> Vec<Outcome
         let mut command = tokio::process::Command::new(&cli);
         command
             .args(["--cli", &url, "--transport", "http"])
+            // Each session spawns every stdio target (node, Python, the fixture) while five other
+            // clients do the same: on a busy 2-core runner the first sessions' `initialize` has taken
+            // more than the CLI's default 15 s. The matrix checks interop, not start-up time.
+            .args(["--connect-timeout", "60000"])
             .args(args)
             .env("PATH", &path)
             .kill_on_drop(true);
         async move {
-            let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await;
+            let output = tokio::time::timeout(Duration::from_secs(90), command.output()).await;
             match output {
                 Ok(Ok(output)) if output.status.success() => {
                     Ok(String::from_utf8_lossy(&output.stdout).to_string())
@@ -325,7 +329,7 @@ async fn inspector(tools: &Path, url: String, targets: &[Target]) -> Vec<Outcome
                         .collect::<String>()
                 )),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out after 60 s".into()),
+                Err(_) => Err("timed out after 90 s".into()),
             }
         }
     };
