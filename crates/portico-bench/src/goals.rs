@@ -22,6 +22,11 @@ use crate::{
     median, route, rss_kib, status_kib,
 };
 
+/// How long memory is left to settle before a session reading: the gateway gives what a burst freed
+/// back to the system in the first quiet second after it (`base/allocator.rs`), so a reading taken
+/// sooner counts the allocator's free cache, up to 1 MiB (1 KiB a session over 1,000), as sessions.
+const QUIET: Duration = Duration::from_millis(2500);
+
 /// CPU seconds (user, system) the process `pid` has used so far.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
     portico::base::process::cpu_split(&pid.to_string())
@@ -160,7 +165,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         route("stdio", "/stdio", &stdio_target(portico)),
     );
     let (gateway_proc, base) = gateway(portico, &config).await?;
-    let pid = gateway_proc.0.id().unwrap_or(0);
+    let pid = gateway_proc.child.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(pid);
     let idle_anon = status_kib(pid, "RssAnon:");
@@ -242,13 +247,14 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     );
 
     // A session's own cost: sessions opened one after another on one client connection.
+    tokio::time::sleep(QUIET).await;
     let before = status_kib(pid, "RssAnon:");
     let mut conn = Conn::open(&through, None).await?;
     for _ in 0..cli.sessions {
         conn.session = None;
         conn.initialize().await?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(QUIET).await;
     let per_session =
         status_kib(pid, "RssAnon:").saturating_sub(before) as f64 / cli.sessions as f64;
     println!(
@@ -266,7 +272,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         conn.initialize().await?;
         conns.push(conn);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(QUIET).await;
     let per_connection =
         status_kib(pid, "RssAnon:").saturating_sub(before) as f64 / cli.sessions as f64;
     println!(

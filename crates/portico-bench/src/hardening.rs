@@ -192,7 +192,7 @@ pub async fn run(portico: &Path) -> anyhow::Result<()> {
         route("h", "/mcp", &http_target("h", &fixture_url))
     );
     let (gateway_proc, base) = gateway(&portico, &config).await?;
-    let pid = gateway_proc.0.id().unwrap_or(0);
+    let pid = gateway_proc.child.id().unwrap_or(0);
     let url = format!("{base}/mcp");
     let address = base.trim_start_matches("http://").to_string();
 

@@ -180,7 +180,7 @@ pub async fn run(portico: &Path, update: bool) -> anyhow::Result<()> {
     let idle_rss = {
         let (gateway, _) = gateway(&portico, &config).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_kib(gateway.0.id().unwrap_or(0))
+        rss_kib(gateway.child.id().unwrap_or(0))
     };
     let figures = json!({
         "instructions per proxied tools/call": per_call.round(),

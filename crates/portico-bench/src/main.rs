@@ -69,11 +69,18 @@ struct Cli {
     update_baseline: bool,
 }
 
-struct Proc(Child);
+struct Proc {
+    child: Child,
+    /// A file written for the process (the gateway's config), removed with it.
+    file: Option<PathBuf>,
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.start_kill();
+        let _ = self.child.start_kill();
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -97,12 +104,15 @@ async fn fixture(portico: &PathBuf, args: &[&str]) -> anyhow::Result<(Proc, Stri
     let url = line
         .strip_prefix("listening on ")
         .ok_or_else(|| anyhow::anyhow!("fixture: {line}"))?;
-    Ok((Proc(child), url.to_string()))
+    Ok((Proc { child, file: None }, url.to_string()))
 }
 
 /// Starts the gateway on `config` and returns its base URL.
 async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, String)> {
-    let path = std::env::temp_dir().join(format!("portico-bench-{}.yaml", std::process::id()));
+    // One file per gateway: each watches its file and would reload another's config written there.
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("portico-bench-{}-{n}.yaml", std::process::id()));
     std::fs::write(&path, config)?;
     let mut child = Command::new(portico)
         .arg("-f")
@@ -124,7 +134,8 @@ async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, Strin
                 .unwrap_or_default()
                 .replace("0.0.0.0", "127.0.0.1");
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((Proc(child), address));
+            let file = Some(path);
+            return Ok((Proc { child, file }, address));
         }
     }
     anyhow::bail!("the gateway did not start")
@@ -873,7 +884,7 @@ async fn main() -> anyhow::Result<()> {
         route("tls", "/tls", &tls_target),
     );
     let (gateway_proc, base) = gateway(&portico, &config).await?;
-    let gateway_pid = gateway_proc.0.id().unwrap_or(0);
+    let gateway_pid = gateway_proc.child.id().unwrap_or(0);
     let through = format!("{base}/call");
     let start_rss = rss_kib(gateway_pid);
 
