@@ -23,8 +23,8 @@ use crate::{
 };
 
 /// How long memory is left to settle before a session reading: the gateway gives what a burst freed
-/// back to the system in the first quiet second after it (`base/allocator.rs`), so a reading taken
-/// sooner counts the allocator's free cache, up to 1 MiB (1 KiB a session over 1,000), as sessions.
+/// back to the system in the first quiet second after it (`base/allocator.rs`); a reading taken
+/// sooner depends on whether that has happened yet.
 const QUIET: Duration = Duration::from_millis(2500);
 
 /// CPU seconds (user, system) the process `pid` has used so far.

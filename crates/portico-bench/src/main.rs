@@ -114,14 +114,25 @@ async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, Strin
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("portico-bench-{}-{n}.yaml", std::process::id()));
     std::fs::write(&path, config)?;
-    let mut child = Command::new(portico)
+    let spawned = Command::new(portico)
         .arg("-f")
         .arg(&path)
         .env("RUST_LOG", "warn,portico::server=info")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child
+        .spawn();
+    let mut proc = match spawned {
+        Ok(child) => Proc {
+            child,
+            file: Some(path),
+        },
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+    };
+    let stderr = proc
+        .child
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
@@ -134,8 +145,7 @@ async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, Strin
                 .unwrap_or_default()
                 .replace("0.0.0.0", "127.0.0.1");
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            let file = Some(path);
-            return Ok((Proc { child, file }, address));
+            return Ok((proc, address));
         }
     }
     anyhow::bail!("the gateway did not start")
