@@ -8,17 +8,29 @@
 # perf if installed (see below).
 #
 #   CARGO_TARGET_DIR=... scripts/link-order.sh
+#   PORTICO_PGO_PROFILE=FILE scripts/link-order.sh    the list of the build `scripts/release.sh`
+#       makes with that profile (link-order-pgo.txt): a `dist` build, whose symbols carry another
+#       hash, optimized with a profile, which inlines other functions
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=${CARGO_TARGET_DIR:-$PWD/target}
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 work=$(mktemp -d /tmp/portico-link-order.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 # A release build with a link map: where the linker put each function, under the names it knows. It
 # is linked in the compiler's order, not the current list's, so that the list written does not
 # depend on the one before (the native pass below sees only the first touch of each 64 KiB).
-PORTICO_LINK_ORDER=off PORTICO_LINK_MAP=$work/portico.map cargo build --release -p portico
-bin=$target/release/portico
+if [ -n "${PORTICO_PGO_PROFILE:-}" ]; then
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$(realpath "$PORTICO_PGO_PROFILE")" CARGO_TARGET_DIR=$target/pgo/use \
+    PORTICO_LINK_ORDER=off PORTICO_LINK_MAP=$work/portico.map cargo build --profile dist --target "$host" -p portico
+  bin=$target/pgo/use/$host/dist/portico
+  list=crates/portico/link-order-pgo.txt
+else
+  PORTICO_LINK_ORDER=off PORTICO_LINK_MAP=$work/portico.map cargo build --release -p portico
+  bin=$target/release/portico
+  list=crates/portico/link-order.txt
+fi
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fixture_port=$(port)
@@ -116,7 +128,7 @@ if command -v perf >/dev/null; then
   perf script -i "$work/perf.data" -F addr 2>/dev/null | awk '{ print "fault", $1 }' >>"$faults"
 fi
 
-python3 - "$work/portico.map" "$work/callgrind.out" "$faults" crates/portico/link-order.txt <<'PY'
+python3 - "$work/portico.map" "$work/callgrind.out" "$faults" "$list" <<'PY'
 import bisect, re, sys
 map_file, profile, faults, out = sys.argv[1:]
 # lld's map: "VMA LMA Size Align Out In Symbol". A release build keeps no local symbols, so a

@@ -19,9 +19,18 @@ fn main() {
 
 /// The functions that run to start the gateway and serve a session are laid out together
 /// (`link-order.txt`, written by `scripts/link-order.sh`): the kernel maps code around each page
-/// it faults in, so start-up code scattered over the binary kept most of it resident.
+/// it faults in, so start-up code scattered over the binary kept most of it resident. A build
+/// optimized with a profile (`scripts/release.sh`) inlines differently and so has other functions:
+/// its list is `link-order-pgo.txt`.
 fn link_order() {
-    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link-order.txt");
+    let optimized_with_profile = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .is_ok_and(|flags| flags.split('\x1f').any(|flag| flag.contains("profile-use")));
+    let list = if optimized_with_profile {
+        "link-order-pgo.txt"
+    } else {
+        "link-order.txt"
+    };
+    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join(list);
     println!("cargo:rerun-if-changed={}", order.display());
     // Another linker than Rust's LLD (GNU ld has no ordering file) needs it off.
     println!("cargo:rerun-if-env-changed=PORTICO_LINK_ORDER");

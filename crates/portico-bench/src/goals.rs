@@ -142,14 +142,15 @@ fn stdio_target(portico: &Path) -> String {
 }
 
 pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
-    let (_call_fixture, call_url) = fixture(portico, &["--name", "call"]).await?;
+    let fixtures = cli.fixtures.as_ref().unwrap_or(portico);
+    let (_call_fixture, call_url) = fixture(fixtures, &["--name", "call"]).await?;
     let mut list_fixtures = Vec::new();
     let mut list_targets = Vec::new();
     let mut list_urls = Vec::new();
     for i in 0..10 {
         // 20 built-in tools + 30 generated = 50 tools per target.
         let (proc, url) = fixture(
-            portico,
+            fixtures,
             &["--name", &format!("list{i}"), "--extra-tools", "30"],
         )
         .await?;
@@ -162,7 +163,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         route("call", "/call", &http_target("call", &call_url)),
         route("ten", "/ten", &list_targets.concat()),
         route("one", "/one", &list_targets[0]),
-        route("stdio", "/stdio", &stdio_target(portico)),
+        route("stdio", "/stdio", &stdio_target(fixtures)),
     );
     let (gateway_proc, base) = gateway(portico, &config).await?;
     let pid = gateway_proc.child.id().unwrap_or(0);
@@ -239,7 +240,7 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         per_session(user_after - user) + kernel
     );
     let stdio_url = format!("{base}/stdio");
-    let direct = median_seconds(cli.rounds, || sessions_over_stdio(portico, count)).await?;
+    let direct = median_seconds(cli.rounds, || sessions_over_stdio(fixtures, count)).await?;
     let proxied = median_seconds(cli.rounds, || sessions_over_http(&stdio_url, count)).await?;
     println!(
         "| {count} × (initialize + DELETE), one stdio target: s | {direct:.3} | {proxied:.3} | {:.2}× direct |",

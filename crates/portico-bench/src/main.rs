@@ -34,6 +34,10 @@ struct Cli {
     /// The portico binary (default: `portico` next to this binary).
     #[arg(long)]
     portico: Option<PathBuf>,
+    /// With `--goals`: the portico binary that serves the fixtures (default: `--portico`), so that
+    /// a build instrumented for profile-guided optimization profiles the gateway alone.
+    #[arg(long, requires = "goals")]
+    fixtures: Option<PathBuf>,
     /// Seconds per measurement window.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -69,6 +73,9 @@ struct Cli {
     update_baseline: bool,
 }
 
+/// A process the benchmark started, stopped with `SIGTERM` when dropped: the gateway drains and
+/// exits as it would for an operator, so that a build instrumented for profile-guided optimization
+/// writes its profile (`scripts/release.sh`); the fixture has no handler and dies at once.
 struct Proc {
     child: Child,
     /// A file written for the process (the gateway's config), removed with it.
@@ -77,7 +84,14 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|pid| libc::pid_t::try_from(pid).ok())
+        {
+            // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         if let Some(file) = &self.file {
             let _ = std::fs::remove_file(file);
         }
@@ -90,7 +104,6 @@ async fn fixture(portico: &PathBuf, args: &[&str]) -> anyhow::Result<(Proc, Stri
         .args(["fixture", "--transport", "http"])
         .args(args)
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     let stdout = child
         .stdout
@@ -119,7 +132,6 @@ async fn gateway(portico: &PathBuf, config: &str) -> anyhow::Result<(Proc, Strin
         .arg(&path)
         .env("RUST_LOG", "warn,portico::server=info")
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn();
     let mut proc = match spawned {
         Ok(child) => Proc {
