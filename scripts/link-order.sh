@@ -21,10 +21,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # is linked in the compiler's order, not the current list's, so that the list written does not
 # depend on the one before (the native pass below sees only the first touch of each 64 KiB).
 if [ -n "${PORTICO_PGO_PROFILE:-}" ]; then
-  host=$(rustc -vV | sed -n 's/^host: //p')
-  RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$(realpath "$PORTICO_PGO_PROFILE")" CARGO_TARGET_DIR=$target/pgo/use \
-    PORTICO_LINK_ORDER=off PORTICO_LINK_MAP=$work/portico.map cargo build --profile dist --target "$host" -p portico
-  bin=$target/pgo/use/$host/dist/portico
+  source scripts/pgo-build.sh
+  pgo_build "$target" "$PORTICO_PGO_PROFILE" PORTICO_LINK_ORDER=off PORTICO_LINK_MAP="$work/portico.map"
+  bin=$pgo_bin
   list=crates/portico/link-order-pgo.txt
 else
   PORTICO_LINK_ORDER=off PORTICO_LINK_MAP=$work/portico.map cargo build --release -p portico

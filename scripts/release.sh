@@ -12,8 +12,8 @@
 # the build reads them (`-Cprofile-use`): the hot paths inlined and laid out straight, the rest built
 # small. About a fifth fewer instructions per call (docs/performance.md), for two more builds.
 # Every build here is of the `dist` profile: a function's symbol name carries a hash of the profile
-# it was built with, and both the counts and the link order (`link-order-pgo.txt`) find functions by
-# name.
+# it was built with, and both the counts and the link order (`link-order-pgo.txt`, written from
+# the same build: scripts/pgo-build.sh) find functions by name.
 #   PORTICO_PGO_PROFILE=FILE   build with this merged profile instead of making one (one this script
 #                              wrote, `$CARGO_TARGET_DIR/pgo/portico.profdata`; a profile of older code
 #                              or another toolchain loses speed, not correctness)
@@ -44,6 +44,10 @@ make_profile() {
     pgrep -f "^$instrumented " >/dev/null || break
     sleep 0.2
   done
+  if pgrep -f "^$instrumented " >/dev/null; then
+    echo "the instrumented gateway did not exit 30 s after SIGTERM: its counts are not written" >&2
+    exit 1
+  fi
   "$profdata" merge -o "$pgo/portico.profdata" "$pgo/raw"/*.profraw
 }
 
@@ -52,11 +56,10 @@ if [ -z "$profile" ]; then
   make_profile
   profile=$pgo/portico.profdata
 fi
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$(realpath "$profile")" CARGO_TARGET_DIR=$pgo/use \
-  cargo build --profile dist --target "$host" -p portico
-built=$pgo/use/$host/dist/portico
+source scripts/pgo-build.sh
+pgo_build "$target" "$profile"
 mkdir -p "$out"
-cp "$built" "$out/portico"
+cp "$pgo_bin" "$out/portico"
 objcopy --only-keep-debug "$out/portico" "$out/portico.debug"
 objcopy --strip-all --add-gnu-debuglink="$out/portico.debug" "$out/portico"
 ls -l "$out/portico" "$out/portico.debug"
