@@ -14,4 +14,5 @@ pub mod json_text;
 pub mod json_walk;
 pub mod pem;
 pub mod process;
+pub mod spawn;
 pub mod units;

@@ -134,6 +134,9 @@ impl InboundSink {
 /// updates it on every request.
 pub use crate::policy::outbound::ClientToken;
 
+// One per target of a session, the HTTP one the most common: boxing it would cost each call a
+// pointer to follow for a few hundred bytes per session.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Stdio(stdio::StdioUpstream),
     Http(http::HttpUpstream),

@@ -1,17 +1,18 @@
 //! A target that is a local process speaking newline-delimited JSON-RPC on stdin/stdout.
 //!
-//! One process per client session, started without a shell, in its own process group so that stopping
-//! it also stops whatever it started (`npx` runs the server as a grandchild).
+//! One process per client session, started without a shell (`base::spawn`), in its own process group
+//! so that stopping it also stops whatever it started (`npx` runs the server as a grandchild), and
+//! killed by the kernel if the gateway dies.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout};
 
 use super::waiters::Waiters;
 use super::{InboundSink, UpstreamError};
+use crate::base::spawn::{self, Child, Spawn};
 use crate::config::runtime::StdioSpec;
 use crate::mcp::jsonrpc::Payload;
 use crate::mcp::list_result;
@@ -40,47 +41,26 @@ impl Process {
     /// Starts `spec` without a shell, in its own process group; its stderr goes to the log under
     /// `name` from now on.
     pub fn start(name: &str, spec: &StdioSpec) -> Result<Self, UpstreamError> {
-        let mut command = Command::new(&spec.cmd);
-        command
-            .args(&spec.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if spec.clear_env {
-            command.env_clear();
-        }
-        command.envs(&spec.env);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child if Portico dies,
-        // so that a crashed gateway leaves no orphan.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| UpstreamError::Start(format!("`{}`: {e}", spec.cmd.display())))?;
-        let pid = child.id();
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(UpstreamError::Start("no stdio pipes".into()));
-        };
-        tokio::spawn(log_stderr(stderr, name.to_string()));
+        let started = spawn::spawn(&Spawn {
+            program: &spec.cmd,
+            args: &spec.args,
+            env: &spec.env,
+            clear_env: spec.clear_env,
+        })
+        .map_err(|e| UpstreamError::Start(format!("`{}`: {e}", spec.cmd.display())))?;
+        let pid = Some(started.child.id());
+        tokio::spawn(log_stderr(started.stderr, name.to_string()));
         Ok(Self {
-            child,
-            stdin,
-            stdout,
+            child: started.child,
+            stdin: started.stdin,
+            stdout: started.stdout,
             pid,
         })
     }
 
     /// Whether the process is still running (a warm one may have died while it waited).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.is_running()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -92,7 +72,7 @@ impl Process {
     /// Stops the process and what it started, at once (a warm one nobody took).
     pub fn kill(&mut self) {
         if let Some(pid) = self.pid
-            && matches!(self.child.try_wait(), Ok(None))
+            && self.child.is_running()
         {
             signal_group(pid, libc::SIGKILL);
         }
