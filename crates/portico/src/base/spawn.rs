@@ -3,8 +3,8 @@
 //!
 //! std's `Command` (and tokio's) takes the `posix_spawn` path only without a `pre_exec` hook; with
 //! one, it forks. A fork copies the gateway's page tables and marks its memory copy-on-write, so each
-//! page the gateway writes afterwards faults once more: ~85 page faults and ~0.25 ms of the
-//! gateway's CPU per stdio session, ~0.4 ms of the session's start (docs/performance.md). Here, as in
+//! page the gateway writes afterwards faults once more: ~85 page faults and ~0.35 ms of the
+//! gateway's CPU per stdio session, ~0.5 ms of the session's start (docs/performance.md). Here, as in
 //! glibc's `posix_spawn`, the child runs on its own small stack in the gateway's memory
 //! (`CLONE_VM | CLONE_VFORK`: the calling thread waits until the child has called `execve`), makes
 //! only system calls, and reports a failure through that shared memory.
