@@ -25,7 +25,7 @@ pub struct StdioUpstream {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     waiters: Waiters,
     child: tokio::sync::Mutex<Option<Child>>,
-    pid: Option<u32>,
+    pid: u32,
 }
 
 /// A started target process whose stdout nobody reads yet: a warm one waiting in a pool
@@ -34,7 +34,7 @@ pub struct Process {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
-    pid: Option<u32>,
+    pid: u32,
 }
 
 impl Process {
@@ -48,7 +48,7 @@ impl Process {
             clear_env: spec.clear_env,
         })
         .map_err(|e| UpstreamError::Start(format!("`{}`: {e}", spec.cmd.display())))?;
-        let pid = Some(started.child.id());
+        let pid = started.child.id();
         tokio::spawn(log_stderr(started.stderr, name.to_string()));
         Ok(Self {
             child: started.child,
@@ -63,7 +63,7 @@ impl Process {
         self.child.is_running()
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub fn pid(&self) -> u32 {
         self.pid
     }
 }
@@ -71,10 +71,8 @@ impl Process {
 impl Process {
     /// Stops the process and what it started, at once (a warm one nobody took).
     pub fn kill(&mut self) {
-        if let Some(pid) = self.pid
-            && self.child.is_running()
-        {
-            signal_group(pid, libc::SIGKILL);
+        if self.child.is_running() {
+            signal_group(self.pid, libc::SIGKILL);
         }
     }
 }
@@ -131,22 +129,16 @@ impl StdioUpstream {
         let Some(mut child) = self.child.lock().await.take() else {
             return;
         };
-        if let Some(pid) = self.pid {
-            signal_group(pid, libc::SIGTERM);
-        }
+        signal_group(self.pid, libc::SIGTERM);
         if tokio::time::timeout(STOP_GRACE, child.wait())
             .await
             .is_err()
         {
-            if let Some(pid) = self.pid {
-                signal_group(pid, libc::SIGKILL);
-            }
-            let _ = child.wait().await;
+            signal_group(self.pid, libc::SIGKILL);
+            child.wait().await;
         }
         // The server may have left children of its own in the group.
-        if let Some(pid) = self.pid {
-            signal_group(pid, libc::SIGKILL);
-        }
+        signal_group(self.pid, libc::SIGKILL);
     }
 }
 
@@ -154,7 +146,8 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
-    // SAFETY: killpg has no memory effects; the group id is the child's pid (process_group(0)).
+    // SAFETY: killpg has no memory effects; the group id is the child's pid (the child leads its own
+    // group, `base::spawn`).
     unsafe {
         libc::killpg(pid, signal);
     }

@@ -88,7 +88,7 @@ impl StdioPool {
         };
         drop(warm);
         self.taken.notify_one();
-        tracing::info!(target: "portico::pool", target = %self.target, pid = ?taken.pid(), "warm process handed to a session");
+        tracing::info!(target: "portico::pool", target = %self.target, pid = taken.pid(), "warm process handed to a session");
         Some(taken)
     }
 
@@ -114,7 +114,7 @@ async fn refill(pool: Weak<StdioPool>, processes: Arc<Semaphore>) {
             };
             match Process::start(&strong.target, &strong.spec) {
                 Ok(process) => {
-                    tracing::info!(target: "portico::pool", target = %strong.target, pid = ?process.pid(), "warm process started");
+                    tracing::info!(target: "portico::pool", target = %strong.target, pid = process.pid(), "warm process started");
                     strong
                         .warm
                         .lock()
