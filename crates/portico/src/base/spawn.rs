@@ -292,7 +292,7 @@ unsafe fn fail(setup: &mut ChildSetup) -> ! {
 /// # Safety
 /// Only in the child, before `execve`.
 unsafe fn default_signal_handlers() {
-    for signal in 1..libc::SIGRTMAX() {
+    for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
@@ -397,7 +397,10 @@ impl Child {
             };
             match exited.readable().await {
                 Ok(mut ready) => ready.clear_ready(),
+                // The runtime is going away: no waiting on it, so the process goes now.
                 Err(_) => {
+                    // SAFETY: our own child, not reaped, so the pid is still its.
+                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
                     reap(self.pid);
                     self.reaped = true;
                 }
