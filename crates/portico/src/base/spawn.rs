@@ -324,6 +324,13 @@ fn reap(pid: libc::pid_t) {
     {}
 }
 
+/// Ends our child `pid`, not yet reaped, at once, and reaps it.
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: not reaped yet, so the pid is still our child's; kill only sends a signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
 /// A started child process: killed (SIGKILL) and reaped when dropped before it has been waited for.
 pub struct Child {
     pid: libc::pid_t,
@@ -338,9 +345,7 @@ impl Child {
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
             let error = io::Error::last_os_error();
-            // SAFETY: `pid` is our child; killed and reaped, it is not left behind.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            reap(pid);
+            kill_and_reap(pid);
             return Err(io::Error::new(
                 error.kind(),
                 format!(
@@ -358,9 +363,7 @@ impl Child {
         let exited = match registered {
             Ok(exited) => exited,
             Err(error) => {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                reap(pid);
+                kill_and_reap(pid);
                 return Err(error.into());
             }
         };
@@ -399,9 +402,7 @@ impl Child {
                 Ok(mut ready) => ready.clear_ready(),
                 // The runtime is going away: no waiting on it, so the process goes now.
                 Err(_) => {
-                    // SAFETY: our own child, not reaped, so the pid is still its.
-                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                    reap(self.pid);
+                    kill_and_reap(self.pid);
                     self.reaped = true;
                 }
             }
