@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::base::http_client::POOL_IDLE_TIMEOUT;
-use crate::base::process::cpu_seconds;
+use crate::base::process::own_cpu_seconds;
 
 /// Buffers from this size up are mapped and unmapped on their own, so that memory a large request or
 /// reply took goes back to the system when it is freed. glibc's default threshold rises after the
@@ -21,8 +21,8 @@ const TRIM_THRESHOLD: libc::c_int = 1024 * 1024;
 /// How often the gateway's CPU time is looked at to find the end of a burst.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Less CPU than this in one [`LOOK_EVERY`] (seconds) is a quiet second: `/proc` counts in 10 ms
-/// ticks, so a second in which not one tick was spent.
+/// Less CPU than this in one [`LOOK_EVERY`] (seconds) is a quiet second: the timers and the config
+/// file's watch spend well under a millisecond.
 const QUIET: f64 = 0.005;
 
 /// More CPU than this since the last trim (seconds) is a burst worth trimming after.
@@ -55,10 +55,10 @@ pub fn return_memory_after_bursts() {
         .name("portico-memory".into())
         .stack_size(64 * 1024)
         .spawn(|| {
-            let (mut last, mut busy, mut quiet_seconds) = (cpu_seconds("self"), 0.0, 0);
+            let (mut last, mut busy, mut quiet_seconds) = (own_cpu_seconds(), 0.0, 0);
             loop {
                 std::thread::sleep(LOOK_EVERY);
-                let now = cpu_seconds("self");
+                let now = own_cpu_seconds();
                 let spent = (now - last).max(0.0);
                 last = now;
                 busy += spent;

@@ -516,7 +516,7 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let cpu = crate::base::process::cpu_seconds("self");
+        let cpu = crate::base::process::own_cpu_seconds();
         let rss_kib = crate::base::process::status_kib("self", "VmRSS:") as f64;
         let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
         let dropped = super::dropped_log_lines() as f64;
