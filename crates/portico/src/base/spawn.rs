@@ -575,14 +575,14 @@ mod tests {
             .flatten()
             .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
             .filter(|stat| {
-                let Some((named, rest)) = stat.split_once(' ').map(|(_, rest)| {
-                    let end = rest.rfind(')').map_or(0, |i| i + 1);
-                    (&rest[..end], &rest[end..])
-                }) else {
+                // `pid (comm) state ppid …`; the name may hold spaces and parentheses.
+                let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                     return false;
                 };
-                let mut fields = rest.split_whitespace();
-                named == name && fields.next() == Some("Z") && fields.next() == Some(me.as_str())
+                let mut fields = stat[close + 1..].split_whitespace();
+                stat[open..=close] == name
+                    && fields.next() == Some("Z")
+                    && fields.next() == Some(me.as_str())
             })
             .count()
     }

@@ -25,7 +25,6 @@ pub struct StdioUpstream {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     waiters: Waiters,
     child: tokio::sync::Mutex<Option<Child>>,
-    pid: u32,
 }
 
 /// A started target process whose stdout nobody reads yet: a warm one waiting in a pool
@@ -34,7 +33,6 @@ pub struct Process {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
-    pid: u32,
 }
 
 impl Process {
@@ -48,13 +46,11 @@ impl Process {
             clear_env: spec.clear_env,
         })
         .map_err(|e| UpstreamError::Start(format!("`{}`: {e}", spec.cmd.display())))?;
-        let pid = started.child.id();
         tokio::spawn(log_stderr(started.stderr, name.to_string()));
         Ok(Self {
             child: started.child,
             stdin: started.stdin,
             stdout: started.stdout,
-            pid,
         })
     }
 
@@ -64,7 +60,7 @@ impl Process {
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.child.id()
     }
 }
 
@@ -72,7 +68,7 @@ impl Process {
     /// Stops the process and what it started, at once (a warm one nobody took).
     pub fn kill(&mut self) {
         if self.child.is_running() {
-            signal_group(self.pid, libc::SIGKILL);
+            signal_group(self.child.id(), libc::SIGKILL);
         }
     }
 }
@@ -85,7 +81,6 @@ impl StdioUpstream {
             child,
             stdin,
             stdout,
-            pid,
         } = process;
         let waiters = Waiters::default();
         tokio::spawn(read_stdout(stdout, waiters.clone(), sink, max_line));
@@ -93,7 +88,6 @@ impl StdioUpstream {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             waiters,
             child: tokio::sync::Mutex::new(Some(child)),
-            pid,
         }
     }
 
@@ -129,16 +123,17 @@ impl StdioUpstream {
         let Some(mut child) = self.child.lock().await.take() else {
             return;
         };
-        signal_group(self.pid, libc::SIGTERM);
+        let pid = child.id();
+        signal_group(pid, libc::SIGTERM);
         if tokio::time::timeout(STOP_GRACE, child.wait())
             .await
             .is_err()
         {
-            signal_group(self.pid, libc::SIGKILL);
+            signal_group(pid, libc::SIGKILL);
             child.wait().await;
         }
         // The server may have left children of its own in the group.
-        signal_group(self.pid, libc::SIGKILL);
+        signal_group(pid, libc::SIGKILL);
     }
 }
 
