@@ -8,6 +8,10 @@
 //!   the gateway's CPU per HTTP session;
 //! - RSS idle and per idle session with one HTTP target;
 //! - the size of the `portico` binary as built.
+//!
+//! Where nginx is installed, the two call figures also show it as a reference proxy in the same run
+//! (`nginx.rs`): the CPU and latency goals are absolute, and nginx's figures tell what this machine
+//! lets any proxy reach.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +21,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use crate::nginx::Nginx;
 use crate::{
     Cli, Conn, Side, Stats, echo_call, fan_out, fixture, gateway, http_target, list_tools, load,
     median, route, rss_kib, status_kib,
@@ -32,49 +37,70 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     portico::base::process::cpu_split(&pid.to_string())
 }
 
-/// A load run and the CPU the gateway spent on it, per request (µs): user + system, and system alone.
+/// A load run and the CPU `cpu` says was spent on it, per request (µs): user + system, and system
+/// alone.
 async fn with_cpu(
-    pid: u32,
+    cpu: impl Fn() -> (f64, f64),
     side: Side<'_>,
     connections: usize,
     seconds: f64,
     make: fn(u64) -> serde_json::Value,
 ) -> anyhow::Result<(Stats, (f64, f64))> {
-    let (user, system) = cpu_seconds(pid);
+    let (user, system) = cpu();
     let stats = load(side, connections, seconds, make).await?;
-    let (user_after, system_after) = cpu_seconds(pid);
+    let (user_after, system_after) = cpu();
     let per_call = |seconds: f64| seconds / stats.calls.max(1) as f64 * 1e6;
     let system = per_call(system_after - system);
     Ok((stats, (per_call(user_after - user) + system, system)))
 }
 
-/// `rounds` alternating (direct, through) runs; medians of each.
+/// One side of a `versus` comparison: an MCP endpoint and how to read the CPU its proxy has used
+/// (none for the direct side).
+struct Contender<'a> {
+    url: &'a str,
+    cpu: Option<Box<dyn Fn() -> (f64, f64) + 'a>>,
+}
+
+/// What `versus` measured of one contender: the median load figures and CPU per call (µs, user +
+/// system and system alone; zero without a proxy).
+struct Measured {
+    stats: Stats,
+    cpu: (f64, f64),
+}
+
+/// `rounds` runs of every contender in turn; medians of each.
 async fn versus(
     cli: &Cli,
-    pid: u32,
-    direct: &str,
-    through: &str,
+    contenders: &[Contender<'_>],
     connections: usize,
-) -> anyhow::Result<(Stats, Stats, (f64, f64))> {
-    let (mut a, mut b, mut cpu, mut system) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+) -> anyhow::Result<Vec<Measured>> {
+    let n = contenders.len();
+    let mut runs: Vec<(Vec<Stats>, Vec<f64>, Vec<f64>)> =
+        (0..n).map(|_| Default::default()).collect();
     for round in 0..cli.rounds {
-        // Each round starts with the other side, so neither always runs first.
-        let through_first = round % 2 == 1;
-        for through_now in [through_first, !through_first] {
-            if !through_now {
-                a.push(load(Side::plain(direct), connections, cli.seconds, echo_call).await?);
-                continue;
-            }
-            let side = Side::plain(through);
-            let (stats, (used, kernel)) =
-                with_cpu(pid, side, connections, cli.seconds, echo_call).await?;
-            b.push(stats);
-            cpu.push(used);
-            system.push(kernel);
+        // Each round starts with another side, so that none always runs first.
+        for k in 0..n {
+            let i = (round + k) % n;
+            let side = Side::plain(contenders[i].url);
+            let (stats, (used, kernel)) = match &contenders[i].cpu {
+                Some(cpu) => with_cpu(cpu, side, connections, cli.seconds, echo_call).await?,
+                None => (
+                    load(side, connections, cli.seconds, echo_call).await?,
+                    (0.0, 0.0),
+                ),
+            };
+            runs[i].0.push(stats);
+            runs[i].1.push(used);
+            runs[i].2.push(kernel);
         }
     }
-    let cpu = (median(&mut cpu), median(&mut system));
-    Ok((Stats::median_of(&a), Stats::median_of(&b), cpu))
+    Ok(runs
+        .into_iter()
+        .map(|(stats, mut used, mut kernel)| Measured {
+            stats: Stats::median_of(&stats),
+            cpu: (median(&mut used), median(&mut kernel)),
+        })
+        .collect())
 }
 
 /// `count` × (`initialize`, `DELETE`) on one keep-alive connection; seconds taken.
@@ -178,18 +204,53 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     );
     println!("| figure | direct | through portico | result |\n|---|---|---|---|");
 
-    let (direct, proxied, (cpu, system)) =
-        versus(cli, pid, &call_url, &through, cli.connections).await?;
+    let nginx = Nginx::start(&call_url).await?;
+    let gateway_cpu = || cpu_seconds(pid);
+    let mut contenders = vec![
+        Contender {
+            url: &call_url,
+            cpu: None,
+        },
+        Contender {
+            url: &through,
+            cpu: Some(Box::new(gateway_cpu)),
+        },
+    ];
+    if let Some(nginx) = &nginx {
+        contenders.push(Contender {
+            url: &nginx.url,
+            cpu: Some(Box::new(|| nginx.cpu_seconds())),
+        });
+    }
+    let measured = versus(cli, &contenders, cli.connections).await?;
+    let (direct, proxied) = (&measured[0].stats, &measured[1].stats);
+    let (cpu, system) = measured[1].cpu;
+    let reference = measured.get(2).map_or(String::new(), |nginx| {
+        format!(
+            "; nginx, same run: {:.2}× direct, {:.1} µs per call ({:.1} in the kernel)",
+            nginx.stats.per_second / direct.per_second,
+            nginx.cpu.0,
+            nginx.cpu.1
+        )
+    });
     println!(
-        "| tools/call, {} connections: calls/s | {:.0} | {:.0} | {:.2}× direct; gateway CPU {cpu:.1} µs per call ({system:.1} µs of it in the kernel) |",
+        "| tools/call, {} connections: calls/s | {:.0} | {:.0} | {:.2}× direct; gateway CPU {cpu:.1} µs per call ({system:.1} µs of it in the kernel){reference} |",
         cli.connections,
         direct.per_second,
         proxied.per_second,
         proxied.per_second / direct.per_second
     );
-    let (direct, proxied, _) = versus(cli, pid, &call_url, &through, 1).await?;
+    let measured = versus(cli, &contenders, 1).await?;
+    let (direct, proxied) = (&measured[0].stats, &measured[1].stats);
+    let reference = measured.get(2).map_or(String::new(), |nginx| {
+        format!(
+            "; nginx, same run: {:+.3} / {:+.3} ms",
+            nginx.stats.p50_ms - direct.p50_ms,
+            nginx.stats.p99_ms - direct.p99_ms
+        )
+    });
     println!(
-        "| tools/call, 1 connection: p50 / p99 ms | {:.3} / {:.3} | {:.3} / {:.3} | added {:+.3} / {:+.3} ms |",
+        "| tools/call, 1 connection: p50 / p99 ms | {:.3} / {:.3} | {:.3} / {:.3} | added {:+.3} / {:+.3} ms{reference} |",
         direct.p50_ms,
         direct.p99_ms,
         proxied.p50_ms,
@@ -197,6 +258,9 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         proxied.p50_ms - direct.p50_ms,
         proxied.p99_ms - direct.p99_ms
     );
+    let reference_missing = nginx.is_none();
+    drop(contenders);
+    drop(nginx);
 
     let (one_url, ten_url) = (format!("{base}/one"), format!("{base}/ten"));
     let (mut one, mut ten, mut floor) = (Vec::new(), Vec::new(), Vec::new());
@@ -204,8 +268,14 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     for _ in 0..cli.rounds {
         one.push(load(Side::plain(&one_url), 1, cli.seconds, list_tools).await?);
         floor.push(fan_out(&list_urls, cli.seconds).await?);
-        let (stats, (cpu, kernel)) =
-            with_cpu(pid, Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
+        let (stats, (cpu, kernel)) = with_cpu(
+            gateway_cpu,
+            Side::plain(&ten_url),
+            1,
+            cli.seconds,
+            list_tools,
+        )
+        .await?;
         ten.push(stats);
         per_tool.push(cpu / 500.0);
         kernel_per_tool.push(kernel / 500.0);
@@ -290,5 +360,10 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         portico.display(),
         size as f64 / 1e6
     );
+    if reference_missing {
+        println!(
+            "\nnginx not found: no reference proxy in the call figures (apt-get install nginx-light)"
+        );
+    }
     Ok(())
 }

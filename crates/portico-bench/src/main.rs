@@ -10,6 +10,7 @@
 mod goals;
 mod hardening;
 mod instructions;
+mod nginx;
 mod tracing_cost;
 
 use std::path::PathBuf;
