@@ -6,12 +6,15 @@
 #   3. calls/s through nginx (round robin) to one replica vs three, one session.
 # Usage: scripts/bench-scale-out.sh [PORTICO_BINARY]   (needs wrk, nginx, curl, python3)
 set -euo pipefail
+source "$(dirname "$0")/wrk-mcp.sh"
 portico=${1:-${CARGO_TARGET_DIR:-target}/release/portico}
 work=$(mktemp -d)
-trap 'pkill -f "$work" 2>/dev/null || true; kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
+fixture_pid=
+trap 'kill $fixture_pid 2>/dev/null; pkill -f "$work" 2>/dev/null || true; kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$portico" fixture --transport http >"$work/fixture.out" 2>&1 &
+fixture_pid=$!
 sleep 1
 fixture=$(sed -n 's/listening on //p' "$work/fixture.out")
 key=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
@@ -39,23 +42,9 @@ EOF
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
 }
 
-session() {
-  curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$1/mcp" \
-    -H 'accept: application/json, text/event-stream' -H 'content-type: application/json' \
-    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}' |
-    tr -d '\r' | sed -n 's/^mcp-session-id: //ip'
-}
-
 # wrk_call PORT SESSION CONNECTIONS: calls/s and p50 of `tools/call echo`.
 wrk_call() {
-  cat >"$work/call.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}'
-wrk.headers["accept"] = "application/json, text/event-stream"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["mcp-protocol-version"] = "2025-06-18"
-EOF
-  [ -n "$2" ] && echo "wrk.headers[\"mcp-session-id\"] = \"$2\"" >>"$work/call.lua"
+  call_script "$work/call.lua" "$2"
   local threads=$(($3 < 2 ? 1 : 2))
   wrk -t$threads -c"$3" -d1s -s "$work/call.lua" "http://127.0.0.1:$1/mcp" >/dev/null
   local out
@@ -70,7 +59,7 @@ p1=$(free_port); gateway stateful "$p1" "" "$http_target"
 p2=$(free_port); gateway stateless "$p2" "          statefulMode: stateless
 " "$http_target"
 for c in 1 32; do
-  echo "- $c connection(s): stateful $(wrk_call "$p1" "$(session "$p1")" $c); stateless $(wrk_call "$p2" "" $c)"
+  echo "- $c connection(s): stateful $(wrk_call "$p1" "$(mcp_session "$p1")" $c); stateless $(wrk_call "$p2" "" $c)"
 done
 
 echo
@@ -140,7 +129,7 @@ EOF
 }
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 nginx_conf "${ports[0]}"; "$nginx" -p "$work" -c "$work/nginx.conf"; sleep 0.5
-id=$(session "${ports[0]}")
+id=$(mcp_session "${ports[0]}")
 echo "- one replica: $(wrk_call "$nginx_port" "$id" 32)"
 nginx_conf "${ports[@]}"; "$nginx" -p "$work" -c "$work/nginx.conf" -s reload; sleep 1
 echo "- three replicas: $(wrk_call "$nginx_port" "$id" 32)"

@@ -13,6 +13,7 @@
 # Usage: scripts/call-cpu.sh [--rounds N] [--nginx] PORTICO_BINARY...   (needs wrk, curl, bc; nginx)
 # The first binary also serves the fixture. Medians of N rounds (default 3).
 set -euo pipefail
+source "$(dirname "$0")/wrk-mcp.sh"
 rounds=3 nginx=false binaries=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -87,14 +88,6 @@ http {
 }
 EOF
 
-# A session opened through the side itself: nginx passes the fixture's own session id through.
-session() {
-  curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$1/mcp" \
-    -H 'accept: application/json, text/event-stream' -H 'content-type: application/json' \
-    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"call-cpu","version":"1"}}}' |
-    tr -d '\r' | sed -n 's/^mcp-session-id: //ip'
-}
-
 # user + system ticks, and system ticks, of the processes given
 ticks() {
   local total=0 system=0 pid
@@ -119,13 +112,8 @@ to_ms() {
 measure() {
   local port=$1
   shift
-  cat >"$work/call.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}'
-wrk.headers["accept"] = "application/json, text/event-stream"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["mcp-session-id"] = "$(session "$port")"
-EOF
+  # A session opened through the side itself: nginx passes the fixture's own session id through.
+  call_script "$work/call.lua" "$(mcp_session "$port")"
   local target="http://127.0.0.1:$port/mcp" before after out calls rate cpu="- -" lat tick_us
   wrk -t2 -c32 -d1s -s "$work/call.lua" "$target" >/dev/null
   [ $# -gt 0 ] && before=$(ticks "$@")

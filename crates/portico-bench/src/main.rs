@@ -83,16 +83,17 @@ struct Proc {
     file: Option<PathBuf>,
 }
 
+/// Sends `SIGTERM` to a child of ours that has not been reaped.
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
+        // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(pid) = self
-            .child
-            .id()
-            .and_then(|pid| libc::pid_t::try_from(pid).ok())
-        {
-            // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        terminate(&self.child);
         if let Some(file) = &self.file {
             let _ = std::fs::remove_file(file);
         }

@@ -90,14 +90,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM, not SIGKILL: the master then stops its workers, which would otherwise keep the port.
-        if let Some(pid) = self
-            .master
-            .id()
-            .and_then(|pid| libc::pid_t::try_from(pid).ok())
-        {
-            // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        crate::terminate(&self.master);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
