@@ -7,8 +7,8 @@
 #
 # Per round and side: `wrk -t2 -c32 -d5s` on one session (calls/s; the proxy's CPU per call, user +
 # system from /proc/<pid>/stat, nginx's workers summed), then `wrk -t1 -c1 -d5s --latency` (p50, p99).
-# Portico runs with one HTTP target and its defaults; nginx as a proxy for MCP is set up (a worker
-# per CPU like Portico, keep-alive on both sides, no buffering for SSE, no access log).
+# Portico runs with one HTTP target and its defaults; nginx as one would run it in front of MCP
+# servers: a worker per CPU like Portico, keep-alive on both sides, no buffering (SSE), no access log.
 #
 # Usage: scripts/call-cpu.sh [--rounds N] [--nginx] PORTICO_BINARY...   (needs wrk, curl, bc; nginx)
 # The first binary also serves the fixture. Medians of N rounds (default 3).
@@ -32,11 +32,10 @@ for tool in $needed; do
 done
 work=$(mktemp -d)
 nginx_port=3998 portico_port=3999
-fixture=
-trap 'kill $fixture 2>/dev/null; rm -rf "$work"' EXIT
+# The fixture, and a gateway or nginx if the script stops while one runs.
+trap 'pkill -P $$ 2>/dev/null; rm -rf "$work"' EXIT
 
 "${binaries[0]}" fixture --transport http >"$work/fixture.out" 2>&1 &
-fixture=$!
 for _ in $(seq 50); do grep -q "listening on" "$work/fixture.out" && break; sleep 0.1; done
 url=$(sed -n 's/listening on //p' "$work/fixture.out")
 fixture_port=${url##*:}
