@@ -32,33 +32,36 @@ use crate::{
 /// sooner depends on whether that has happened yet.
 const QUIET: Duration = Duration::from_millis(2500);
 
-/// CPU seconds (user, system) the process `pid` has used so far.
-fn cpu_seconds(pid: u32) -> (f64, f64) {
-    portico::base::process::cpu_split(&pid.to_string())
+/// CPU seconds (user, system) the processes `pids` have used so far, added up.
+fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
+    pids.iter().fold((0.0, 0.0), |(user, system), pid| {
+        let (u, s) = portico::base::process::cpu_split(&pid.to_string());
+        (user + u, system + s)
+    })
 }
 
-/// A load run and the CPU `cpu` says was spent on it, per request (µs): user + system, and system
-/// alone.
+/// A load run and the CPU the processes `pids` spent on it, per request (µs): user + system, and
+/// system alone.
 async fn with_cpu(
-    cpu: impl Fn() -> (f64, f64),
+    pids: &[u32],
     side: Side<'_>,
     connections: usize,
     seconds: f64,
     make: fn(u64) -> serde_json::Value,
 ) -> anyhow::Result<(Stats, (f64, f64))> {
-    let (user, system) = cpu();
+    let (user, system) = cpu_seconds(pids);
     let stats = load(side, connections, seconds, make).await?;
-    let (user_after, system_after) = cpu();
+    let (user_after, system_after) = cpu_seconds(pids);
     let per_call = |seconds: f64| seconds / stats.calls.max(1) as f64 * 1e6;
     let system = per_call(system_after - system);
     Ok((stats, (per_call(user_after - user) + system, system)))
 }
 
-/// One side of a `versus` comparison: an MCP endpoint and how to read the CPU its proxy has used
-/// (none for the direct side).
+/// One side of a `versus` comparison: an MCP endpoint and the processes of its proxy (none for the
+/// direct side).
 struct Contender<'a> {
     url: &'a str,
-    cpu: Option<Box<dyn Fn() -> (f64, f64) + 'a>>,
+    pids: Vec<u32>,
 }
 
 /// What `versus` measured of one contender: the median load figures and CPU per call (µs, user +
@@ -82,13 +85,14 @@ async fn versus(
         for k in 0..n {
             let i = (round + k) % n;
             let side = Side::plain(contenders[i].url);
-            let (stats, (used, kernel)) = match &contenders[i].cpu {
-                Some(cpu) => with_cpu(cpu, side, connections, cli.seconds, echo_call).await?,
-                None => (
-                    load(side, connections, cli.seconds, echo_call).await?,
-                    (0.0, 0.0),
-                ),
-            };
+            let (stats, (used, kernel)) = with_cpu(
+                &contenders[i].pids,
+                side,
+                connections,
+                cli.seconds,
+                echo_call,
+            )
+            .await?;
             runs[i].0.push(stats);
             runs[i].1.push(used);
             runs[i].2.push(kernel);
@@ -208,21 +212,20 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
         eprintln!("nginx did not start: {failed:#}");
         None
     });
-    let gateway_cpu = || cpu_seconds(pid);
     let mut contenders = vec![
         Contender {
             url: &call_url,
-            cpu: None,
+            pids: Vec::new(),
         },
         Contender {
             url: &through,
-            cpu: Some(Box::new(gateway_cpu)),
+            pids: vec![pid],
         },
     ];
     if let Some(nginx) = &nginx {
         contenders.push(Contender {
             url: &nginx.url,
-            cpu: Some(Box::new(|| nginx.cpu_seconds())),
+            pids: nginx.workers.clone(),
         });
     }
     let measured = versus(cli, &contenders, cli.connections).await?;
@@ -271,14 +274,8 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
     for _ in 0..cli.rounds {
         one.push(load(Side::plain(&one_url), 1, cli.seconds, list_tools).await?);
         floor.push(fan_out(&list_urls, cli.seconds).await?);
-        let (stats, (cpu, kernel)) = with_cpu(
-            gateway_cpu,
-            Side::plain(&ten_url),
-            1,
-            cli.seconds,
-            list_tools,
-        )
-        .await?;
+        let (stats, (cpu, kernel)) =
+            with_cpu(&[pid], Side::plain(&ten_url), 1, cli.seconds, list_tools).await?;
         ten.push(stats);
         per_tool.push(cpu / 500.0);
         kernel_per_tool.push(kernel / 500.0);
@@ -302,9 +299,9 @@ pub async fn run(cli: &Cli, portico: &PathBuf) -> anyhow::Result<()> {
 
     let count = 200;
     let direct = median_seconds(cli.rounds, || sessions_over_http(&call_url, count)).await?;
-    let (user, system) = cpu_seconds(pid);
+    let (user, system) = cpu_seconds(&[pid]);
     let proxied = median_seconds(cli.rounds, || sessions_over_http(&through, count)).await?;
-    let (user_after, system_after) = cpu_seconds(pid);
+    let (user_after, system_after) = cpu_seconds(&[pid]);
     let per_session = |seconds: f64| seconds / (cli.rounds * count) as f64 * 1e6;
     let kernel = per_session(system_after - system);
     println!(

@@ -14,7 +14,7 @@ pub struct Nginx {
     master: Child,
     dir: PathBuf,
     /// The worker processes, whose CPU is the proxy's.
-    workers: Vec<u32>,
+    pub workers: Vec<u32>,
     /// The MCP endpoint through nginx.
     pub url: String,
 }
@@ -51,14 +51,6 @@ impl Nginx {
         };
         nginx.wait_for_workers(port).await?;
         Ok(Some(nginx))
-    }
-
-    /// CPU seconds (user, system) the workers have used so far.
-    pub fn cpu_seconds(&self) -> (f64, f64) {
-        self.workers.iter().fold((0.0, 0.0), |(user, system), pid| {
-            let (u, s) = portico::base::process::cpu_split(&pid.to_string());
-            (user + u, system + s)
-        })
     }
 
     async fn wait_for_workers(&mut self, port: u16) -> anyhow::Result<()> {

@@ -68,7 +68,7 @@ impl Process {
     /// Stops the process and what it started, at once (a warm one nobody took).
     pub fn kill(&mut self) {
         if self.child.is_running() {
-            signal_group(self.child.id(), libc::SIGKILL);
+            signal_group(self.pid(), libc::SIGKILL);
         }
     }
 }
